@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by the README's commands and CI: a virtual environment with both connectors and the
+# test tools installed, and the kinesis-mock emulator from npm. Needs Python 3.11 and Node 20 (npm) on PATH.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+# Reinstall only when setup.py changed since the last successful install.
+stamp=".venv/.installed-$(sha1sum setup.py | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages (about 2 minutes on a fresh machine)"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e ".[tests]"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+if [ ! -f .cache/node/node_modules/kinesis-local/main.js ]; then
+  echo "bootstrap: installing kinesis-local@0.6.2 (kinesis-mock) from npm"
+  mkdir -p .cache/node
+  npm install --silent --no-audit --no-fund --prefix .cache/node kinesis-local@0.6.2
+fi

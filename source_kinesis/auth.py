@@ -1,0 +1,115 @@
+"""AWS credentials and clients: access keys, the default chain, or an IAM role assumed through STS.
+
+The role is assumed on top of the default credential chain with ``ExternalId``, through botocore's refreshable
+credentials: botocore calls ``_assume`` again shortly before the temporary credentials expire, so follow runs
+outlive the one-hour default session.
+
+Clients are built with botocore's own retries off (``total_max_attempts=1``): the shard reader owns retries and
+backoff in one place (tenacity), so throttle counts and backoff are exact.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any, Callable, Dict, Optional
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+from source_kinesis.config import AccessKeys, IamRole, SourceConfig
+from source_kinesis.errors import BAD_CREDENTIALS, config_error, error_code, translate
+
+# Ask for credentials valid this long; botocore refreshes them 15 (advisory) / 10 (mandatory) minutes before expiry.
+ROLE_SESSION_SECONDS = 3600
+
+
+def assume_role_fetcher(sts_client: Any, role: IamRole, duration: int = ROLE_SESSION_SECONDS) -> Callable[[], Dict[str, str]]:
+    """A function returning fresh temporary credentials for the role, in botocore's refresh metadata shape."""
+
+    def fetch() -> Dict[str, str]:
+        try:
+            response = sts_client.assume_role(
+                RoleArn=role.role_arn,
+                RoleSessionName=role.role_session_name,
+                ExternalId=role.external_id,
+                DurationSeconds=duration,
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in {"AccessDenied", "AccessDeniedException", "403"}:
+                raise config_error(
+                    f"Could not assume role {role.role_arn} (sts:AssumeRole denied). Check that the role's trust policy "
+                    "names the principal running the connector and requires exactly this external ID."
+                ) from None
+            if code in BAD_CREDENTIALS:
+                raise config_error(
+                    f"Could not assume role {role.role_arn}: the base credentials from the default chain were rejected ({code})."
+                ) from None
+            raise translate(exc, "AssumeRole") from None
+        except BotoCoreError as exc:
+            raise translate(exc, "AssumeRole") from None
+        creds = response["Credentials"]
+        expiration = creds["Expiration"]
+        if isinstance(expiration, dt.datetime):
+            expiration = expiration.astimezone(dt.timezone.utc).isoformat()
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": expiration,
+        }
+
+    return fetch
+
+
+def build_session(config: SourceConfig) -> boto3.Session:
+    creds = config.credentials
+    if isinstance(creds, AccessKeys):
+        return boto3.Session(
+            aws_access_key_id=creds.aws_access_key_id,
+            aws_secret_access_key=creds.aws_secret_access_key,
+            aws_session_token=creds.aws_session_token or None,
+            region_name=config.region,
+        )
+    base = boto3.Session(region_name=config.region)
+    if isinstance(creds, IamRole):
+        sts = base.client("sts", region_name=config.region, config=Config(retries={"total_max_attempts": 3, "mode": "standard"}))
+        fetch = assume_role_fetcher(sts, creds)
+        refreshable = RefreshableCredentials.create_from_metadata(
+            metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+        )
+        core = botocore.session.get_session()
+        core._credentials = refreshable  # botocore's documented way to plug refreshable credentials into a session
+        core.set_config_variable("region", config.region)
+        return boto3.Session(botocore_session=core, region_name=config.region)
+    return base
+
+
+class ClientFactory:
+    """Builds the Kinesis client once per config (boto3 clients are thread-safe; sessions are not)."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._client: Optional[Any] = None
+
+    def kinesis(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                session = build_session(self.config)
+                self._client = session.client(
+                    "kinesis",
+                    region_name=self.config.region,
+                    endpoint_url=self.config.endpoint_url or None,
+                    config=Config(
+                        retries={"total_max_attempts": 1},
+                        connect_timeout=10,
+                        read_timeout=60,
+                        max_pool_connections=self.config.max_parallel_shards + 4,
+                        user_agent_extra="airbyte-source-kinesis",
+                    ),
+                )
+            return self._client

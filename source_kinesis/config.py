@@ -1,0 +1,157 @@
+"""The connector's configuration as a validated, typed model (pydantic), built from the spec's JSON.
+
+The CDK validates the raw config against spec.json before check/discover/read; this model adds the cross-field
+rules a JSON schema cannot say (AT_TIMESTAMP needs a timestamp, not in the future) and gives the rest of the
+package typed access. Every validation failure becomes a ``config_error`` naming the field.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import re
+from typing import Any, List, Literal, Mapping, Optional, Union
+
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FORMATS = ("json", "text", "bytes", "cloudwatch_logs", "dms", "dynamodb")
+Format = Literal["json", "text", "bytes", "cloudwatch_logs", "dms", "dynamodb"]
+
+ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
+STREAM_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:kinesis:([a-z0-9-]+):([0-9]{12}):stream/([A-Za-z0-9_.-]{1,128})$")
+STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+GLOB_CHARS = set("*?[")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class IamRole(_Model):
+    auth_type: Literal["iam_role"]
+    role_arn: str
+    external_id: str = Field(min_length=2, max_length=1224)
+    role_session_name: str = Field(default="airbyte-source-kinesis", pattern=r"^[A-Za-z0-9+=,.@_-]{2,64}$")
+
+    @field_validator("role_arn")
+    @classmethod
+    def _arn(cls, value: str) -> str:
+        if not ROLE_ARN_RE.match(value):
+            raise ValueError(f"'{value}' is not an IAM role ARN like arn:aws:iam::123456789012:role/name")
+        return value
+
+
+class AccessKeys(_Model):
+    auth_type: Literal["access_keys"]
+    aws_access_key_id: str = Field(min_length=1)
+    aws_secret_access_key: str = Field(min_length=1)
+    aws_session_token: Optional[str] = None
+
+
+class DefaultChain(_Model):
+    auth_type: Literal["default_chain"]
+
+
+class StreamFormat(_Model):
+    stream: str = Field(min_length=1)
+    format: Format
+    dms_primary_key: Optional[List[str]] = None
+
+
+class StreamRef(_Model):
+    """One entry of ``streams``: a name, an ARN or a glob pattern."""
+
+    raw: str
+    name: Optional[str] = None  # set for names and ARNs
+    arn: Optional[str] = None  # set for ARNs
+    pattern: Optional[str] = None  # set for glob patterns
+
+    @classmethod
+    def parse(cls, raw: str) -> "StreamRef":
+        raw = raw.strip()
+        arn = STREAM_ARN_RE.match(raw)
+        if arn:
+            return cls(raw=raw, name=arn.group(4), arn=raw)
+        if raw.startswith("arn:"):
+            raise ValueError(f"'{raw}' is not a Kinesis stream ARN like arn:aws:kinesis:us-east-1:123456789012:stream/name")
+        if GLOB_CHARS & set(raw):
+            return cls(raw=raw, pattern=raw)
+        if not STREAM_NAME_RE.match(raw):
+            raise ValueError(f"'{raw}' is not a valid stream name (1-128 of A-Z a-z 0-9 _ . -), ARN or glob pattern")
+        return cls(raw=raw, name=raw)
+
+    def matches(self, name: str) -> bool:
+        if self.pattern is not None:
+            return fnmatch.fnmatchcase(name, self.pattern)
+        return name == self.name
+
+
+class SourceConfig(_Model):
+    credentials: Union[IamRole, AccessKeys, DefaultChain] = Field(discriminator="auth_type")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$")
+    streams: List[str] = Field(min_length=1)
+    endpoint_url: Optional[str] = Field(default=None, pattern=r"^https?://[^\s]+$")
+    start_position: Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"] = "TRIM_HORIZON"
+    start_timestamp: Optional[dt.datetime] = None
+    format: Format = "json"
+    dms_primary_key: List[str] = Field(default_factory=lambda: ["id"])
+    stream_formats: List[StreamFormat] = Field(default_factory=list)
+    on_bad_record: Literal["keep", "skip", "fail"] = "keep"
+    stale_checkpoint: Literal["restart", "fail"] = "restart"
+    get_records_per_second: float = Field(default=2.0, ge=0.1, le=5)
+    megabytes_per_second: float = Field(default=1.0, ge=0.01, le=2)
+    records_per_call: int = Field(default=10000, ge=1, le=10000)
+    max_parallel_shards: int = Field(default=16, ge=1, le=256)
+    max_sync_duration_seconds: Optional[int] = Field(default=None, ge=1, le=604800)
+    retry_budget_seconds: float = Field(default=300, gt=0, le=86400)
+    checkpoint_interval_records: int = Field(default=10000, ge=1, le=10_000_000)
+    checkpoint_interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
+    schema_sample_size: int = Field(default=0, ge=0, le=10000)
+
+    @field_validator("streams")
+    @classmethod
+    def _streams(cls, value: List[str]) -> List[str]:
+        for entry in value:
+            StreamRef.parse(entry)
+        return value
+
+    @field_validator("start_timestamp")
+    @classmethod
+    def _utc(cls, value: Optional[dt.datetime]) -> Optional[dt.datetime]:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+    @model_validator(mode="after")
+    def _timestamp_rules(self) -> "SourceConfig":
+        if self.start_position == "AT_TIMESTAMP":
+            if self.start_timestamp is None:
+                raise ValueError("start_timestamp is required when start_position is AT_TIMESTAMP")
+            if self.start_timestamp > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5):
+                raise ValueError(f"start_timestamp {self.start_timestamp.isoformat()} is in the future; Kinesis refuses AT_TIMESTAMP iterators after now")
+        return self
+
+    @property
+    def stream_refs(self) -> List[StreamRef]:
+        return [StreamRef.parse(entry) for entry in self.streams]
+
+    def format_for(self, stream: str) -> StreamFormat:
+        """The decoding settings of one stream: the first matching override, else the top-level format."""
+        for override in self.stream_formats:
+            if fnmatch.fnmatchcase(stream, override.stream):
+                return StreamFormat(stream=stream, format=override.format, dms_primary_key=override.dms_primary_key or self.dms_primary_key)
+        return StreamFormat(stream=stream, format=self.format, dms_primary_key=self.dms_primary_key)
+
+
+def parse_config(raw: Mapping[str, Any]) -> SourceConfig:
+    """Validate a raw config; any problem is a config_error that names the field and never echoes secret values."""
+    try:
+        return SourceConfig.model_validate(dict(raw))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in err["loc"]) or "config"
+            problems.append(f"{where}: {err['msg']}")
+        message = "Invalid source-kinesis configuration: " + "; ".join(problems)
+        raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error) from None

@@ -1,0 +1,456 @@
+"""Runs a sync over every configured stream at once: the emitting thread of the architecture.
+
+Readers (``shard_reader.py``) poll shards on the pool's threads (``shard_pool.py``) and hand pages over one bounded
+queue. This module, on the caller's thread only, decodes each page, emits the records, advances that shard's
+position, decides lineage (a child starts once all its parents are finished), and checkpoints every N records and
+every T seconds (also while idle). All state lives here, so a checkpoint never covers a record not yet emitted.
+
+Bounded mode (Airbyte ``read``) ends when every shard met its stop rule, or at the optional max duration. Follow
+mode (the runner) keeps reading until ``stop_event`` is set, refreshing the shard list to pick up resharding.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set
+
+from airbyte_cdk.models import (
+    AirbyteMessage,
+    AirbyteRecordMessage,
+    AirbyteStateBlob,
+    AirbyteStateMessage,
+    AirbyteStateType,
+    AirbyteStreamState,
+    AirbyteStreamStatus,
+    FailureType,
+    StreamDescriptor,
+    Type,
+)
+from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_status_message
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from source_kinesis.config import SourceConfig
+from source_kinesis.decoding import PayloadDecoder
+from source_kinesis.discovery import KinesisStream
+from source_kinesis.errors import config_error
+from source_kinesis.lineage import ShardGraph, ShardInfo, list_shards
+from source_kinesis.progress import ProgressReporter, ShardProgress
+from source_kinesis.records import arrival_iso, build_record
+from source_kinesis.shard_pool import ShardPool
+from source_kinesis.shard_reader import Page, ShardReader, StartPosition
+from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso
+from source_kinesis.throttling import ShardBudget
+
+FOLLOW_SHARD_REFRESH_SECONDS = 30.0
+
+
+@dataclass
+class StreamRun:
+    """Everything the emitting thread knows about one stream during a sync."""
+
+    info: KinesisStream
+    state: StreamState
+    decoder: PayloadDecoder
+    initial: bool = False  # first sync of this stream: listed shards get the configured start position
+    graph: ShardGraph = field(default_factory=ShardGraph)
+    finished: Set[str] = field(default_factory=set)
+    stopped: Set[str] = field(default_factory=set)  # met the bounded stop rule in this sync
+    active: Dict[str, ShardReader] = field(default_factory=dict)
+    progress: Dict[str, ShardProgress] = field(default_factory=dict)
+    latest_now: Set[str] = field(default_factory=set)  # first-sync LATEST shards: use a LATEST iterator
+    skip_to: Dict[str, ShardState] = field(default_factory=dict)  # resumed shards: skip up to this position
+    gap_check: Dict[str, str] = field(default_factory=dict)  # resumed shards: the first record must be this one
+    records_since_checkpoint: int = 0
+    last_checkpoint: float = 0.0
+    dirty: bool = False
+    running_sent: bool = False
+    done: bool = False
+    started_monotonic: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        config: SourceConfig,
+        client: Any,
+        logger: logging.Logger,
+        *,
+        follow: bool = False,
+        stop_event: Optional[threading.Event] = None,
+        progress_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.logger = logger
+        self.follow = follow
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        self.now = now
+        self.progress = ProgressReporter(logger, interval=progress_interval, clock=clock)
+        self.failures: List[AirbyteTracedException] = []
+        self.runs: Dict[str, StreamRun] = {}
+        self.sync_started_at = now()
+        workers = config.max_parallel_shards
+        self.queue: "queue.Queue[Page]" = queue.Queue(maxsize=max(4, 2 * workers))
+        self.pool: Optional[ShardPool] = None
+        self._workers = workers
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------------------------ driver
+    def run(
+        self,
+        names: List[str],
+        resolve: Callable[[str], KinesisStream],
+        states: Mapping[str, Optional[Mapping[str, Any]]],
+    ) -> Iterator[AirbyteMessage]:
+        """Read every stream; yields records, states and stream-status/error traces.
+
+        ``resolve`` turns a stream name into its description (DescribeStream); a failure there fails that stream
+        only, as any other error does: the other streams go on and the sync ends with an error naming it.
+        """
+        self.sync_started_at = self.now()
+        started = self.clock()
+        deadline = started + self.config.max_sync_duration_seconds if (self.config.max_sync_duration_seconds and not self.follow) else None
+        self.pool = ShardPool(self._workers, self.queue, clock=self.clock)
+        try:
+            for name in names:
+                yield stream_status_message(StreamDescriptor(name=name), AirbyteStreamStatus.STARTED)
+                try:
+                    run = self._prepare(resolve(name), states.get(name))
+                except AirbyteTracedException as exc:
+                    yield from self._fail_before_start(name, exc)
+                    continue
+                self.runs[name] = run
+                yield self._state_message(run)
+                yield from self._activate_ready(run)
+            next_refresh = self.clock() + FOLLOW_SHARD_REFRESH_SECONDS
+            while any(not run.done for run in self.runs.values()):
+                if self.stop_event.is_set():
+                    self.logger.info("Stop requested: finishing the pages already read, then checkpointing.")
+                    break
+                if deadline is not None and self.clock() >= deadline:
+                    self.logger.info(
+                        f"Reached the maximum sync duration ({self.config.max_sync_duration_seconds} s): checkpointing; "
+                        "the next sync continues from here."
+                    )
+                    break
+                try:
+                    page = self.queue.get(timeout=self._wait_time())
+                except queue.Empty:
+                    page = None
+                if page is not None:
+                    yield from self._handle(page)
+                yield from self._periodic()
+                if self.follow and self.clock() >= next_refresh:
+                    next_refresh = self.clock() + FOLLOW_SHARD_REFRESH_SECONDS
+                    yield from self._refresh_shards()
+            yield from self._shutdown()
+        finally:
+            if self.pool is not None:
+                self.pool.stop()
+                self.pool.join(timeout=5)
+        if self.failures:
+            first = self.failures[0]
+            names = ", ".join(sorted({f.stream_descriptor.name for f in self.failures if f.stream_descriptor}))
+            raise AirbyteTracedException(
+                message=f"Syncing failed for stream(s) {names}: {first.message}",
+                internal_message=first.internal_message,
+                failure_type=first.failure_type or FailureType.system_error,
+            )
+
+    def _wait_time(self) -> float:
+        due = min((run.last_checkpoint + self.config.checkpoint_interval_seconds for run in self.runs.values() if not run.done), default=1.0)
+        return min(0.5, max(0.01, due - self.clock()))
+
+    # -------------------------------------------------------------------------------------------- preparation
+    def _prepare(self, info: KinesisStream, raw_state: Optional[Mapping[str, Any]]) -> StreamRun:
+        policy = self.config.stale_checkpoint
+        state = StreamState.from_dict(raw_state, info.name)
+        initial = state is None
+        if state is not None and (state.stream_arn, state.stream_created_at) != (info.arn, info.created_at):
+            message = (
+                f"Stream '{info.name}' was deleted and re-created (saved: {state.stream_arn} created {state.stream_created_at}; "
+                f"now: {info.arn} created {info.created_at}); the saved checkpoints belong to the old stream"
+            )
+            if policy == "fail":
+                raise config_error(message + ". Reset the stream's state to read the new stream, or set stale_checkpoint to restart.")
+            self.logger.warning(message + "; reading the new stream from TRIM_HORIZON.")
+            state = None
+        if state is None:
+            state = StreamState(stream_arn=info.arn, stream_created_at=info.created_at)
+        decoder = PayloadDecoder(info.name, self.config.format_for(info.name), self.config.on_bad_record, self.logger)
+        run = StreamRun(info=info, state=state, decoder=decoder, initial=initial, started_monotonic=self.clock())
+        run.last_checkpoint = self.clock()
+        listed = list_shards(self.client, info.api_ref, info.name)
+        run.graph.add_listed(listed)
+        for shard_id, shard in list(state.shards.items()):
+            if shard_id in run.graph.listed or shard.finished:
+                continue
+            lost = (
+                f"records after sequence number {shard.sequence_number} were lost"
+                if shard.sequence_number
+                else "none of its records had been read"
+            )
+            message = f"Shard {shard_id} of stream '{info.name}' was trimmed by retention before it was read to its end; {lost}"
+            if policy == "fail":
+                raise config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart.")
+            self.logger.warning(message + "; continuing with its children.")
+            del state.shards[shard_id]
+        dropped = state.prune(run.graph.listed)
+        if dropped:
+            self.logger.info(f"Stream '{info.name}': {len(dropped)} finished shards left the state after retention trimmed them: {', '.join(dropped)}")
+        start_at = None
+        if initial and self.config.start_position == "LATEST":
+            start_at = iso_ms(self.sync_started_at)
+        elif initial and self.config.start_position == "AT_TIMESTAMP":
+            start_at = iso_ms(self.config.start_timestamp)
+        for shard in listed:
+            if shard.shard_id not in state.shards:
+                state.shards[shard.shard_id] = ShardState(parents=list(shard.parents), started_at=start_at)
+                if initial and self.config.start_position == "LATEST":
+                    run.latest_now.add(shard.shard_id)
+        run.finished = {sid for sid, shard in state.shards.items() if shard.finished}
+        return run
+
+    def _start_position(self, run: StreamRun, shard_id: str) -> StartPosition:
+        shard = run.state.shards[shard_id]
+        if shard.sequence_number is not None:
+            return StartPosition("AT_SEQUENCE_NUMBER", sequence_number=shard.sequence_number)
+        if shard_id in run.latest_now:
+            return StartPosition("LATEST")
+        if shard.started_at:
+            return StartPosition("AT_TIMESTAMP", timestamp=parse_iso(shard.started_at))
+        return StartPosition("TRIM_HORIZON")
+
+    def _activate_ready(self, run: StreamRun) -> Iterator[AirbyteMessage]:
+        if run.done or self._stopping:
+            return
+        for shard_id in run.graph.order():
+            if shard_id in run.finished or shard_id in run.active or shard_id in run.stopped:
+                continue
+            if not run.graph.is_ready(shard_id, run.finished):
+                continue
+            position = self._start_position(run, shard_id)
+            shard = run.state.shards[shard_id]
+            if position.iterator_type == "AT_SEQUENCE_NUMBER":
+                run.skip_to[shard_id] = ShardState(sequence_number=shard.sequence_number, sub_sequence_number=shard.sub_sequence_number)
+                run.gap_check[shard_id] = shard.sequence_number
+            reader = ShardReader(
+                self.client,
+                run.name,
+                run.info.api_ref,
+                shard_id,
+                position,
+                budget=ShardBudget(self.config.get_records_per_second, self.config.megabytes_per_second, clock=self.clock),
+                records_per_call=self.config.records_per_call,
+                retry_budget_seconds=self.config.retry_budget_seconds,
+                follow=self.follow,
+                sync_started_at=self.sync_started_at,
+                stale_policy=self.config.stale_checkpoint,
+                clock=self.clock,
+            )
+            run.active[shard_id] = reader
+            run.progress[shard_id] = self.progress.track(run.name, shard_id, reader.stats)
+            self.logger.info(f"Stream '{run.name}': reading shard {shard_id} from {position.describe()}")
+            assert self.pool is not None
+            self.pool.submit(reader)
+        if not run.active and not self.follow:
+            yield from self._complete(run)
+
+    # ------------------------------------------------------------------------------------------- page handling
+    def _handle(self, page: Page) -> Iterator[AirbyteMessage]:
+        reader = page.reader
+        run = self.runs.get(reader.stream)
+        if run is None or run.done or reader.cancelled:
+            return
+        shard_id = reader.shard_id
+        if page.error is not None:
+            yield from self._fail(run, page.error)
+            return
+        if page.stale_restart:
+            self.logger.warning(page.stale_restart)
+            shard = run.state.shards[shard_id]
+            shard.sequence_number, shard.sub_sequence_number = None, 0
+            run.skip_to.pop(shard_id, None)
+            run.gap_check.pop(shard_id, None)
+            run.dirty = True
+        if page.gone:
+            message = f"Shard {shard_id} of stream '{run.name}' no longer exists (trimmed by retention) before it was read to its end"
+            if self.config.stale_checkpoint == "fail":
+                yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+                return
+            self.logger.warning(message + "; continuing with its children.")
+            page.ended = True
+        if page.records:
+            yield from self._emit_records(run, shard_id, page.records)
+            if run.done:
+                return
+        if page.ended:
+            run.active.pop(shard_id, None)
+            run.state.shards[shard_id].finished = True
+            run.finished.add(shard_id)
+            run.progress[shard_id].done = page.stop_reason or "shard gone"
+            for child in page.child_shards:
+                info = ShardInfo.from_child_shard(child)
+                if run.graph.add(info) and info.shard_id not in run.state.shards:
+                    run.state.shards[info.shard_id] = ShardState(parents=list(info.parents))
+            run.dirty = True
+            yield self._state_message(run)
+            yield from self._activate_ready(run)
+        elif page.stop:
+            run.active.pop(shard_id, None)
+            run.stopped.add(shard_id)
+            run.progress[shard_id].done = page.stop_reason
+            if not run.active:
+                yield from self._complete(run)
+
+    def _emit_records(self, run: StreamRun, shard_id: str, records: List[Mapping[str, Any]]) -> Iterator[AirbyteMessage]:
+        shard = run.state.shards[shard_id]
+        progress = run.progress[shard_id]
+        decoder = run.decoder
+        stream = run.name
+        every = self.config.checkpoint_interval_records
+        skip_to = run.skip_to.get(shard_id)
+        if not run.running_sent:
+            run.running_sent = True
+            yield stream_status_message(StreamDescriptor(name=stream), AirbyteStreamStatus.RUNNING)
+        for record in records:
+            sequence_number = record["SequenceNumber"]
+            expected = run.gap_check.pop(shard_id, None)
+            if expected is not None and int(sequence_number) > int(expected):
+                message = (
+                    f"Stale checkpoint in stream '{stream}', shard {shard_id}: the checkpoint's record {expected} is no longer "
+                    f"retained; the shard now starts at {sequence_number}, so records after {expected} and before {sequence_number} were lost"
+                )
+                if self.config.stale_checkpoint == "fail":
+                    yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+                    return
+                self.logger.warning(message + "; continuing from the trim horizon.")
+            partition_key = record["PartitionKey"]
+            arrival = arrival_iso(record["ApproximateArrivalTimestamp"])
+            try:
+                users = decoder.decode(record["Data"], partition_key, shard_id, sequence_number)
+            except AirbyteTracedException as exc:
+                yield from self._fail(run, exc)
+                return
+            for user in users:
+                if skip_to is not None:
+                    if sequence_number == skip_to.sequence_number and user.sub_sequence_number <= skip_to.sub_sequence_number:
+                        continue
+                    skip_to = None
+                    run.skip_to.pop(shard_id, None)
+                data = build_record(user.fields, stream, shard_id, sequence_number, user.sub_sequence_number, user.partition_key, arrival)
+                shard.sequence_number = sequence_number
+                shard.sub_sequence_number = user.sub_sequence_number
+                run.dirty = True
+                progress.emitted += 1
+                yield AirbyteMessage(
+                    type=Type.RECORD,
+                    record=AirbyteRecordMessage(stream=stream, data=data, emitted_at=int(time.time() * 1000)),
+                )
+                run.records_since_checkpoint += 1
+                if run.records_since_checkpoint >= every:
+                    yield self._state_message(run)
+            if skip_to is not None and sequence_number != skip_to.sequence_number:
+                skip_to = None
+                run.skip_to.pop(shard_id, None)
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+    def _periodic(self) -> Iterator[AirbyteMessage]:
+        now = self.clock()
+        for run in self.runs.values():
+            if not run.done and now - run.last_checkpoint >= self.config.checkpoint_interval_seconds:
+                yield self._state_message(run)
+        self.progress.maybe_log()
+
+    def _refresh_shards(self) -> Iterator[AirbyteMessage]:
+        for run in self.runs.values():
+            if run.done:
+                continue
+            try:
+                listed = list_shards(self.client, run.info.api_ref, run.name)
+            except AirbyteTracedException as exc:
+                self.logger.warning(f"Stream '{run.name}': could not refresh the shard list ({exc.message}); will try again.")
+                continue
+            run.graph.listed = {s.shard_id for s in listed}
+            for info in listed:
+                if run.graph.add(info) or info.shard_id not in run.state.shards:
+                    run.state.shards.setdefault(info.shard_id, ShardState(parents=list(info.parents)))
+                    run.dirty = True
+            if run.state.prune(run.graph.listed):
+                run.dirty = True
+            yield from self._activate_ready(run)
+
+    def _complete(self, run: StreamRun) -> Iterator[AirbyteMessage]:
+        if run.done:
+            return
+        yield self._state_message(run)
+        run.done = True
+        self.logger.info(
+            self.progress.summary(run.name, run.decoder.counters.by_shard, seconds=self.clock() - run.started_monotonic)
+        )
+        yield stream_status_message(StreamDescriptor(name=run.name), AirbyteStreamStatus.COMPLETE)
+
+    def _fail(self, run: StreamRun, exc: AirbyteTracedException) -> Iterator[AirbyteMessage]:
+        for reader in run.active.values():
+            reader.cancelled = True
+        run.active.clear()
+        yield self._state_message(run)  # everything emitted so far is safe to resume after
+        run.done = True
+        self.logger.error(f"Stream '{run.name}' failed: {exc.message}")
+        self.logger.info(self.progress.summary(run.name, run.decoder.counters.by_shard))
+        yield stream_status_message(StreamDescriptor(name=run.name), AirbyteStreamStatus.INCOMPLETE)
+        descriptor = StreamDescriptor(name=run.name)
+        exc.stream_descriptor = descriptor
+        self.failures.append(exc)
+        yield exc.as_sanitized_airbyte_message(stream_descriptor=descriptor)
+
+    def _fail_before_start(self, name: str, exc: AirbyteTracedException) -> Iterator[AirbyteMessage]:
+        self.logger.error(f"Stream '{name}' failed: {exc.message}")
+        descriptor = StreamDescriptor(name=name)
+        exc.stream_descriptor = descriptor
+        self.failures.append(exc)
+        yield stream_status_message(descriptor, AirbyteStreamStatus.INCOMPLETE)
+        yield exc.as_sanitized_airbyte_message(stream_descriptor=descriptor)
+
+    def _shutdown(self) -> Iterator[AirbyteMessage]:
+        """Stop the readers, emit what they already fetched (in order), then checkpoint every stream."""
+        self._stopping = True
+        assert self.pool is not None
+        self.pool.stop()
+        while self.pool.alive() or not self.queue.empty():
+            try:
+                page = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            yield from self._handle(page)
+        for run in self.runs.values():
+            if not run.done:
+                yield from self._complete(run)
+        self.progress.maybe_log(force=True)
+
+    # --------------------------------------------------------------------------------------------------- state
+    def _state_message(self, run: StreamRun) -> AirbyteMessage:
+        run.records_since_checkpoint = 0
+        run.last_checkpoint = self.clock()
+        run.dirty = False
+        return AirbyteMessage(
+            type=Type.STATE,
+            state=AirbyteStateMessage(
+                type=AirbyteStateType.STREAM,
+                stream=AirbyteStreamState(
+                    stream_descriptor=StreamDescriptor(name=run.name),
+                    stream_state=AirbyteStateBlob(run.state.to_dict()),
+                ),
+            ),
+        )

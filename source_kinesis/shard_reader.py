@@ -1,0 +1,208 @@
+"""Reading one shard: iterator acquisition and refresh, GetRecords under the budget, retries, stop rules.
+
+A ``ShardReader`` is polled by the pool (``shard_pool.py``) one ``GetRecords`` at a time, never concurrently, and
+returns a ``Page``. It never touches the state and never logs: it only reads and counts. The emitting thread
+decodes the page, emits the records, advances the checkpoint and decides what happens next (lineage).
+
+Stop rules (bounded syncs, fixed at sync start): the shard ended (no ``NextShardIterator``), or it is caught up
+(an empty page with ``MillisBehindLatest == 0``), or a page holds only records that arrived after the sync started.
+In follow mode only the end of the shard stops it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from source_kinesis.errors import config_error, error_code, translate
+from source_kinesis.throttling import RetryCounters, ShardBudget, retrying
+
+
+@dataclass(frozen=True)
+class StartPosition:
+    """Where a shard's first iterator points."""
+
+    iterator_type: str  # TRIM_HORIZON | LATEST | AT_TIMESTAMP | AT_SEQUENCE_NUMBER
+    sequence_number: Optional[str] = None
+    timestamp: Optional[dt.datetime] = None
+
+    def describe(self) -> str:
+        if self.sequence_number:
+            return f"{self.iterator_type} {self.sequence_number}"
+        if self.timestamp:
+            return f"{self.iterator_type} {self.timestamp.isoformat()}"
+        return self.iterator_type
+
+
+@dataclass
+class ShardStats:
+    records: int = 0  # Kinesis records fetched
+    bytes: int = 0
+    calls: int = 0
+    empty_calls: int = 0
+    iterator_refreshes: int = 0
+    millis_behind: Optional[int] = None
+    retry: RetryCounters = field(default_factory=RetryCounters)
+
+
+@dataclass
+class Page:
+    reader: "ShardReader"
+    records: List[Mapping[str, Any]] = field(default_factory=list)
+    millis_behind: Optional[int] = None
+    ended: bool = False  # no NextShardIterator: the shard is closed and drained
+    child_shards: List[Mapping[str, Any]] = field(default_factory=list)
+    stop: bool = False  # the bounded stop rule holds: no more polls for this shard in this sync
+    stop_reason: str = ""
+    error: Optional[AirbyteTracedException] = None
+    stale_restart: Optional[str] = None  # checkpoint was stale; reader restarted at TRIM_HORIZON (message)
+    gone: bool = False  # the shard vanished (trimmed) before it could be read
+
+    @property
+    def final(self) -> bool:
+        return self.ended or self.stop or self.error is not None or self.gone
+
+
+class ShardReader:
+    def __init__(
+        self,
+        client: Any,
+        stream: str,
+        stream_ref: Mapping[str, str],
+        shard_id: str,
+        start: StartPosition,
+        *,
+        budget: ShardBudget,
+        records_per_call: int,
+        retry_budget_seconds: float,
+        follow: bool,
+        sync_started_at: dt.datetime,
+        stale_policy: str,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.stream_ref = dict(stream_ref)
+        self.shard_id = shard_id
+        self.start = start
+        self.budget = budget
+        self.records_per_call = records_per_call
+        self.retry_budget_seconds = retry_budget_seconds
+        self.follow = follow
+        self.sync_started_at = sync_started_at
+        self.stale_policy = stale_policy
+        self.sleep = sleep
+        self.clock = clock
+        self.stats = ShardStats()
+        self.cancelled = False
+        self._iterator: Optional[str] = None
+        self._last_fetched: Optional[str] = None  # sequence number of the last Kinesis record fetched
+
+    # -- scheduling -------------------------------------------------------------------------------------------
+    def next_due(self) -> float:
+        return self.budget.next_call_at()
+
+    # -- iterators --------------------------------------------------------------------------------------------
+    def _get_iterator(self, position: StartPosition) -> str:
+        kwargs: Dict[str, Any] = dict(self.stream_ref, ShardId=self.shard_id, ShardIteratorType=position.iterator_type)
+        if position.sequence_number is not None:
+            kwargs["StartingSequenceNumber"] = position.sequence_number
+        if position.timestamp is not None:
+            kwargs["Timestamp"] = position.timestamp
+        response = self._call(self.client.get_shard_iterator, kwargs)
+        return response["ShardIterator"]
+
+    def _acquire(self) -> Optional[Page]:
+        """Get the first iterator (or a fresh one after expiry). Returns a Page only when the shard can't be read."""
+        if self._last_fetched is not None:
+            position = StartPosition("AFTER_SEQUENCE_NUMBER", sequence_number=self._last_fetched)
+        else:
+            position = self.start
+        try:
+            self._iterator = self._get_iterator(position)
+            return None
+        except AirbyteTracedException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            code = error_code(exc)
+            if position.iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and code == "InvalidArgumentException":
+                # The checkpoint's sequence number is no longer in the shard (trimmed by retention).
+                message = (
+                    f"Stale checkpoint in stream '{self.stream}', shard {self.shard_id}: sequence number "
+                    f"{position.sequence_number} is no longer retained"
+                )
+                if self.stale_policy == "fail":
+                    return Page(self, error=config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+                self._iterator = self._get_iterator(StartPosition("TRIM_HORIZON"))
+                self._last_fetched = None
+                return Page(self, stale_restart=message + f"; restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost.")
+            if code == "ResourceNotFoundException":
+                return Page(self, gone=True)
+            raise
+
+    # -- one poll ---------------------------------------------------------------------------------------------
+    def poll(self) -> Page:
+        """One GetRecords (plus an iterator request when needed). Never raises: errors come back in the Page."""
+        try:
+            return self._poll()
+        except AirbyteTracedException as exc:
+            return Page(self, error=exc)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported to the emitting thread
+            return Page(self, error=translate(exc, "GetRecords", self.stream, self.shard_id))
+
+    def _poll(self) -> Page:
+        notice: Optional[Page] = None
+        if self._iterator is None:
+            notice = self._acquire()
+            if notice is not None and (notice.error is not None or notice.gone):
+                return notice
+        started = self.clock()
+        try:
+            response = self._call(self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) != "ExpiredIteratorException":
+                raise
+            # Iterators live 300 s; re-acquire from the last record fetched (all fetched records reach the emitter).
+            self.stats.iterator_refreshes += 1
+            self._iterator = None
+            self._acquire()
+            started = self.clock()
+            response = self._call(self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+        records = response.get("Records") or []
+        size = 0
+        for record in records:
+            size += len(record["Data"]) + len(record.get("PartitionKey", ""))
+        self.budget.record_call(started, size)
+        self.stats.calls += 1
+        self.stats.records += len(records)
+        self.stats.bytes += size
+        behind = response.get("MillisBehindLatest")
+        self.stats.millis_behind = behind
+        if records:
+            self._last_fetched = records[-1]["SequenceNumber"]
+        else:
+            self.stats.empty_calls += 1
+        next_iterator = response.get("NextShardIterator")
+        page = Page(self, records=records, millis_behind=behind)
+        if notice is not None:
+            page.stale_restart = notice.stale_restart
+        if not next_iterator:
+            page.ended = True
+            page.child_shards = response.get("ChildShards") or []
+            page.stop_reason = "shard closed and drained"
+            return page
+        self._iterator = next_iterator
+        if not self.follow:
+            if not records and behind == 0:
+                page.stop, page.stop_reason = True, "caught up"
+            elif records and all(r["ApproximateArrivalTimestamp"] >= self.sync_started_at for r in records):
+                page.stop, page.stop_reason = True, "reached records that arrived after the sync started"
+        return page
+
+    def _call(self, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+        policy = retrying(self.retry_budget_seconds, self.stats.retry, sleep=self.sleep)
+        return policy(method, **kwargs)

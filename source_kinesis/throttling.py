@@ -1,0 +1,74 @@
+"""The read budget per shard, and the one retry policy for every Kinesis call.
+
+Kinesis allows each shard 5 GetRecords calls/s and 2 MB/s, shared by every polling consumer of the stream. The
+``ShardBudget`` spaces one shard's calls so both the calls/s and the MB/s budget hold. It is a dozen lines of
+arithmetic over the previous call, hand-written because rate-limiter libraries (pyrate-limiter, limits) model
+request counts, not "this response cost N bytes, so wait N/rate before the next call".
+
+Retries: botocore's own retries are off (see auth.py), so this is the only layer that retries: throttling
+(ProvisionedThroughputExceeded, LimitExceeded, KMS throttling), 5xx and connection errors are retried with
+exponential backoff and full jitter (tenacity) until the retry budget (seconds) is spent.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from source_kinesis.errors import is_retryable, is_throttling
+
+
+class ShardBudget:
+    def __init__(self, calls_per_second: float, megabytes_per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_interval = 1.0 / calls_per_second
+        self.bytes_per_second = megabytes_per_second * 1_000_000
+        self.clock = clock
+        self._next = 0.0
+
+    def next_call_at(self) -> float:
+        return self._next
+
+    def record_call(self, started_at: float, response_bytes: int) -> None:
+        self._next = started_at + max(self.min_interval, response_bytes / self.bytes_per_second)
+
+    def delay(self, seconds: float) -> None:
+        """Push the next call back (after a throttle the shard's budget is spent for now)."""
+        self._next = max(self._next, self.clock() + seconds)
+
+
+@dataclass
+class RetryCounters:
+    throttles: int = 0
+    retries: int = 0
+
+
+def retrying(
+    budget_seconds: float,
+    counters: RetryCounters,
+    sleep: Callable[[float], None] = time.sleep,
+    max_backoff: float = 10.0,
+) -> Retrying:
+    """A tenacity policy: retry retryable AWS errors with full-jitter exponential backoff within the budget.
+
+    Every failed attempt is classified once (so the throttle count equals the throttles Kinesis returned, including
+    the last one when the budget runs out); every backoff is counted as a retry.
+    """
+
+    def classify(exc: BaseException) -> bool:
+        if is_throttling(exc):
+            counters.throttles += 1
+        return is_retryable(exc)
+
+    def count_retry(state: RetryCallState) -> None:
+        counters.retries += 1
+
+    return Retrying(
+        retry=retry_if_exception(classify),
+        wait=wait_random_exponential(multiplier=0.1, max=max_backoff),
+        stop=stop_after_delay(budget_seconds),
+        sleep=sleep,
+        before_sleep=count_retry,
+        reraise=True,
+    )
