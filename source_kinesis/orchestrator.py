@@ -321,6 +321,7 @@ class Orchestrator:
         stream = run.name
         every = self.config.checkpoint_interval_records
         skip_to = run.skip_to.get(shard_id)
+        hash_range = run.graph.shards[shard_id].hash_range
         if not run.running_sent:
             run.running_sent = True
             yield stream_status_message(StreamDescriptor(name=stream), AirbyteStreamStatus.RUNNING)
@@ -339,7 +340,7 @@ class Orchestrator:
             partition_key = record["PartitionKey"]
             arrival = arrival_iso(record["ApproximateArrivalTimestamp"])
             try:
-                users = decoder.decode(record["Data"], partition_key, shard_id, sequence_number)
+                users = decoder.decode(record["Data"], partition_key, shard_id, sequence_number, hash_range)
             except AirbyteTracedException as exc:
                 yield from self._fail(run, exc)
                 return
