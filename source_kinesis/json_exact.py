@@ -18,6 +18,7 @@ surrogates, invalid UTF-8 and nesting deeper than 1024 levels are rejected by or
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any, Union
 
 import orjson
@@ -50,10 +51,23 @@ def loads_exact(data: Union[bytes, bytearray, memoryview, str]) -> Any:
         try:
             return json.loads(data)
         except RecursionError:
-            raise JSONError("JSON with integers beyond 64 bits nested too deeply to parse exactly") from None
+            return _loads_deep(data)
         except ValueError as exc:  # not expected after orjson accepted it; stay safe
             raise JSONError(f"invalid JSON: {exc.__class__.__name__}") from None
     return value
+
+
+def _loads_deep(data: bytes) -> Any:
+    """The stdlib parser recurses once per level and counts against the interpreter's recursion limit (1000 by
+    default), below orjson's 1024 levels: lift the limit by enough for those levels for this one call."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 2 * MAX_DEPTH)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise JSONError("JSON with integers beyond 64 bits nested too deeply to parse exactly") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def may_hold_big_int_float(value: Any) -> bool:
