@@ -1,0 +1,286 @@
+"""One collection's write path: buffer records, derive documents, transform, fold ``_op``s, evolve columns, and
+apply the batch to the store (the caller owns the transaction)."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from airbyte_cdk.models import ConfiguredAirbyteStream
+
+from . import jsonio
+from .column_types import JSON, VARCHAR, Column, convert, declared_type, misfit_change, value_type, widen, unify, MISFIT
+from .config import DestinationConfig
+from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
+from .generations import GenerationPlan, plan_generation
+from .naming import SYSTEM_COLUMNS, column_name, table_name
+from .operations import fold
+from .stores.base import Store
+from .transformation import Transformation
+
+logger = logging.getLogger("airbyte")
+FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
+
+
+def stream_key(name: str, namespace: str | None) -> str:
+    return f"{namespace}.{name}" if namespace else name
+
+
+@dataclass
+class WriterStats:
+    records: int = 0
+    filtered: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    ignored_older: int = 0
+    op_errors: int = 0
+    misfits: int = 0
+    generations_removed: int = 0
+    purged: int = 0
+    samples: list[str] = field(default_factory=list)
+
+
+class CollectionWriter:
+    def __init__(self, store: Store, configured: ConfiguredAirbyteStream, config: DestinationConfig):
+        stream = configured.stream
+        self.store = store
+        self.name = stream.name
+        self.namespace = stream.namespace
+        self.key = stream_key(stream.name, stream.namespace)
+        self.table = table_name(config.collection_prefix, stream.name, stream.namespace)
+        self.settings = config.collection(stream.name)
+        mode = configured.destination_sync_mode
+        self.mode = getattr(mode, "value", mode) or "append"
+        primary_key = configured.primary_key or stream.source_defined_primary_key or []
+        self.builder = DocumentBuilder(self.settings, primary_key, dedup=self.mode == "append_dedup")
+        self.transformation = (
+            Transformation(self.settings.transformation_sql, stream.name) if self.settings.transformation_sql else None
+        )
+        self.generation_id = configured.generation_id
+        self.minimum_generation_id = configured.minimum_generation_id
+        self.sync_id = configured.sync_id
+        self.declared = self._declared_columns(stream.json_schema or {})
+        self.columns: dict[str, Column] = {}
+        self.plan = GenerationPlan(self.generation_id, None)
+        self.buffer: list[tuple[dict[str, Any], Any]] = []
+        self.first_buffered_at: float | None = None
+        self.records_since_state = 0
+        self.complete = False
+        self.stats = WriterStats()
+        self._empty_meta_text: dict[str, str] = {}
+
+    @staticmethod
+    def _declared_columns(schema: dict[str, Any]) -> list[tuple[str, str]]:
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        if not isinstance(properties, dict):
+            return []
+        return [
+            (name, declared_type(prop))
+            for name, prop in properties.items()
+            if not name.startswith(KINESIS_PREFIX) and name not in SPECIAL_FIELDS and "\x00" not in name
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the collection if needed and fix this sync's generation plan (inside a transaction)."""
+        existing = self.store.load_columns(self.table)
+        taken = {c.name.lower() for c in existing.values()} | set(SYSTEM_COLUMNS)
+        declared = []
+        for field_name, logical in self.declared:
+            if field_name in existing:
+                continue
+            name = column_name(field_name, taken)
+            taken.add(name.lower())
+            declared.append(Column(field_name, name, logical, declared=True))
+        self.columns = self.store.ensure_collection(self.table, self.name, self.namespace, declared)
+        self.plan = plan_generation(
+            self.mode, self.generation_id, self.minimum_generation_id, self.store.max_generation(self.table)
+        )
+
+    def close(self) -> None:
+        if self.transformation:
+            self.transformation.close()
+
+    def add(self, data: dict[str, Any], emitted_at: Any, now: float) -> None:
+        if not self.buffer:
+            self.first_buffered_at = now
+        self.buffer.append((data, emitted_at))
+        self.records_since_state += 1
+        self.stats.records += 1
+
+    # -- batch processing -------------------------------------------------------------------------------------
+    def take_changes(self) -> list[Change]:
+        """Turn the buffer into changes (documents + transformation); empties the buffer."""
+        batch, self.buffer, self.first_buffered_at = self.buffer, [], None
+        if not batch:
+            return []
+        now = dt.datetime.now(dt.timezone.utc)
+        build = self.builder.build
+        if self.transformation is None:
+            changes = []
+            for data, emitted_at in batch:
+                if not isinstance(data, dict):
+                    data = {"_value": data}
+                fields, meta = split_metadata(data)
+                changes.append(build(fields, data, meta, emitted_at, now))
+            return changes
+        originals = [data if isinstance(data, dict) else {"_value": data} for data, _ in batch]
+        output = self.transformation.apply(originals)
+        self.stats.filtered += len(batch) - len(output)
+        changes = []
+        metas: dict[int, dict[str, Any]] = {}
+        for index, row in output:
+            if index not in metas:
+                metas[index] = split_metadata(originals[index])[1]
+            changes.append(build(strip_metadata(row), originals[index], metas[index], batch[index][1], now))
+        return changes
+
+    def apply(self, changes: list[Change]) -> None:
+        """Apply changes to the store; the caller holds the transaction."""
+        if not changes:
+            return
+        store = self.store
+        plain = all(c.generated_id and c.op in FAST_OPS for c in changes)
+        stored = {} if plain else store.fetch_documents(self.table, list(dict.fromkeys(c.id for c in changes)))
+        result = fold(
+            changes, stored, guard=self.settings.ignore_older_changes, min_alive_generation=self.plan.min_alive_generation
+        )
+        stats = self.stats
+        stats.inserted += result.inserted
+        stats.updated += result.updated
+        stats.deleted += result.deleted
+        stats.skipped += result.skipped
+        stats.ignored_older += result.ignored_older
+        stats.op_errors += result.errors
+        for sample in result.error_samples:
+            if len(stats.samples) < 5:
+                stats.samples.append(sample)
+        if result.errors:
+            logger.warning(
+                f"Stream '{self.name}': {result.errors} record(s) with an unknown _op were not applied; the error is "
+                f"recorded in _meta.error of their documents in {self.table} (e.g. {result.error_samples[0]})."
+            )
+        store.delete_documents(self.table, result.deletes)
+        if result.writes:
+            self._evolve(result.writes.values())
+            columns, data = self._rows(result.writes)
+            store.write_rows(self.table, columns, data, plain_insert=plain)
+        store.touch_collection(self.table)
+
+    def _evolve(self, docs) -> None:
+        observed: dict[str, set[str]] = {}
+        for doc in docs:
+            for key, value in doc.fields.items():
+                kind = value_type(value)
+                if kind is not None:
+                    seen = observed.get(key)
+                    if seen is None:
+                        observed[key] = {kind}
+                    elif kind not in seen:
+                        seen.add(kind)
+        new_columns = []
+        taken = {c.name.lower() for c in self.columns.values()} | set(SYSTEM_COLUMNS)
+        for key, kinds in observed.items():
+            column = self.columns.get(key)
+            if column is None:
+                if "\x00" in key:
+                    continue
+                logical = None
+                for kind in kinds:
+                    logical = unify(logical, kind)
+                name = column_name(key, taken)
+                taken.add(name.lower())
+                column = Column(key, name, logical)
+                new_columns.append(column)
+                self.columns[key] = column
+                continue
+            target = column.type
+            for kind in kinds:
+                target = widen(Column(key, column.name, target, column.declared), kind)
+            if target != column.type:
+                logger.info(f"Collection {self.table}: column for field '{key}' widens from {column.type} to {target}.")
+                self.store.widen_column(self.table, column, target)
+                column.type = target
+        if new_columns:
+            self.store.add_columns(self.table, new_columns)
+
+    def _rows(self, writes) -> tuple[list[tuple[str, str]], dict[str, list]]:
+        store = self.store
+        n = len(writes)
+        ids, times, metas, docs, raw_ids, extracted, airbyte_metas = [], [], [], [], [], [], []
+        typed = {key: [None] * n for key in self.columns}
+        columns = self.columns
+        sync_id = self.sync_id
+        empty_meta = jsonio.dumps({"sync_id": sync_id, "changes": []})
+        for index, (doc_id, doc) in enumerate(writes.items()):
+            changes = list(doc.changes)
+            doc_text, doc_changes = store.encode_document(doc.fields)
+            if doc_changes:
+                changes.extend(doc_changes)
+            meta_text, _ = store.encode_document(doc.meta)
+            for key, value in doc.fields.items():
+                if value is None:
+                    continue
+                column = columns.get(key)
+                if column is None:
+                    continue
+                converted = convert(value, column.type)
+                if converted is MISFIT:
+                    changes.append(misfit_change(key, column.type))
+                    self.stats.misfits += 1
+                    continue
+                if column.type == JSON:
+                    converted, _ = store.encode_document(converted)
+                elif column.type == VARCHAR:
+                    converted = store.encode_text(converted)
+                    if converted is None:
+                        changes.append(misfit_change(key, column.type))
+                        self.stats.misfits += 1
+                typed[key][index] = converted
+            ids.append(doc_id)
+            times.append(doc.event_time)
+            metas.append(meta_text)
+            docs.append(doc_text)
+            raw_ids.append(doc.raw_id)
+            extracted.append(doc.extracted_at)
+            airbyte_metas.append(jsonio.dumps({"sync_id": sync_id, "changes": changes}) if changes else empty_meta)
+        data: dict[str, list] = {
+            "_id": ids,
+            "_event_time": times,
+            "_meta": metas,
+            "_doc": docs,
+            "_airbyte_raw_id": raw_ids,
+            "_airbyte_extracted_at": extracted,
+            "_airbyte_meta": airbyte_metas,
+            "_airbyte_generation_id": [self.plan.write_generation] * n,
+        }
+        spec = [
+            ("_id", "VARCHAR"),
+            ("_event_time", "TIMESTAMPTZ"),
+            ("_meta", "JSON"),
+            ("_doc", "JSON"),
+            ("_airbyte_raw_id", "VARCHAR"),
+            ("_airbyte_extracted_at", "TIMESTAMPTZ"),
+            ("_airbyte_meta", "JSON"),
+            ("_airbyte_generation_id", "BIGINT"),
+        ]
+        for key, column in columns.items():
+            spec.append((column.name, column.type))
+            data[column.name] = typed[key]
+        return spec, data
+
+    # -- end of stream and retention --------------------------------------------------------------------------
+    def remove_old_generations(self) -> int:
+        if not self.plan.truncates:
+            return 0
+        removed = self.store.delete_generations_before(self.table, self.plan.min_alive_generation)
+        self.stats.generations_removed += removed
+        if removed:
+            logger.info(
+                f"Collection {self.table}: removed {removed} document(s) of generations older than "
+                f"{self.plan.min_alive_generation} after stream '{self.name}' completed."
+            )
+        return removed

@@ -1,0 +1,239 @@
+"""Turning one Airbyte record into one change on a document: ``_id``, ``_event_time``, ``_meta`` and ``_op``.
+
+* ``_meta``: the record's ``_kinesis_*`` fields move to ``_meta.kinesis`` (``stream, shard_id, sequence_number,
+  sub_sequence_number, partition_key, arrival_time``); a record the source kept raw (``_kinesis_raw_data`` +
+  ``_kinesis_error``) gets ``_meta.bad = {"reason", "raw"}``; payload fields the source shadowed
+  (``_kinesis_shadowed``) are restored into the document under their own names; a ``_meta`` the record itself
+  carries is kept as ``_meta.supplied``.
+* ``_id``: the configured ``id_field``; else the record's (or the transformation's) ``_id``; else, under
+  ``append_dedup``, the primary key encoded as a canonical JSON array (``["shardId-0001","4959…",0]``:
+  deterministic, collision-free, unicode kept as is); else a random UUID.
+* ``_event_time``: the configured field; else the record's ``_event_time``; else ``_kinesis_arrival_time``; else
+  the ingestion time. Numbers are epoch values in the configured unit (``auto``: by magnitude).
+* ``_op`` (not stored): case-insensitive; missing means UPSERT; anything else unknown becomes an ERROR change.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from . import jsonio
+from .config import CollectionConfig
+
+OPS = ("INSERT", "UPDATE", "UPSERT", "DELETE", "REPLACE", "REPSERT")
+ERROR_OP = "ERROR"
+
+KINESIS_PREFIX = "_kinesis_"
+KINESIS_FIELDS = {
+    "_kinesis_stream": "stream",
+    "_kinesis_shard_id": "shard_id",
+    "_kinesis_sequence_number": "sequence_number",
+    "_kinesis_sub_sequence_number": "sub_sequence_number",
+    "_kinesis_partition_key": "partition_key",
+    "_kinesis_arrival_time": "arrival_time",
+}
+SPECIAL_FIELDS = ("_id", "_event_time", "_op", "_meta")
+
+UTC = dt.timezone.utc
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class Change:
+    """One record, ready to be applied to the document with ``id``."""
+
+    id: str
+    op: str
+    fields: dict[str, Any]
+    event_time: dt.datetime
+    meta: dict[str, Any]
+    raw_id: str
+    extracted_at: dt.datetime
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    generated_id: bool = False
+    op_error: str | None = None
+    record: dict[str, Any] | None = None  # the record as received, kept for ERROR changes only
+
+
+def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate document fields from source metadata. Special fields (_id, _op, ...) stay in the fields."""
+    fields: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    kinesis: dict[str, Any] = {}
+    shadowed = None
+    raw = error = None
+    has_raw = False
+    for key, value in data.items():
+        if key.startswith(KINESIS_PREFIX):
+            if key in KINESIS_FIELDS:
+                kinesis[KINESIS_FIELDS[key]] = value
+            elif key == "_kinesis_shadowed":
+                shadowed = value
+            elif key == "_kinesis_raw_data":
+                raw, has_raw = value, True
+            elif key == "_kinesis_error":
+                error, has_raw = value, True
+            else:
+                kinesis[key[len(KINESIS_PREFIX):]] = value
+        elif key == "_meta":
+            meta["supplied"] = value
+        else:
+            fields[key] = value
+    if isinstance(shadowed, dict):
+        for key, value in shadowed.items():
+            fields.setdefault(key, value)
+    elif shadowed is not None:
+        kinesis["shadowed"] = shadowed
+    if kinesis:
+        meta["kinesis"] = kinesis
+    if has_raw:
+        meta["bad"] = {"reason": error, "raw": raw}
+    return fields, meta
+
+
+def strip_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """Fields of a transformation output row (metadata already taken from the original record)."""
+    if not any(k.startswith(KINESIS_PREFIX) or k == "_meta" for k in row):
+        return row
+    fields, _ = split_metadata(row)
+    return fields
+
+
+def id_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return jsonio.dumps(value, sort_keys=True)
+
+
+def encode_primary_key(record: dict[str, Any], primary_key: Sequence[Sequence[str]]) -> str:
+    """Canonical JSON array of the key values: equal keys give equal ids, different keys different ids."""
+    values = []
+    for path in primary_key:
+        value: Any = record
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(value)
+    return jsonio.dumps(values, sort_keys=True)
+
+
+def parse_event_time(value: Any, unit: str = "auto") -> dt.datetime | None:
+    """An aware UTC datetime from an ISO-8601 string, a datetime, or an epoch number; None if not parseable."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, dt.datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, dt.date):
+            return dt.datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(text)
+            except ValueError:
+                parsed = dt.datetime.fromisoformat(text)
+                return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            return _from_epoch(number, unit)
+        if isinstance(value, (int, float)):
+            return _from_epoch(value, unit)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return None
+
+
+def _from_epoch(number: float, unit: str) -> dt.datetime | None:
+    if number != number:  # NaN
+        return None
+    if unit == "auto":
+        magnitude = abs(number)
+        unit = "s" if magnitude < 1e11 else "ms" if magnitude < 1e14 else "us"
+    micros = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+    if isinstance(number, int):
+        return EPOCH + dt.timedelta(microseconds=number * micros)
+    return EPOCH + dt.timedelta(microseconds=round(number * micros))
+
+
+class DocumentBuilder:
+    """Derives changes for one collection (stream)."""
+
+    def __init__(self, settings: CollectionConfig, primary_key: Sequence[Sequence[str]] | None, dedup: bool):
+        self.settings = settings
+        self.primary_key = [list(p) for p in (primary_key or []) if p]
+        self.use_primary_key = dedup and bool(self.primary_key)
+
+    def build(
+        self,
+        row: dict[str, Any],
+        original: dict[str, Any],
+        meta: dict[str, Any],
+        emitted_at_ms: int | float | None,
+        ingested_at: dt.datetime,
+    ) -> Change:
+        """``row``: the document fields (after transformation, metadata removed); ``original``: the record."""
+        changes: list[dict[str, Any]] = []
+        settings = self.settings
+        fields = row
+        special = None
+        if "_id" in fields or "_event_time" in fields or "_op" in fields:
+            fields = dict(fields)
+            special = {name: fields.pop(name) for name in ("_id", "_event_time", "_op") if name in fields}
+        special = special or {}
+
+        generated = False
+        if settings.id_field and fields.get(settings.id_field) is not None:
+            doc_id = id_text(fields[settings.id_field])
+        elif special.get("_id") is not None:
+            doc_id = id_text(special["_id"])
+        elif self.use_primary_key:
+            doc_id = encode_primary_key(original, self.primary_key)
+        else:
+            doc_id, generated = str(uuid.uuid4()), True
+
+        event_time = None
+        unit = settings.event_time_unit
+        if settings.event_time_field and fields.get(settings.event_time_field) is not None:
+            event_time = parse_event_time(fields[settings.event_time_field], unit)
+            if event_time is None:
+                changes.append(_change(settings.event_time_field, "not a timestamp; _event_time fell back"))
+        if event_time is None and special.get("_event_time") is not None:
+            event_time = parse_event_time(special["_event_time"], unit)
+            if event_time is None:
+                changes.append(_change("_event_time", "not a timestamp; _event_time fell back"))
+        if event_time is None:
+            kinesis = meta.get("kinesis")
+            if kinesis and kinesis.get("arrival_time") is not None:
+                event_time = parse_event_time(kinesis["arrival_time"])
+        if event_time is None:
+            event_time = ingested_at
+
+        op_value = special.get("_op")
+        op_error = None
+        if op_value is None:
+            op = "UPSERT"
+        else:
+            op = op_value.strip().upper() if isinstance(op_value, str) else None
+            if op not in OPS:
+                op_error = f"unknown _op {jsonio.dumps(op_value)}; expected one of {', '.join(OPS)} (any case)"
+                op = ERROR_OP
+
+        extracted_at = (
+            EPOCH + dt.timedelta(milliseconds=emitted_at_ms) if emitted_at_ms is not None else ingested_at
+        )
+        return Change(
+            id=doc_id,
+            op=op,
+            fields=fields,
+            event_time=event_time,
+            meta=meta,
+            raw_id=str(uuid.uuid4()),
+            extracted_at=extracted_at,
+            changes=changes,
+            generated_id=generated,
+            op_error=op_error,
+            record=original if op_error else None,
+        )
+
+
+def _change(field_name: str, detail: str) -> dict[str, Any]:
+    return {"field": field_name, "change": "NULLED", "reason": "DESTINATION_TYPECAST_ERROR", "detail": detail}

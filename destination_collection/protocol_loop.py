@@ -1,0 +1,284 @@
+"""The write loop: Airbyte messages in, committed data and echoed states out.
+
+``write_messages(config, catalog, messages)`` is a generator usable in-process (a runner can feed it the source's
+messages directly) and by the ``write`` command (fed stdin lines). Messages may be raw JSON lines (str/bytes),
+dicts, or CDK ``AirbyteMessage`` objects. It yields each echoed STATE message as a dict.
+
+Guarantees:
+
+* A state is yielded only after the transaction holding every record before it has committed. That transaction
+  also stores the state in ``_collection_state`` (the store is the state's home: ``store.committed_states()``).
+* The echo is the state exactly as received (``state.id`` and unknown fields included: the raw JSON is kept, not
+  the CDK model, which drops unknown fields), plus ``destinationStats.recordCount`` = records of that stream (all
+  streams for a GLOBAL state) received since its previous state.
+* Flushes: a stream's buffer reaches ``batch_size``; a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
+  all streams, one transaction); the oldest buffered record is older than ``flush_interval_secs`` (checked as
+  messages arrive); the stream's ``STREAM_STATUS COMPLETE`` (then older generations are removed in the same
+  transaction); end of input.
+* Malformed lines and records of streams missing from the catalog are counted and skipped; once everything else
+  is committed the run fails with a message giving the counts.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from airbyte_cdk.models import (
+    AirbyteMessage,
+    AirbyteMessageSerializer,
+    ConfiguredAirbyteCatalog,
+    ConfiguredAirbyteCatalogSerializer,
+    FailureType,
+)
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from . import jsonio
+from .collection_writer import CollectionWriter, stream_key
+from .config import DestinationConfig, parse_config
+from .retention import PURGE_EVERY_SECS, purge_expired
+from .stores import GLOBAL_STATE_KEY, Store, open_store
+
+logger = logging.getLogger("airbyte")
+MAX_SAMPLES = 3
+
+
+def write_messages(
+    config: DestinationConfig | Mapping[str, Any],
+    catalog: ConfiguredAirbyteCatalog | Mapping[str, Any],
+    messages: Iterable[Any],
+    store: Store | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Write ``messages``; yield each echoed STATE message (a dict) once its data is committed."""
+    yield from WriteLoop(config, catalog, store=store).run(messages)
+
+
+class WriteLoop:
+    def __init__(
+        self,
+        config: DestinationConfig | Mapping[str, Any],
+        catalog: ConfiguredAirbyteCatalog | Mapping[str, Any],
+        store: Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.config = config if isinstance(config, DestinationConfig) else parse_config(config)
+        self.catalog = (
+            catalog
+            if isinstance(catalog, ConfiguredAirbyteCatalog)
+            else ConfiguredAirbyteCatalogSerializer.load(dict(catalog))
+        )
+        self._own_store = store is None
+        self.store = store
+        self.clock = clock
+        self.writers: dict[tuple[str | None, str], CollectionWriter] = {}
+        self._by_name: dict[str, list[CollectionWriter]] = {}
+        self.records_since_global_state = 0
+        self.malformed = 0
+        self.malformed_samples: list[str] = []
+        self.unknown_streams: dict[str, int] = {}
+        self.states_echoed = 0
+        self._last_purge: float | None = None
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self.store is None:
+            self.store = open_store(self.config)
+        tables: dict[str, str] = {}
+        for configured in self.catalog.streams:
+            writer = CollectionWriter(self.store, configured, self.config)
+            if writer.table in tables:
+                raise AirbyteTracedException(
+                    message=(
+                        f"Streams '{tables[writer.table]}' and '{writer.key}' map to the same collection "
+                        f"{writer.table}; rename one stream or change collection_prefix."
+                    ),
+                    failure_type=FailureType.config_error,
+                )
+            tables[writer.table] = writer.key
+            self.writers[(configured.stream.namespace, configured.stream.name)] = writer
+            self._by_name.setdefault(configured.stream.name, []).append(writer)
+        with self.store.transaction():
+            self.store.ensure_metadata()
+            for writer in self.writers.values():
+                writer.open()
+        for writer in self.writers.values():
+            logger.info(
+                f"Stream '{writer.key}' → collection {writer.table} ({writer.mode}, generation "
+                f"{writer.plan.write_generation}, {'replaces older generations on completion' if writer.plan.truncates else 'keeps older generations'})."
+            )
+
+    def _writer(self, name: str | None, namespace: str | None) -> CollectionWriter | None:
+        if name is None:
+            return None
+        writer = self.writers.get((namespace, name))
+        if writer is None and namespace is None:
+            candidates = self._by_name.get(name, [])
+            if len(candidates) == 1:
+                writer = candidates[0]
+        return writer
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def run(self, messages: Iterable[Any]) -> Iterator[dict[str, Any]]:
+        self._open()
+        try:
+            line_number = 0
+            for item in messages:
+                line_number += 1
+                message = self._decode(item, line_number)
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "RECORD":
+                    self._on_record(message)
+                elif kind == "STATE":
+                    yield self._on_state(message)
+                elif kind == "TRACE":
+                    self._on_trace(message)
+                self._maybe_flush_on_interval()
+            self._commit(list(self.writers.values()))
+            for writer in self.writers.values():
+                purge_expired(writer)
+            self._report()
+        finally:
+            for writer in self.writers.values():
+                writer.close()
+            if self._own_store and self.store is not None:
+                self.store.close()
+
+    def _decode(self, item: Any, line_number: int) -> dict[str, Any] | None:
+        if isinstance(item, dict):
+            return item
+        if isinstance(item, AirbyteMessage):
+            return AirbyteMessageSerializer.dump(item)
+        if isinstance(item, (bytes, str)):
+            if not item.strip():
+                return None
+            try:
+                message = jsonio.loads(item)
+            except ValueError as exc:
+                return self._malformed(line_number, f"not JSON ({str(exc).splitlines()[0][:120]})")
+            if isinstance(message, dict) and isinstance(message.get("type"), str):
+                return message
+            return self._malformed(line_number, "not an Airbyte message (a JSON object with a 'type')")
+        return self._malformed(line_number, f"unsupported message object {type(item).__name__}")
+
+    def _malformed(self, line_number: int, reason: str) -> None:
+        self.malformed += 1
+        if len(self.malformed_samples) < MAX_SAMPLES:
+            self.malformed_samples.append(f"line {line_number}: {reason}")
+            logger.warning(f"Skipping input line {line_number}: {reason}.")
+        return None
+
+    def _on_record(self, message: dict[str, Any]) -> None:
+        record = message.get("record") or {}
+        writer = self._writer(record.get("stream"), record.get("namespace"))
+        if writer is None:
+            key = stream_key(str(record.get("stream")), record.get("namespace"))
+            if key not in self.unknown_streams:
+                logger.warning(f"Record for stream '{key}', which is not in the configured catalog: skipped.")
+            self.unknown_streams[key] = self.unknown_streams.get(key, 0) + 1
+            return
+        writer.add(record.get("data"), record.get("emitted_at"), self.clock())
+        self.records_since_global_state += 1
+        if len(writer.buffer) >= self.config.batch_size:
+            self._commit([writer])
+
+    def _on_state(self, message: dict[str, Any]) -> dict[str, Any]:
+        state = dict(message.get("state") or {})
+        state_type = state.get("type") or ("STREAM" if "stream" in state else "GLOBAL" if "global" in state else "LEGACY")
+        if state_type == "STREAM":
+            descriptor = (state.get("stream") or {}).get("stream_descriptor") or {}
+            name, namespace = descriptor.get("name"), descriptor.get("namespace")
+            writer = self._writer(name, namespace)
+            writers = [writer] if writer else []
+            key = stream_key(str(name), namespace)
+            count = writer.records_since_state if writer else 0
+            if writer:
+                writer.records_since_state = 0
+        else:
+            writers = list(self.writers.values())
+            name = namespace = None
+            key = GLOBAL_STATE_KEY
+            count = self.records_since_global_state
+            self.records_since_global_state = 0
+            for writer in writers:
+                writer.records_since_state = 0
+        state["destinationStats"] = {"recordCount": float(count)}
+        echo = dict(message)
+        echo["state"] = state
+        self._commit(writers, state=(key, state_type, namespace, name, jsonio.dumps(state)))
+        self.states_echoed += 1
+        return echo
+
+    def _on_trace(self, message: dict[str, Any]) -> None:
+        trace = message.get("trace") or {}
+        if trace.get("type") != "STREAM_STATUS":
+            return
+        status = trace.get("stream_status") or {}
+        descriptor = status.get("stream_descriptor") or {}
+        writer = self._writer(descriptor.get("name"), descriptor.get("namespace"))
+        if writer is None or status.get("status") != "COMPLETE" or writer.complete:
+            return
+        writer.complete = True
+        self._commit([writer], remove_old_generations=True)
+
+    def _maybe_flush_on_interval(self) -> None:
+        interval = self.config.flush_interval_secs
+        now = self.clock()
+        due = [
+            w for w in self.writers.values() if w.first_buffered_at is not None and now - w.first_buffered_at >= interval
+        ]
+        if due:
+            self._commit(due)
+
+    # -- committing -------------------------------------------------------------------------------------------
+    def _commit(
+        self,
+        writers: list[CollectionWriter],
+        state: tuple[str, str, str | None, str | None, str] | None = None,
+        remove_old_generations: bool = False,
+    ) -> None:
+        """One transaction: the writers' buffered records (+ the state, + generation cleanup)."""
+        prepared = [(writer, writer.take_changes()) for writer in writers]
+        if not state and not remove_old_generations and not any(changes for _, changes in prepared):
+            return
+        store = self.store
+        with store.transaction():
+            for writer, changes in prepared:
+                writer.apply(changes)
+                if remove_old_generations:
+                    writer.remove_old_generations()
+            if state:
+                store.save_state(*state)
+        now = self.clock()
+        if self._last_purge is None or now - self._last_purge >= PURGE_EVERY_SECS:
+            self._last_purge = now
+            for writer, _ in prepared:
+                purge_expired(writer)
+
+    def _report(self) -> None:
+        for writer in self.writers.values():
+            s = writer.stats
+            logger.info(
+                f"Stream '{writer.key}' → {writer.table}: {s.records} records, {s.filtered} filtered by the "
+                f"transformation, {s.inserted} inserted, {s.updated} updated, {s.deleted} deleted, {s.skipped} skipped "
+                f"by their _op, {s.ignored_older} older changes ignored, {s.op_errors} unknown _op, {s.misfits} values "
+                f"not fitting their column (kept in _doc), {s.generations_removed} removed with older generations, "
+                f"{s.purged} purged by retention."
+            )
+        problems = []
+        if self.malformed:
+            problems.append(
+                f"{self.malformed} malformed input line(s) were skipped ({'; '.join(self.malformed_samples)})"
+            )
+        if self.unknown_streams:
+            listing = ", ".join(f"'{k}': {v}" for k, v in sorted(self.unknown_streams.items()))
+            problems.append(
+                f"{sum(self.unknown_streams.values())} record(s) of streams not in the configured catalog were "
+                f"skipped ({listing}); add these streams to the catalog to keep them"
+            )
+        if problems:
+            raise AirbyteTracedException(
+                message="; ".join(problems) + ". Everything else was committed and acknowledged.",
+                failure_type=FailureType.system_error,
+            )

@@ -1,0 +1,18 @@
+"""Collection stores: DuckDB (embedded file, the default) and PostgreSQL; both implement stores.base.Store."""
+from __future__ import annotations
+
+from ..config import DestinationConfig, DuckDBStoreConfig
+from .base import GLOBAL_STATE_KEY, Store
+
+
+def open_store(config: DestinationConfig, read_only: bool = False) -> Store:
+    if isinstance(config.store, DuckDBStoreConfig):
+        from .duckdb_store import DuckDBStore
+
+        return DuckDBStore(config.store.resolved_path(), read_only=read_only)
+    from .postgres_store import PostgresStore
+
+    return PostgresStore(config.store, read_only=read_only)
+
+
+__all__ = ["GLOBAL_STATE_KEY", "Store", "open_store"]

@@ -1,0 +1,237 @@
+"""The Store interface: everything the destination needs from a database, with shared SQL for both stores.
+
+One collection = one table::
+
+    _id TEXT PRIMARY KEY, _event_time TIMESTAMPTZ, _meta JSON, _doc JSON (every field of the document),
+    _airbyte_raw_id, _airbyte_extracted_at, _airbyte_meta JSON, _airbyte_generation_id BIGINT,
+    then one typed column per top-level field (see column_types.py)
+
+Metadata tables (same schema as the collections):
+
+* ``_collection_catalog(table_name, stream, namespace, created_at, last_write_at, purged_documents)``
+* ``_collection_columns(table_name, field, column_name, column_type, declared)``: the field → column mapping
+* ``_collection_state(stream_key, state_type, namespace, stream, state_json, committed_at)``: the latest committed
+  state per stream (``stream_key`` = name, or ``namespace.name``; ``__global__`` for a GLOBAL/LEGACY state),
+  written in the same transaction as the data it covers.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+from typing import Any, Iterator, Sequence
+
+from .. import jsonio
+from ..column_types import Column
+from ..naming import CATALOG_TABLE, COLUMNS_TABLE, STATE_TABLE, quote_ident
+from ..operations import Stored
+
+GLOBAL_STATE_KEY = "__global__"
+SYSTEM_COLUMN_TYPES = (
+    ("_id", "VARCHAR"),
+    ("_event_time", "TIMESTAMPTZ"),
+    ("_meta", "JSON"),
+    ("_doc", "JSON"),
+    ("_airbyte_raw_id", "VARCHAR"),
+    ("_airbyte_extracted_at", "TIMESTAMPTZ"),
+    ("_airbyte_meta", "JSON"),
+    ("_airbyte_generation_id", "BIGINT"),
+)
+
+
+class Store(abc.ABC):
+    """Shared behaviour; subclasses supply the dialect (types, staging, parameters)."""
+
+    name = "store"
+    schema: str | None = None
+    json_sql_type = "JSON"
+    param = "?"
+
+    # -- connection and transactions --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]: ...
+
+    @abc.abstractmethod
+    def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]: ...
+
+    # -- dialect ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def sql_type(self, logical: str) -> str: ...
+
+    @abc.abstractmethod
+    def _table_exists(self, table: str) -> bool: ...
+
+    @abc.abstractmethod
+    def fetch_documents(self, table: str, ids: list[str]) -> dict[str, Stored]: ...
+
+    @abc.abstractmethod
+    def delete_documents(self, table: str, ids: list[str]) -> None: ...
+
+    @abc.abstractmethod
+    def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
+        """Stage ``data`` (column name → values) in bulk, then one INSERT (… ON CONFLICT (_id) DO UPDATE)."""
+
+    @abc.abstractmethod
+    def table_bytes(self, table: str) -> int | None: ...
+
+    def encode_document(self, value: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """JSON text for a JSON column, plus any changes the store had to make to hold it."""
+        return jsonio.dumps(value), []
+
+    def encode_text(self, value: str) -> str | None:
+        """A string for a text column, or None if the store cannot hold it."""
+        return value
+
+    # -- names ------------------------------------------------------------------------------------------------
+    def q(self, table: str) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(table)}" if self.schema else quote_ident(table)
+
+    def _p(self, count: int) -> str:
+        return ", ".join([self.param] * count)
+
+    # -- metadata ---------------------------------------------------------------------------------------------
+    def ensure_metadata(self) -> None:
+        text, ts = self.sql_type("VARCHAR"), "TIMESTAMPTZ"
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.q(CATALOG_TABLE)} (table_name {text} PRIMARY KEY, stream {text} NOT NULL, "
+            f"namespace {text}, created_at {ts}, last_write_at {ts}, purged_documents BIGINT DEFAULT 0)"
+        )
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.q(COLUMNS_TABLE)} (table_name {text} NOT NULL, field {text} NOT NULL, "
+            f"column_name {text} NOT NULL, column_type {text} NOT NULL, declared BOOLEAN NOT NULL, "
+            f"PRIMARY KEY (table_name, field))"
+        )
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.q(STATE_TABLE)} (stream_key {text} PRIMARY KEY, state_type {text}, "
+            f"namespace {text}, stream {text}, state_json {text} NOT NULL, committed_at {ts} NOT NULL)"
+        )
+
+    def ensure_collection(self, table: str, stream: str, namespace: str | None, declared: list[Column]) -> dict[str, Column]:
+        """Create the collection table (and its declared columns) if missing; return its column map."""
+        if not self._table_exists(table):
+            system = ", ".join(
+                f"{quote_ident(name)} {self.sql_type(kind)}" + (" PRIMARY KEY" if name == "_id" else "")
+                for name, kind in SYSTEM_COLUMN_TYPES
+            )
+            self.execute(f"CREATE TABLE {self.q(table)} ({system})")
+            self.execute(
+                f"INSERT INTO {self.q(CATALOG_TABLE)} (table_name, stream, namespace, created_at, purged_documents) "
+                f"VALUES ({self._p(4)}, 0) ON CONFLICT (table_name) DO NOTHING",
+                [table, stream, namespace, _now()],
+            )
+        columns = self.load_columns(table)
+        new = [c for c in declared if c.field not in columns]
+        if new:
+            self.add_columns(table, new)
+            columns.update({c.field: c for c in new})
+        return columns
+
+    def load_columns(self, table: str) -> dict[str, Column]:
+        rows = self.fetchall(
+            f"SELECT field, column_name, column_type, declared FROM {self.q(COLUMNS_TABLE)} WHERE table_name = {self.param}",
+            [table],
+        )
+        return {f: Column(f, name, kind, bool(declared)) for f, name, kind, declared in rows}
+
+    def add_columns(self, table: str, columns: list[Column]) -> None:
+        for column in columns:
+            self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {quote_ident(column.name)} {self.sql_type(column.type)}")
+            self.execute(
+                f"INSERT INTO {self.q(COLUMNS_TABLE)} (table_name, field, column_name, column_type, declared) "
+                f"VALUES ({self._p(5)})",
+                [table, column.field, column.name, column.type, column.declared],
+            )
+
+    def widen_column(self, table: str, column: Column, new_type: str) -> None:
+        self.execute(self._alter_type_sql(table, column.name, new_type))
+        self.execute(
+            f"UPDATE {self.q(COLUMNS_TABLE)} SET column_type = {self.param} WHERE table_name = {self.param} AND field = {self.param}",
+            [new_type, table, column.field],
+        )
+
+    @abc.abstractmethod
+    def _alter_type_sql(self, table: str, column: str, new_type: str) -> str: ...
+
+    def touch_collection(self, table: str) -> None:
+        self.execute(
+            f"UPDATE {self.q(CATALOG_TABLE)} SET last_write_at = {self.param} WHERE table_name = {self.param}",
+            [_now(), table],
+        )
+
+    def collections(self) -> list[dict[str, Any]]:
+        if not self._table_exists(CATALOG_TABLE):
+            return []
+        rows = self.fetchall(
+            f"SELECT table_name, stream, namespace, created_at, last_write_at, purged_documents "
+            f"FROM {self.q(CATALOG_TABLE)} ORDER BY table_name"
+        )
+        keys = ("table", "stream", "namespace", "created_at", "last_write_at", "purged_documents")
+        return [dict(zip(keys, row)) for row in rows]
+
+    # -- generations and retention ----------------------------------------------------------------------------
+    def max_generation(self, table: str) -> int | None:
+        return self.fetchall(f"SELECT max(_airbyte_generation_id) FROM {self.q(table)}")[0][0]
+
+    def delete_generations_before(self, table: str, minimum: int) -> int:
+        where = f"_airbyte_generation_id IS NULL OR _airbyte_generation_id < {self.param}"
+        count = self.fetchall(f"SELECT count(*) FROM {self.q(table)} WHERE {where}", [minimum])[0][0]
+        if count:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE {where}", [minimum])
+        return int(count)
+
+    def purge_older_than(self, table: str, cutoff: dt.datetime) -> int:
+        count = self.fetchall(f"SELECT count(*) FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff])[0][0]
+        if count:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff])
+            self.execute(
+                f"UPDATE {self.q(CATALOG_TABLE)} SET purged_documents = coalesce(purged_documents, 0) + {self.param} "
+                f"WHERE table_name = {self.param}",
+                [int(count), table],
+            )
+        return int(count)
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def save_state(self, stream_key: str, state_type: str, namespace: str | None, stream: str | None, state_json: str) -> None:
+        self.execute(
+            f"INSERT INTO {self.q(STATE_TABLE)} (stream_key, state_type, namespace, stream, state_json, committed_at) "
+            f"VALUES ({self._p(6)}) ON CONFLICT (stream_key) DO UPDATE SET state_type = excluded.state_type, "
+            f"namespace = excluded.namespace, stream = excluded.stream, state_json = excluded.state_json, "
+            f"committed_at = excluded.committed_at",
+            [stream_key, state_type, namespace, stream, state_json, _now()],
+        )
+
+    def committed_states(self) -> dict[str, str]:
+        """Latest committed state per stream key: the raw JSON of the echoed ``state`` object."""
+        if not self._table_exists(STATE_TABLE):
+            return {}
+        return dict(self.fetchall(f"SELECT stream_key, state_json FROM {self.q(STATE_TABLE)} ORDER BY stream_key"))
+
+    def committed_state_rows(self) -> list[dict[str, Any]]:
+        if not self._table_exists(STATE_TABLE):
+            return []
+        rows = self.fetchall(
+            f"SELECT stream_key, state_type, namespace, stream, state_json, committed_at FROM {self.q(STATE_TABLE)} ORDER BY stream_key"
+        )
+        keys = ("stream_key", "state_type", "namespace", "stream", "state_json", "committed_at")
+        return [dict(zip(keys, row)) for row in rows]
+
+    # -- inspection -------------------------------------------------------------------------------------------
+    def count_documents(self, table: str) -> int:
+        return int(self.fetchall(f"SELECT count(*) FROM {self.q(table)}")[0][0])
+
+    @abc.abstractmethod
+    def iter_documents(self, table: str, batch: int = 10_000) -> Iterator[tuple[str, Any, str, str]]:
+        """Yield (_id, _event_time, _meta JSON text, _doc JSON text) for every document."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

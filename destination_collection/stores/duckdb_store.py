@@ -1,0 +1,181 @@
+"""DuckDB store: one embedded database file; batches are staged as Arrow tables (zero-copy scans)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import os
+from typing import Any, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from .. import jsonio
+from ..naming import quote_ident
+from ..operations import Stored
+from .base import Store
+
+_TYPES = {
+    "BOOLEAN": "BOOLEAN",
+    "BIGINT": "BIGINT",
+    "DECIMAL": "DECIMAL(38,0)",
+    "DOUBLE": "DOUBLE",
+    "VARCHAR": "VARCHAR",
+    "JSON": "JSON",
+    "TIMESTAMPTZ": "TIMESTAMPTZ",
+}
+_ARROW = {
+    "BOOLEAN": pa.bool_(),
+    "BIGINT": pa.int64(),
+    "DECIMAL": pa.decimal128(38, 0),
+    "DOUBLE": pa.float64(),
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+}
+_names = itertools.count()
+
+
+class DuckDBStore(Store):
+    name = "duckdb"
+    param = "?"
+
+    def __init__(self, path: str, read_only: bool = False):
+        self.path = path
+        if path != ":memory:":
+            parent = os.path.dirname(path)
+            if parent and not os.path.isdir(parent):
+                try:
+                    os.makedirs(parent, exist_ok=True)
+                except OSError as exc:
+                    raise AirbyteTracedException(
+                        message=f"Cannot create the folder for DuckDB file {path}: {exc.strerror}. Check the path and permissions.",
+                        failure_type=FailureType.config_error,
+                    ) from None
+        try:
+            self.con = duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            hint = (
+                "another process holds it open (DuckDB allows one writer per file); stop it or use another path"
+                if "lock" in text.lower()
+                else "check the path and permissions"
+            )
+            raise AirbyteTracedException(
+                message=f"Cannot open DuckDB file {path}: {hint}.",
+                internal_message=text,
+                failure_type=FailureType.transient_error if "lock" in text.lower() else FailureType.config_error,
+            ) from None
+        self._in_tx = False
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_tx:
+            yield
+            return
+        self.con.execute("BEGIN TRANSACTION")
+        self._in_tx = True
+        try:
+            yield
+        except BaseException:
+            self._in_tx = False
+            self.con.execute("ROLLBACK")
+            raise
+        self._in_tx = False
+        self.con.execute("COMMIT")
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        return (self.con.execute(sql, params) if params is not None else self.con.execute(sql)).fetchall()
+
+    def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
+        cursor = self.con.execute(sql)
+        rows = cursor.fetchall()
+        return [d[0] for d in cursor.description or []], rows
+
+    def sql_type(self, logical: str) -> str:
+        return _TYPES[logical]
+
+    def _alter_type_sql(self, table: str, column: str, new_type: str) -> str:
+        col = quote_ident(column)
+        using = f" USING to_json({col})" if new_type == "JSON" else ""
+        return f"ALTER TABLE {self.q(table)} ALTER {col} SET DATA TYPE {self.sql_type(new_type)}{using}"
+
+    def _table_exists(self, table: str) -> bool:
+        return bool(
+            self.fetchall(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = 'main' AND table_name = ?", [table]
+            )
+        )
+
+    def _register(self, table: pa.Table) -> str:
+        name = f"__kc_stage_{next(_names)}"
+        self.con.register(name, table)
+        return name
+
+    def fetch_documents(self, table: str, ids: list[str]) -> dict[str, Stored]:
+        if not ids:
+            return {}
+        staged = self._register(pa.table({"_id": pa.array(ids, pa.string())}))
+        try:
+            rows = self.fetchall(
+                f"SELECT t._id, t._event_time, t._airbyte_generation_id, t._doc, t._meta FROM {self.q(table)} t "
+                f"WHERE t._id IN (SELECT _id FROM {staged})"
+            )
+        finally:
+            self.con.unregister(staged)
+        return {
+            row[0]: Stored(jsonio.loads(row[3]) if row[3] else {}, jsonio.loads(row[4]) if row[4] else {}, row[1], row[2])
+            for row in rows
+        }
+
+    def delete_documents(self, table: str, ids: list[str]) -> None:
+        if not ids:
+            return
+        staged = self._register(pa.table({"_id": pa.array(ids, pa.string())}))
+        try:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE _id IN (SELECT _id FROM {staged})")
+        finally:
+            self.con.unregister(staged)
+
+    def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
+        arrays = [pa.array(data[name], _ARROW[kind]) for name, kind in columns]
+        arrow = pa.Table.from_arrays(arrays, names=[name for name, _ in columns])
+        staged = self._register(arrow)
+        names = ", ".join(quote_ident(name) for name, _ in columns)
+        sql = f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {staged}"
+        if not plain_insert:
+            updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
+            sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
+        try:
+            self.execute(sql)
+        finally:
+            self.con.unregister(staged)
+
+    def table_bytes(self, table: str) -> int | None:
+        try:
+            rows = self.fetchall(
+                f"SELECT sum(octet_length(_doc::VARCHAR)) + sum(octet_length(_meta::VARCHAR)) FROM {self.q(table)}"
+            )
+            return int(rows[0][0] or 0)
+        except duckdb.Error:
+            return None
+
+    def iter_documents(self, table: str, batch: int = 10_000) -> Iterator[tuple[str, Any, str, str]]:
+        cursor = self.con.cursor()
+        cursor.execute(f"SELECT _id, _event_time, _meta, _doc FROM {self.q(table)}")
+        while True:
+            rows = cursor.fetchmany(batch)
+            if not rows:
+                break
+            yield from rows
+        cursor.close()
+
+

@@ -1,0 +1,208 @@
+"""PostgreSQL store: batches are staged with COPY into a temporary table, then applied with one statement.
+
+``jsonb`` cannot hold the NUL character (``\\u0000``). A string value containing it is stored in ``_doc`` as
+``{"$base64_utf8": "<base64 of its UTF-8>"}`` (lossless) and listed in ``_airbyte_meta.changes`` with reason
+``DESTINATION_SERIALIZATION_ERROR``; a text column gets NULL for it. An object key containing NUL turns the whole
+document into ``{"$document_base64_utf8": …}``.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+from typing import Any, Iterator, Sequence
+
+import psycopg
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from .. import jsonio
+from ..config import PostgresStoreConfig
+from ..naming import quote_ident
+from ..operations import Stored
+from .base import Store
+
+_TYPES = {
+    "BOOLEAN": "boolean",
+    "BIGINT": "bigint",
+    "DECIMAL": "numeric(38,0)",
+    "DOUBLE": "double precision",
+    "VARCHAR": "text",
+    "JSON": "jsonb",
+    "TIMESTAMPTZ": "timestamptz",
+}
+_names = itertools.count()
+NUL_STRING_KEY = "$base64_utf8"
+NUL_DOCUMENT_KEY = "$document_base64_utf8"
+
+
+def connect(config: PostgresStoreConfig) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            host=config.host,
+            port=config.port,
+            dbname=config.database,
+            user=config.username,
+            password=config.password or None,
+            sslmode=config.ssl_mode,
+            connect_timeout=15,
+            application_name="destination-collection",
+            autocommit=True,
+        )
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        auth = any(word in text.lower() for word in ("password", "authentication", "role", "does not exist", "ssl"))
+        raise AirbyteTracedException(
+            message=(
+                f"Cannot connect to PostgreSQL at {config.host}:{config.port}, database '{config.database}' as user "
+                f"'{config.username}': {text}. Check host, port, database, user, password and SSL mode."
+            ),
+            internal_message=text,
+            failure_type=FailureType.config_error if auth else FailureType.transient_error,
+        ) from None
+
+
+class PostgresStore(Store):
+    name = "postgres"
+    param = "%s"
+
+    def __init__(self, config: PostgresStoreConfig, read_only: bool = False):
+        self.config = config
+        self.schema = config.schema_
+        self.conn = connect(config)
+        self._tx: Any = None
+        if read_only:
+            self.conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._tx is not None:
+            yield
+            return
+        with self.conn.transaction() as tx:
+            self._tx = tx
+            try:
+                yield
+            finally:
+                self._tx = None
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self.conn.execute(sql, params)
+
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
+        cursor = self.conn.execute(sql)
+        rows = cursor.fetchall() if cursor.description else []
+        return [d.name for d in cursor.description or []], rows
+
+    def ensure_metadata(self) -> None:
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+        super().ensure_metadata()
+
+    def sql_type(self, logical: str) -> str:
+        return _TYPES[logical]
+
+    def _alter_type_sql(self, table: str, column: str, new_type: str) -> str:
+        col = quote_ident(column)
+        using = f"to_jsonb({col})" if new_type == "JSON" else f"{col}::{self.sql_type(new_type)}"
+        return f"ALTER TABLE {self.q(table)} ALTER COLUMN {col} TYPE {self.sql_type(new_type)} USING {using}"
+
+    def _table_exists(self, table: str) -> bool:
+        return bool(
+            self.fetchall(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s", [self.schema, table]
+            )
+        )
+
+    def encode_document(self, value: Any) -> tuple[str, list[dict[str, Any]]]:
+        text = jsonio.dumps(value)
+        if "\\u0000" not in text:
+            return text, []
+        changes: list[dict[str, Any]] = []
+        try:
+            encoded = _encode_nul(value, "", changes)
+        except _NulKey:
+            raw = base64.b64encode(text.encode("utf-8")).decode("ascii")
+            return jsonio.dumps({NUL_DOCUMENT_KEY: raw}), [_nul_change("", "an object key contains NUL")]
+        return jsonio.dumps(encoded), changes
+
+    def encode_text(self, value: str) -> str | None:
+        return None if "\x00" in value else value
+
+    def fetch_documents(self, table: str, ids: list[str]) -> dict[str, Stored]:
+        if not ids:
+            return {}
+        rows = self.fetchall(
+            f"SELECT _id, _event_time, _airbyte_generation_id, _doc::text, _meta::text FROM {self.q(table)} "
+            f"WHERE _id = ANY(%s)",
+            [ids],
+        )
+        return {
+            row[0]: Stored(jsonio.loads(row[3]) if row[3] else {}, jsonio.loads(row[4]) if row[4] else {}, row[1], row[2])
+            for row in rows
+        }
+
+    def delete_documents(self, table: str, ids: list[str]) -> None:
+        if ids:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [ids])
+
+    def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
+        stage = quote_ident(f"__kc_stage_{next(_names)}")
+        names = ", ".join(quote_ident(name) for name, _ in columns)
+        self.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
+        with self.conn.cursor() as cursor:
+            with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+                for row in zip(*(data[name] for name, _ in columns)):
+                    copy.write_row(row)
+        sql = f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {stage}"
+        if not plain_insert:
+            updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
+            sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
+        self.execute(sql)
+        self.execute(f"DROP TABLE {stage}")
+
+    def table_bytes(self, table: str) -> int | None:
+        return int(self.fetchall("SELECT pg_total_relation_size(%s::regclass)", [self.q(table)])[0][0])
+
+    def iter_documents(self, table: str, batch: int = 10_000) -> Iterator[tuple[str, Any, str, str]]:
+        with self.conn.transaction():
+            with self.conn.cursor(name=f"kc_iter_{next(_names)}") as cursor:
+                cursor.itersize = batch
+                cursor.execute(f"SELECT _id, _event_time, _meta::text, _doc::text FROM {self.q(table)}")
+                yield from cursor
+
+
+class _NulKey(Exception):
+    pass
+
+
+def _nul_change(path: str, detail: str) -> dict[str, Any]:
+    return {
+        "field": path or "_doc",
+        "change": "NULLED",
+        "reason": "DESTINATION_SERIALIZATION_ERROR",
+        "detail": f"PostgreSQL jsonb cannot hold NUL; {detail}",
+    }
+
+
+def _encode_nul(value: Any, path: str, changes: list[dict[str, Any]]) -> Any:
+    if isinstance(value, str):
+        if "\x00" in value:
+            changes.append(_nul_change(path, f'stored as {{"{NUL_STRING_KEY}": ...}}'))
+            return {NUL_STRING_KEY: base64.b64encode(value.encode("utf-8")).decode("ascii")}
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if "\x00" in key:
+                raise _NulKey()
+            out[key] = _encode_nul(item, f"{path}.{key}" if path else key, changes)
+        return out
+    if isinstance(value, list):
+        return [_encode_nul(item, f"{path}[{i}]", changes) for i, item in enumerate(value)]
+    return value
