@@ -18,7 +18,8 @@ def run_cli(*args: str, cwd: Path) -> list:
 
 def test_cli_spec_check_discover_read(tmp_path, kinesis_mock, kinesis, new_stream):
     name = new_stream(shards=2, prefix="cli")
-    Producer(kinesis, name).put(25)
+    Producer(kinesis, name).put(24)
+    kinesis.put_record(StreamName=name, Data=b'{"pk": "big", "amount": 123456789012345678901234567890}', PartitionKey="big")
     config = tmp_path / "config.json"
     config.write_text(json.dumps(kinesis_mock.source_config([name])))
 
@@ -45,6 +46,8 @@ def test_cli_spec_check_discover_read(tmp_path, kinesis_mock, kinesis, new_strea
     records = [m["record"] for m in out if m["type"] == "RECORD"]
     states = [m["state"] for m in out if m["type"] == "STATE"]
     assert len(records) == 25 and states
+    big = [r["data"] for r in records if r["data"]["pk"] == "big"][0]
+    assert big["amount"] == 123456789012345678901234567890  # stays exact on the wire (json.loads keeps big ints)
     assert states[-1]["sourceStats"]["recordCount"] >= 0
 
     state_file = tmp_path / "state.json"

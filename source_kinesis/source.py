@@ -17,6 +17,7 @@ from airbyte_cdk.models import (
     AirbyteStateType,
     ConfiguredAirbyteCatalog,
     SyncMode,
+    Type,
 )
 from airbyte_cdk.sources import AbstractSource
 from airbyte_cdk.sources.streams import Stream
@@ -24,10 +25,14 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.auth import ClientFactory
 from source_kinesis.config import SourceConfig, parse_config
-from source_kinesis.discovery import KinesisStream, airbyte_stream, resolve_catalog_stream, resolve_streams
+from source_kinesis.discovery import KinesisStream, airbyte_stream, record_schema, resolve_catalog_stream, resolve_streams
 from source_kinesis.errors import config_error, translate
 from source_kinesis.lineage import list_shards
 from source_kinesis.orchestrator import Orchestrator
+from source_kinesis.records import CONTRACT_FIELDS
+from source_kinesis.schema_inference import infer_schema
+
+SCHEMA_SAMPLE_SECONDS = 10
 
 
 def states_by_stream(state: Optional[List[Any]]) -> Dict[str, Optional[Mapping[str, Any]]]:
@@ -75,8 +80,17 @@ class SourceKinesis(AbstractSource):
         return AirbyteCatalog(streams=[airbyte_stream(s.name, self.stream_schema(cfg, client, s, logger)) for s in streams])
 
     def stream_schema(self, cfg: SourceConfig, client: Any, stream: KinesisStream, logger: logging.Logger) -> Optional[Dict[str, Any]]:
-        """The stream's JSON schema; None for the open record-contract schema."""
-        return None
+        """The stream's JSON schema: the open record-contract schema, plus (when ``schema_sample_size`` > 0) the
+        payload fields inferred from up to that many records read from TRIM_HORIZON for at most 10 seconds."""
+        if cfg.schema_sample_size <= 0:
+            return None
+        sample = sample_records(cfg, client, stream, logger, cfg.schema_sample_size, SCHEMA_SAMPLE_SECONDS)
+        schema = record_schema()
+        inferred = infer_schema({k: v for k, v in record.items() if k not in CONTRACT_FIELDS} for record in sample)
+        for name, field_schema in (inferred.get("properties") or {}).items():
+            schema["properties"].setdefault(name, field_schema)
+        logger.info(f"Stream '{stream.name}': inferred the schema of {len(inferred.get('properties') or {})} payload fields from {len(sample)} sampled records.")
+        return schema
 
     def read(
         self,
@@ -96,6 +110,26 @@ class SourceKinesis(AbstractSource):
                 saved[name] = None
         orchestrator = Orchestrator(cfg, client, logger)
         yield from orchestrator.run(names, lambda name: resolve_catalog_stream(client, cfg, name), saved)
+
+
+def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger: logging.Logger, limit: int, seconds: int) -> List[Dict[str, Any]]:
+    """Up to ``limit`` records of the stream from TRIM_HORIZON, reading for at most ``seconds`` (a bounded read)."""
+    sample_cfg = cfg.model_copy(update={"start_position": "TRIM_HORIZON", "max_sync_duration_seconds": seconds, "on_bad_record": "keep"})
+    quiet = logging.getLogger("airbyte.source_kinesis.sampling")
+    quiet.setLevel(logging.WARNING)
+    messages = Orchestrator(sample_cfg, client, quiet).run([stream.name], lambda name: stream, {})
+    records: List[Dict[str, Any]] = []
+    try:
+        for message in messages:
+            if message.type == Type.RECORD:
+                records.append(message.record.data)
+                if len(records) >= limit:
+                    break
+    except AirbyteTracedException as exc:
+        logger.warning(f"Stream '{stream.name}': schema sampling stopped early: {exc.message}")
+    finally:
+        messages.close()  # stops the readers
+    return records
 
 
 def probe_reads(client: Any, stream: KinesisStream) -> None:

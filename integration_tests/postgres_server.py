@@ -1,0 +1,178 @@
+"""A throwaway PostgreSQL server for tests: started on 127.0.0.1 by the fixtures, stopped by its PID afterwards.
+
+Works as root (CI, sessions) and as a normal user. As root, the server runs as an unprivileged system user
+(``kcpgtest``, created when missing; ``nobody`` if it cannot be created), because PostgreSQL refuses to run as root.
+Its data directory and socket directory live in a fresh temporary folder outside the checkout that this user owns
+(a checkout under a home folder may be unreadable to other users). The server listens on loopback only, on a free
+port, with fsync off (test data is disposable). Tests connect over TCP with a password-protected role.
+
+Binaries: ``$PG_BIN`` if set, else the newest ``/usr/lib/postgresql/*/bin``, else ``initdb``/``postgres`` on PATH.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+SERVICE_USER = "kcpgtest"
+ROLE = "kc_test"
+DATABASE = "kc_test"
+
+
+def find_bin_dir() -> str:
+    explicit = os.environ.get("PG_BIN")
+    if explicit:
+        return explicit
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0
+    )
+    for candidate in reversed(candidates):
+        if os.path.exists(os.path.join(candidate, "postgres")) and os.path.exists(os.path.join(candidate, "initdb")):
+            return candidate
+    initdb = shutil.which("initdb")
+    if initdb and shutil.which("postgres"):
+        return os.path.dirname(initdb)
+    raise RuntimeError("PostgreSQL server binaries not found: install postgresql (15) or set PG_BIN to its bin folder")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _service_user() -> pwd.struct_passwd | None:
+    """The unprivileged user to run the server as (None when not root: run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        pass
+    try:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(SERVICE_USER)
+    except (OSError, subprocess.CalledProcessError, KeyError):
+        return pwd.getpwnam("nobody")
+
+
+@dataclass
+class PostgresServer:
+    host: str = "127.0.0.1"
+    port: int = 0
+    user: str = ROLE
+    password: str = ""
+    database: str = DATABASE
+    pid: int | None = None
+
+    def start(self) -> "PostgresServer":
+        bin_dir = find_bin_dir()
+        account = _service_user()
+        self._root = tempfile.mkdtemp(prefix="kc-pgtest-")
+        data_dir = os.path.join(self._root, "data")
+        self._socket_dir = os.path.join(self._root, "sock")
+        os.makedirs(self._socket_dir)
+        run_as = {}
+        if account is not None:
+            for path in (self._root, self._socket_dir):
+                os.chown(path, account.pw_uid, account.pw_gid)
+            os.chmod(self._root, 0o700)
+            run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        if account is not None:
+            env["HOME"] = self._root
+        subprocess.run(
+            [os.path.join(bin_dir, "initdb"), "-D", data_dir, "-U", "postgres", "-E", "UTF8", "--locale=C",
+             "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"],
+            check=True, capture_output=True, env=env, cwd=self._root, **run_as,
+        )
+        self.port = _free_port()
+        self._log = os.path.join(self._root, "postgres.log")
+        log_handle = open(self._log, "wb")
+        self._process = subprocess.Popen(
+            [os.path.join(bin_dir, "postgres"), "-D", data_dir, "-k", self._socket_dir, "-p", str(self.port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=50", "-c", "shared_buffers=32MB"],
+            stdout=log_handle, stderr=subprocess.STDOUT, env=env, cwd=self._root, start_new_session=True, **run_as,
+        )
+        log_handle.close()
+        self.pid = self._process.pid
+        self._wait_ready()
+        self.password = secrets.token_urlsafe(16)
+        self._setup_role()
+        return self
+
+    def _superuser_connect(self):
+        import psycopg
+
+        return psycopg.connect(host=self._socket_dir, port=self.port, user="postgres", dbname="postgres", autocommit=True)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"PostgreSQL exited during start-up:\n{open(self._log).read()[-2000:]}")
+            try:
+                self._superuser_connect().close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("PostgreSQL did not accept connections within 30 s")
+                time.sleep(0.1)
+
+    def _setup_role(self) -> None:
+        from psycopg import sql
+
+        with self._superuser_connect() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(self.user), sql.Literal(self.password)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.database), sql.Identifier(self.user)))
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGINT)  # fast shutdown
+                try:
+                    self._process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.kill(self.pid, signal.SIGKILL)
+                    self._process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            self.pid = None
+        if getattr(self, "_root", None):
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
+
+    def __enter__(self) -> "PostgresServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def store_config(self, schema: str = "public") -> dict:
+        return {
+            "store_type": "postgres",
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "schema": schema,
+            "username": self.user,
+            "password": self.password,
+            "ssl_mode": "disable",
+        }
