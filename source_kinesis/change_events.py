@@ -152,9 +152,10 @@ def dynamodb_records(value: Any) -> List[Dict[str, Any]]:
     if not isinstance(raw_keys, dict) or not raw_keys:
         raise ValueError("DynamoDB record without dynamodb.Keys")
     keys = unmarshal_item(raw_keys)
+    doc_id = canonical_id([table, keys])
 
     if event_name == "REMOVE":
-        op, fields = DELETE, keys
+        op, fields = DELETE, dict(keys)
     elif "NewImage" in change:
         image = change["NewImage"]
         if not isinstance(image, dict):
@@ -164,7 +165,7 @@ def dynamodb_records(value: Any) -> List[Dict[str, Any]]:
         op, fields = UPSERT, dict(keys)
 
     fields[OP_FIELD] = op
-    fields[ID_FIELD] = canonical_id([table, keys])
+    fields[ID_FIELD] = doc_id
     created = change.get("ApproximateCreationDateTime")
     if created is not None:
         unit = "us" if change.get("ApproximateCreationDateTimePrecision") == "MICROSECOND" else "ms"
