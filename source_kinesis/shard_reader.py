@@ -101,6 +101,7 @@ class ShardReader:
         self.cancelled = False
         self._iterator: Optional[str] = None
         self._last_fetched: Optional[str] = None  # sequence number of the last Kinesis record fetched
+        self._action = "GetRecords"  # the Kinesis call in progress, named in errors
 
     # -- scheduling -------------------------------------------------------------------------------------------
     def next_due(self) -> float:
@@ -113,7 +114,7 @@ class ShardReader:
             kwargs["StartingSequenceNumber"] = position.sequence_number
         if position.timestamp is not None:
             kwargs["Timestamp"] = position.timestamp
-        response = self._call(self.client.get_shard_iterator, kwargs)
+        response = self._call("GetShardIterator", self.client.get_shard_iterator, kwargs)
         return response["ShardIterator"]
 
     def _acquire(self) -> Optional[Page]:
@@ -152,7 +153,7 @@ class ShardReader:
         except AirbyteTracedException as exc:
             return Page(self, error=exc)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the emitting thread
-            return Page(self, error=translate(exc, "GetRecords", self.stream, self.shard_id))
+            return Page(self, error=translate(exc, self._action, self.stream, self.shard_id))
 
     def _poll(self) -> Page:
         notice: Optional[Page] = None
@@ -162,16 +163,20 @@ class ShardReader:
                 return notice
         started = self.clock()
         try:
-            response = self._call(self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+            response = self._get_records()
         except Exception as exc:  # noqa: BLE001
             if error_code(exc) != "ExpiredIteratorException":
                 raise
             # Iterators live 300 s; re-acquire from the last record fetched (all fetched records reach the emitter).
             self.stats.iterator_refreshes += 1
             self._iterator = None
-            self._acquire()
+            refreshed = self._acquire()
+            if refreshed is not None:
+                if refreshed.error is not None or refreshed.gone:
+                    return refreshed
+                notice = refreshed  # the position was stale: the page carries the restart notice
             started = self.clock()
-            response = self._call(self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+            response = self._get_records()
         records = response.get("Records") or []
         size = 0
         for record in records:
@@ -203,6 +208,11 @@ class ShardReader:
                 page.stop, page.stop_reason = True, "reached records that arrived after the sync started"
         return page
 
-    def _call(self, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    def _get_records(self) -> Any:
+        return self._call("GetRecords", self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+
+    def _call(self, action: str, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+        """One Kinesis call under the retry policy; ``action`` names it in errors (e.g. kinesis:GetShardIterator)."""
+        self._action = action
         policy = retrying(self.retry_budget_seconds, self.stats.retry, sleep=self.sleep)
         return policy(method, **kwargs)

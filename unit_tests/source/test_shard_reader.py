@@ -168,7 +168,6 @@ def test_access_denied_on_get_records_is_config_error(client) -> None:
     assert reader.stats.retry.retries == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: shard_reader.poll translates every error as kinesis:GetRecords, even a denied GetShardIterator")
 def test_access_denied_on_get_shard_iterator_names_that_action(client) -> None:
     expect_error(client, "get_shard_iterator", "AccessDeniedException")
     page = make_reader(client).poll()
@@ -201,7 +200,6 @@ def test_expired_iterator_before_any_record_restarts_at_the_start_position(clien
     assert seqs(page) == ["55", "56"] and reader.stats.iterator_refreshes == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after ExpiredIterator, _poll ignores the Page _acquire returns (stale checkpoint with policy fail)")
 def test_expired_iterator_then_stale_position_with_policy_fail_is_config_error(client) -> None:
     expect_iterator(client, "it-1")
     expect_records(client, "it-1", [rec(7)], next_iterator="it-2", behind=50)
@@ -214,7 +212,6 @@ def test_expired_iterator_then_stale_position_with_policy_fail_is_config_error(c
     assert SHARD in page.error.message and "7" in page.error.message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: after ExpiredIterator, _poll drops the stale_restart notice of _acquire: records are lost silently")
 def test_expired_iterator_then_stale_position_with_policy_restart_warns(client) -> None:
     expect_iterator(client, "it-1")
     expect_records(client, "it-1", [rec(7)], next_iterator="it-2", behind=50)
