@@ -1,5 +1,5 @@
 """dms and dynamodb formats: rows/items with _op, _id and _event_time; control records skipped and counted.
-(Test names carry "dms" / "dynamodb" so the decoding selection runs them.)"""
+(The module name carries "decoding" so the decoding selection runs every test here.)"""
 from __future__ import annotations
 
 import base64
