@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-_MAYBE_BIG_INT = re.compile(rb"[:\[,]\s*-?\d{20}")
+_MAYBE_BIG_INT = re.compile(rb"(?:^|[:\[,])\s*-?\d{20}")
 
 
 def loads(data: bytes | str) -> Any:

@@ -83,6 +83,9 @@ class Transformation:
         self.referenced = {
             n["column_names"][0] for n in _walk(self._node) if n.get("class") == "COLUMN_REF" and n.get("column_names")
         }
+        for star in _walk(self._node):
+            if star.get("class") == "STAR":
+                self.referenced.update(n for n in star.get("exclude_list") or [] if isinstance(n, str))
         self.referenced.discard(ROW_COLUMN)
         self.explicit_names = self._explicit_names()
         self.validate_by_dry_run()
