@@ -56,11 +56,30 @@ def iso_from_epoch(value: Any, unit: str = "ms") -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:0{digits}d}Z"
 
 
+def iso_from_text(value: Any) -> Optional[str]:
+    """An ISO-8601 timestamp normalised to UTC with ``Z`` and microseconds; naive times are taken as UTC (DMS writes
+    UTC). ``None`` if ``value`` is not such a timestamp."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    try:
+        moment = moment.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond:06d}Z"
+
+
 # -------------------------------------------------------------------------------------------------------------- DMS
 DMS_SCHEMA_FIELD = "_dms_schema"
 DMS_TABLE_FIELD = "_dms_table"
 DMS_OPERATION_FIELD = "_dms_operation"
 DMS_TRANSACTION_FIELD = "_dms_transaction_id"
+DMS_TIMESTAMP_FIELD = "_dms_timestamp"
 
 _DMS_OPS = {"load": REPSERT, "insert": REPSERT, "update": REPSERT, "delete": DELETE}
 
@@ -95,8 +114,12 @@ def dms_records(value: Any, primary_key: Sequence[str]) -> Optional[List[Dict[st
     if "transaction-id" in metadata:
         extra[DMS_TRANSACTION_FIELD] = metadata["transaction-id"]
     timestamp = metadata.get("timestamp")
-    if isinstance(timestamp, str) and timestamp:
-        extra[EVENT_TIME_FIELD] = timestamp
+    if timestamp is not None:
+        event_time = iso_from_text(timestamp)
+        if event_time is not None:
+            extra[EVENT_TIME_FIELD] = event_time
+        else:  # not a timestamp we can read: keep it as sent rather than guess
+            extra[DMS_TIMESTAMP_FIELD] = timestamp
 
     out: List[Dict[str, Any]] = []
     if operation == "update":

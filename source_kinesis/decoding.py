@@ -138,7 +138,9 @@ class _LogLimiter:
         return n == 1, self._seen[key]
 
 
-FieldsFn = Callable[[bytes], Optional[List[Dict[str, Any]]]]
+# A format: payload bytes -> the fields of one record (a dict: the common case, no list allocated), of several
+# records (a list), or None for a control record. Raises ValueError (a reason) for a bad payload.
+FieldsFn = Callable[[bytes], Union[Dict[str, Any], List[Dict[str, Any]], None]]
 
 
 class PayloadDecoder:
@@ -186,27 +188,29 @@ class PayloadDecoder:
             return self._bad(data, str(exc), partition_key, shard_id, sequence_number, 0)
         except Exception as exc:  # a decoder bug must not stop the sync or lose the record
             return self._bad(data, _internal(exc), partition_key, shard_id, sequence_number, 0)
+        if type(records) is dict:
+            return [UserRecord(0, partition_key, records)]
         if records is None:
             return self._control(shard_id, sequence_number)
-        if len(records) == 1:
-            return [UserRecord(0, partition_key, records[0])]
         return [UserRecord(index, partition_key, fields) for index, fields in enumerate(records)]
 
     # ---------------------------------------------------------------------------------------------------- formats
-    def _json(self, data: bytes) -> List[Dict[str, Any]]:
-        value = loads_exact(self._inflated(data))
-        return [value if type(value) is dict else {VALUE_FIELD: value}]
+    def _json(self, data: bytes) -> Dict[str, Any]:
+        if data and _MAYBE_COMPRESSED[data[0]]:
+            data = self._inflated(data)
+        value = loads_exact(data)
+        return value if type(value) is dict else {VALUE_FIELD: value}
 
-    def _text(self, data: bytes) -> List[Dict[str, Any]]:
+    def _text(self, data: bytes) -> Dict[str, Any]:
         payload = self._inflated(data)
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PayloadError(f"invalid UTF-8 at byte {exc.start}") from None
-        return [{VALUE_FIELD: text}]
+        return {VALUE_FIELD: text}
 
-    def _bytes(self, data: bytes) -> List[Dict[str, Any]]:  # KPL user records of a bytes stream are never decoded
-        return [{VALUE_FIELD: base64.b64encode(data).decode("ascii")}]
+    def _bytes(self, data: bytes) -> Dict[str, Any]:  # only reached by a bytes stream: never decoded
+        return {VALUE_FIELD: base64.b64encode(data).decode("ascii")}
 
     def _cloudwatch_logs(self, data: bytes) -> Optional[List[Dict[str, Any]]]:
         return cloudwatch_logs.log_events(loads_exact(self._inflated(data)))
@@ -258,6 +262,9 @@ class PayloadDecoder:
                 continue
             except Exception as exc:
                 out.extend(self._bad(user.data, f"KPL user record {index}: {_internal(exc)}", user.partition_key, shard_id, sequence_number, base, user.explicit_hash_key))
+                continue
+            if type(records) is dict:
+                out.append(UserRecord(base, user.partition_key, records, user.explicit_hash_key))
                 continue
             if records is None:
                 self._control(shard_id, sequence_number)

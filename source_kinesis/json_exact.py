@@ -43,10 +43,11 @@ def loads_exact(data: Union[bytes, bytearray, memoryview, str]) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise JSONError(_describe(exc)) from None
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    elif isinstance(data, memoryview):
-        data = data.tobytes()
+    if type(data) is not bytes:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        elif isinstance(data, memoryview):
+            data = data.tobytes()
     if _LONG_DIGIT_RUN in data.translate(_DIGITS_TO_ZERO) and may_hold_big_int_float(value):
         try:
             return json.loads(data)

@@ -118,6 +118,21 @@ def test_dms_malformed_records_are_bad_records(payload, reason):
     assert reason in record.fields[ERROR_FIELD]
 
 
+@pytest.mark.parametrize(
+    "timestamp, fields",
+    [
+        ("2026-11-25T20:02:00.250000Z", {"_event_time": "2026-11-25T20:02:00.250000Z"}),
+        ("2026-11-25T20:02:00.25", {"_event_time": "2026-11-25T20:02:00.250000Z"}),
+        ("2026-11-25T21:02:00+01:00", {"_event_time": "2026-11-25T20:02:00.000000Z"}),
+        ("yesterday", {"_dms_timestamp": "yesterday"}),
+        (12, {"_dms_timestamp": 12}),
+    ],
+)
+def test_dms_event_time_is_normalised_or_the_timestamp_kept_as_sent(timestamp, fields):
+    [record] = decoder("dms").decode(dms(timestamp=timestamp), "pk", SHARD, SEQ)
+    assert {k: v for k, v in record.fields.items() if k in ("_event_time", "_dms_timestamp")} == fields
+
+
 def test_dms_gzip_and_one_line_payloads():
     one_line = orjson.dumps(json.loads(dms()))
     assert decoder("dms").decode(gzip.compress(one_line), "pk", SHARD, SEQ)[0].fields["_id"] == '["shop","customers",1]'
