@@ -177,3 +177,31 @@ def test_client_factory_turns_botocore_retries_off(aws_env) -> None:
     assert client.meta.config.retries["total_max_attempts"] == 1
     assert client.meta.endpoint_url == "http://127.0.0.1:4567"
     assert client.meta.config.max_pool_connections >= 7
+
+
+def test_secrets_never_reach_the_output_of_check_discover_read(moto_aws) -> None:
+    import json
+
+    import boto3
+    from airbyte_cdk.models import SyncMode
+    from airbyte_cdk.test.catalog_builder import CatalogBuilder
+    from airbyte_cdk.test.entrypoint_wrapper import discover, read
+
+    from source_kinesis.source import SourceKinesis
+
+    from .conftest import config, make_stream, put, run_cli
+
+    kinesis = boto3.client("kinesis", region_name="us-east-1")
+    make_stream(kinesis, "orders")
+    put(kinesis, "orders", [{"n": 1}])
+    secret, token = "Sup3rSecretKeyMaterial/ABCDEFGH0123", "SessionTokenMaterial0123456789"
+    cfg = config(["orders", "missing"], credentials={"auth_type": "access_keys", "aws_access_key_id": "AKIAOUTPUTTEST", "aws_secret_access_key": secret, "aws_session_token": token})
+    outputs = [
+        run_cli(SourceKinesis(), "check", cfg),
+        discover(SourceKinesis(), cfg, expecting_exception=True),
+        read(SourceKinesis(), cfg, CatalogBuilder().with_stream("orders", SyncMode.incremental).with_stream("missing", SyncMode.incremental).build(), expecting_exception=True),
+    ]
+    assert outputs[2].records  # the read did run
+    for out in outputs:
+        text = json.dumps([m.model_dump(mode="json") if hasattr(m, "model_dump") else str(m) for m in out._messages]) + "".join(map(str, out.logs))
+        assert secret not in text and token not in text

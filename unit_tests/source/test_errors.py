@@ -105,3 +105,56 @@ def test_classification_helpers() -> None:
     assert is_retryable(ConnectTimeoutError(endpoint_url="http://x"))
     assert is_retryable(ConnectionResetError())
     assert not is_retryable(ValueError())
+
+
+# ------------------------------------------------------------------ check failures end to end (CDK entrypoint)
+def test_check_unknown_stream_names_it(moto_aws) -> None:
+    from airbyte_cdk.models import Status
+
+    from source_kinesis.source import SourceKinesis
+
+    from .conftest import config, make_stream, run_cli
+
+    import boto3
+
+    make_stream(boto3.client("kinesis", region_name="us-east-1"), "present")
+    out = run_cli(SourceKinesis(), "check", config(["present", "absent"]))
+    (status,) = [m.connectionStatus for m in out.connection_status_messages]
+    assert status.status == Status.FAILED
+    assert "'absent'" in status.message and "not found" in status.message
+    assert out.errors[0].trace.error.failure_type == FailureType.config_error
+
+
+def test_check_unreachable_endpoint_is_config_error(aws_env) -> None:
+    from airbyte_cdk.models import Status
+
+    from source_kinesis.source import SourceKinesis
+
+    from .conftest import config, run_cli
+
+    out = run_cli(SourceKinesis(), "check", config(["orders"], endpoint_url="http://127.0.0.1:9"))
+    (status,) = [m.connectionStatus for m in out.connection_status_messages]
+    assert status.status == Status.FAILED
+    assert "http://127.0.0.1:9" in status.message and "endpoint" in status.message and "'orders'" in status.message
+
+
+def test_check_pattern_matching_nothing_fails(moto_aws) -> None:
+    from airbyte_cdk.models import Status
+
+    from source_kinesis.source import SourceKinesis
+
+    from .conftest import config, run_cli
+
+    out = run_cli(SourceKinesis(), "check", config(["sales*"]))
+    (status,) = [m.connectionStatus for m in out.connection_status_messages]
+    assert status.status == Status.FAILED and "sales*" in status.message and "matches no stream" in status.message
+
+
+def test_global_state_is_refused() -> None:
+    from source_kinesis.source import states_by_stream
+
+    with pytest.raises(AirbyteTracedException) as info:
+        states_by_stream([{"type": "GLOBAL", "global": {"shared_state": {}}}])
+    assert info.value.failure_type == FailureType.config_error and "STREAM" in info.value.message
+    blob = {"version": 1, "shards": {}}
+    assert states_by_stream([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "a"}, "stream_state": blob}}]) == {"a": blob}
