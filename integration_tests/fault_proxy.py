@@ -1,0 +1,473 @@
+"""A loopback HTTP server that speaks Kinesis to boto3: a fault-injecting proxy, or a GetRecords replay server.
+
+One server class (``FaultProxy``), two backends (request-handling strategies):
+
+* ``UpstreamBackend`` forwards every request to an emulator on 127.0.0.1 (kinesis-mock) over one keep-alive
+  upstream connection per client connection: the **fault proxy** of the reliability suite.
+* ``replay.ReplayBackend`` answers ``ListShards``/``DescribeStream``/``GetShardIterator``/``GetRecords`` from
+  pre-encoded records in memory, with no upstream: the **replay server** of the benchmark.
+
+Between the client and either backend, the server injects faults per operation at configurable rates with a seeded
+RNG, and counts exactly what it injected per kind and per operation (thread-safe), so a test can compare the
+connector's logged counts with the truth::
+
+    with FaultProxy.to_upstream(mock.endpoint_url, faults={"GetRecords": {"throughput_exceeded": 0.3}}, seed=7) as proxy:
+        config["endpoint_url"] = proxy.endpoint_url
+        ...
+        assert logged_throttles == proxy.throttles()
+
+    with FaultProxy.replay(ReplayData([ReplayStream("bench", shards=8, records_per_shard=100_000)]),
+                           latency_seconds=0.030) as server:
+        ...
+
+Fault kinds (``FAULTS``): ``throughput_exceeded`` / ``limit_exceeded`` / ``kms_throttling`` (HTTP 400 with that
+``__type``; the three ``THROTTLES``), ``http_500`` (``InternalFailure``), ``http_503`` (``ServiceUnavailable``),
+``reset`` (the connection is closed with a TCP RST and no response), ``disconnect`` (closed with a FIN and no
+response), ``truncate`` (the backend's real response is sent with its full ``Content-Length`` but only part of the
+body, then the connection is closed) and ``latency`` (``fault_latency_seconds`` added, then the real response).
+Error faults and resets never reach the backend; ``truncate`` and ``latency`` do. At most one fault per request.
+``latency_seconds`` (a number, or ``{operation: seconds}``) is added to *every* request, fault or not.
+
+Wire protocol: botocore 1.44 speaks AWS JSON 1.1 to Kinesis (``protocols: ["json"]`` in its service model; the
+operation is named by ``X-Amz-Target: Kinesis_20131202.<Operation>``, bodies are ``application/x-amz-json-1.1``;
+blobs are base64 strings and timestamps epoch seconds). Injected errors are JSON 1.1 error bodies. Should a future
+botocore switch Kinesis to CBOR (``application/x-amz-cbor-1.1`` / Smithy RPCv2 ``/service/Kinesis/operation/<Op>``),
+forwarding still works byte for byte and operations are still recognised, but injected error bodies would be JSON,
+and the replay backend refuses CBOR requests with a clear 400 rather than answering garbage.
+
+Why the standard library and not a proxy library: mitmproxy and friends bring TLS interception, an event loop and
+dozens of dependencies for what is ~300 lines here, and none of them can inject *transport* faults (an RST after a
+request, a body cut short under a full Content-Length) without reaching into their internals. ``http.server``'s
+``ThreadingHTTPServer`` gives HTTP/1.1 keep-alive, one thread per connection (so added latency overlaps across
+shards, as real round trips do) and direct access to the socket for resets and truncation.
+
+Safety: it listens on 127.0.0.1 only (port 0: a free port), refuses any upstream that is not a loopback address,
+never connects anywhere else, and stops itself after ``max_lifetime_seconds`` or ``max_requests`` (``stop_reason``
+says which; tests assert it stayed ``None`` until they stopped it).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+THROTTLES = ("throughput_exceeded", "limit_exceeded", "kms_throttling")
+ERROR_FAULTS: Dict[str, Tuple[int, str, str]] = {
+    "throughput_exceeded": (400, "ProvisionedThroughputExceededException", "Rate exceeded for shard in stream under account 000000000000."),
+    "limit_exceeded": (400, "LimitExceededException", "Rate exceeded for stream under account 000000000000."),
+    "kms_throttling": (400, "KMSThrottlingException", "The request was denied due to request throttling by KMS."),
+    "http_500": (500, "InternalFailure", "Internal service failure."),
+    "http_503": (503, "ServiceUnavailable", "Service unavailable."),
+}
+TRANSPORT_FAULTS = ("reset", "disconnect", "truncate")
+FAULTS = tuple(ERROR_FAULTS) + TRANSPORT_FAULTS + ("latency",)
+JSON_11 = "application/x-amz-json-1.1"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade", "content-length"}
+
+
+# ------------------------------------------------------------------------------------------- request/response
+@dataclass
+class Request:
+    operation: str  # "GetRecords", ... ("" when the request names none)
+    method: str
+    path: str
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        for name, value in self.headers:
+            if name.lower() == "content-type":
+                return value
+        return ""
+
+    def json(self) -> Dict[str, Any]:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: List[Tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200) -> "Response":
+        return cls.raw_json(json.dumps(payload, separators=(",", ":")).encode(), status)
+
+    @classmethod
+    def raw_json(cls, body: bytes, status: int = 200) -> "Response":
+        return cls(status, body, [("Content-Type", JSON_11), ("x-amzn-RequestId", str(uuid.uuid4()))])
+
+    @classmethod
+    def error(cls, status: int, error_type: str, message: str) -> "Response":
+        return cls.json({"__type": error_type, "message": message}, status)
+
+    def encode(self, reason: str = "") -> Tuple[bytes, bytes]:
+        """(head, body) as they go on the wire; Content-Length is always the full body's."""
+        reason = reason or http.client.responses.get(self.status, "")
+        lines = [f"HTTP/1.1 {self.status} {reason}"]
+        lines += [f"{k}: {v}" for k, v in self.headers if k.lower() not in HOP_BY_HOP]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), self.body
+
+
+def operation_of(path: str, headers: Mapping[str, str]) -> str:
+    target = headers.get("X-Amz-Target") or headers.get("x-amz-target") or ""
+    if target:
+        return target.rsplit(".", 1)[-1]
+    if "/operation/" in path:  # Smithy RPCv2 CBOR
+        return path.rstrip("/").rsplit("/", 1)[-1]
+    return ""
+
+
+# ------------------------------------------------------------------------------------------------- backends
+class Backend:
+    """A request-handling strategy. ``respond`` runs on the connection's thread; ``session`` is a dict private to
+    one client connection (for an upstream connection, say) and ``close_session`` is called when it ends."""
+
+    def respond(self, request: Request, session: Dict[str, Any]) -> Response:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close_session(self, session: Dict[str, Any]) -> None:
+        pass
+
+
+def loopback_only(url: str) -> Tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in LOOPBACK_HOSTS or not parts.port:
+        raise ValueError(f"upstream must be http://127.0.0.1:<port> (loopback only), got {url!r}")
+    return ("127.0.0.1" if parts.hostname == "localhost" else parts.hostname), parts.port
+
+
+class UpstreamBackend(Backend):
+    """Forward to one emulator on loopback, keep-alive, one upstream connection per client connection."""
+
+    def __init__(self, upstream_url: str, timeout: float = 30.0) -> None:
+        self.host, self.port = loopback_only(upstream_url)
+        self.timeout = timeout
+
+    def respond(self, request: Request, session: Dict[str, Any]) -> Response:
+        headers = {k: v for k, v in request.headers if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        headers["Host"] = f"{self.host}:{self.port}"
+        for attempt in (1, 2):
+            conn = session.get("upstream")
+            if conn is None:
+                conn = session["upstream"] = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            try:
+                conn.request(request.method, request.path, body=request.body, headers=headers)
+                upstream = conn.getresponse()
+                body = upstream.read()
+            except (http.client.HTTPException, OSError):
+                # The emulator closed an idle keep-alive connection: reconnect once, then give up (→ 502).
+                conn.close()
+                session.pop("upstream", None)
+                if attempt == 2:
+                    raise
+                continue
+            if upstream.will_close:
+                conn.close()
+                session.pop("upstream", None)
+            return Response(upstream.status, body, [(k, v) for k, v in upstream.getheaders() if k.lower() not in HOP_BY_HOP])
+        raise AssertionError("unreachable")
+
+    def close_session(self, session: Dict[str, Any]) -> None:
+        conn = session.pop("upstream", None)
+        if conn is not None:
+            conn.close()
+
+
+# ------------------------------------------------------------------------------------------------- the server
+FaultRates = Mapping[str, Mapping[str, float]]  # operation ("*" = any) -> {fault kind: probability}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = False
+    owner: "FaultProxy"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response (botocore after a timeout, a test ending) is not an error of ours.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        with self.owner._lock:
+            self.owner.backend_errors.append(f"handler: {type(exc).__name__}: {exc}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: botocore's pool reuses connections
+    disable_nagle_algorithm = True  # head and body leave at once; no 40 ms delayed-ACK stalls
+    timeout = 60  # an idle keep-alive connection is dropped after this
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.session: Dict[str, Any] = {}
+        self.server.owner._track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.server.owner.backend.close_session(self.session)
+            self.server.owner._track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output clean
+        pass
+
+    def _serve(self) -> None:
+        owner = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(operation_of(self.path, self.headers), self.command, self.path, list(self.headers.items()), body)
+        owner._dispatch(self, request)
+
+    do_POST = _serve
+    do_GET = _serve
+
+    # -- writing, used by FaultProxy._dispatch
+    def send(self, response: Response, truncate_to: Optional[int] = None) -> None:
+        head, body = response.encode()
+        if truncate_to is None:
+            self.wfile.write(head + body)
+            return
+        self.wfile.write(head + body[:truncate_to])
+        self.drop(rst=False)
+
+    def drop(self, rst: bool) -> None:
+        """Close the connection now: with an RST (SO_LINGER 0) or a plain FIN; nothing more is read or sent."""
+        self.close_connection = True
+        try:
+            if rst:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.connection.close()
+
+
+class FaultProxy:
+    """A Kinesis endpoint on 127.0.0.1 that forwards to (or replays for) boto3 and injects faults.
+
+    Args:
+        backend: an ``UpstreamBackend``, a ``replay.ReplayBackend``, or an upstream URL (``http://127.0.0.1:N``).
+        faults: ``{operation or "*": {fault kind: rate}}``; rates of one operation add up to at most 1.
+        seed: the RNG seed for fault decisions (one draw per request that has rules).
+        latency_seconds: added to every request (number, or ``{operation or "*": seconds}``).
+        fault_latency_seconds: what the ``latency`` fault adds.
+        max_lifetime_seconds / max_requests: the server stops itself past either (``stop_reason`` says which).
+        decide: optional ``(operation, request_number) -> fault kind | None`` replacing the random draw (for
+            deterministic schedules, e.g. "throttle the first 3 GetRecords").
+    """
+
+    def __init__(
+        self,
+        backend: Union[Backend, str],
+        *,
+        faults: Optional[FaultRates] = None,
+        seed: int = 0,
+        latency_seconds: Union[float, Mapping[str, float]] = 0.0,
+        fault_latency_seconds: float = 0.25,
+        max_lifetime_seconds: float = 300.0,
+        max_requests: int = 100_000,
+        decide: Optional[Callable[[str, int], Optional[str]]] = None,
+    ) -> None:
+        self.backend = UpstreamBackend(backend) if isinstance(backend, str) else backend
+        self.fault_latency_seconds = fault_latency_seconds
+        self.max_lifetime_seconds = max_lifetime_seconds
+        self.max_requests = max_requests
+        self.decide = decide
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._faults: Dict[str, Dict[str, float]] = {}
+        self._latency: Dict[str, float] = {}
+        self.set_faults(faults or {})
+        self.set_latency(latency_seconds)
+        self.requests: Counter = Counter()  # operation -> requests received
+        self.injected: Counter = Counter()  # (fault kind, operation) -> faults injected
+        self.backend_errors: List[str] = []  # backend failures (answered 502): tests assert there are none
+        self.stop_reason: Optional[str] = None
+        self._connections: set = set()
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+        self._timer: Optional[threading.Timer] = None
+
+    # -- construction helpers
+    @classmethod
+    def to_upstream(cls, upstream_url: str, **kwargs: Any) -> "FaultProxy":
+        return cls(UpstreamBackend(upstream_url), **kwargs)
+
+    @classmethod
+    def replay(cls, data: Any, **kwargs: Any) -> "FaultProxy":
+        from integration_tests.replay import ReplayBackend
+
+        return cls(ReplayBackend(data), **kwargs)
+
+    # -- configuration (may change while running)
+    def set_faults(self, faults: FaultRates) -> None:
+        checked: Dict[str, Dict[str, float]] = {}
+        for operation, rates in faults.items():
+            unknown = set(rates) - set(FAULTS)
+            if unknown:
+                raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULTS}")
+            if any(r < 0 for r in rates.values()) or sum(rates.values()) > 1.0 + 1e-9:
+                raise ValueError(f"fault rates for {operation} must be >= 0 and add up to at most 1: {dict(rates)}")
+            checked[operation] = dict(rates)
+        with self._lock:
+            self._faults = checked
+
+    def set_latency(self, latency: Union[float, Mapping[str, float]]) -> None:
+        with self._lock:
+            self._latency = {"*": float(latency)} if isinstance(latency, (int, float)) else {k: float(v) for k, v in latency.items()}
+
+    # -- lifecycle
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return self._server.server_address[1]
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "FaultProxy":
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"fault-proxy-{self.port}", daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.max_lifetime_seconds, self._stop_soon, args=("max lifetime reached",))
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:  # wake handler threads blocked on idle keep-alive connections
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _stop_soon(self, reason: str) -> None:
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+        threading.Thread(target=self.stop, daemon=True).start()  # never shut down from a handler's own thread
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+    def __enter__(self) -> "FaultProxy":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- counters
+    def count(self, kind: Optional[str] = None, operation: Optional[str] = None) -> int:
+        with self._lock:
+            return sum(n for (k, op), n in self.injected.items() if kind in (None, k) and operation in (None, op))
+
+    def throttles(self, operation: Optional[str] = None) -> int:
+        return sum(self.count(kind, operation) for kind in THROTTLES)
+
+    def failures(self, operation: Optional[str] = None) -> int:
+        """Injected faults that fail the request (everything but ``latency``)."""
+        return sum(self.count(kind, operation) for kind in FAULTS if kind != "latency")
+
+    def snapshot(self) -> Dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": dict(self.requests),
+                "injected": {f"{k}/{op}": n for (k, op), n in sorted(self.injected.items())},
+                "stop_reason": self.stop_reason,
+            }
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.injected.clear()
+
+    # -- the request path (runs on the connection's thread)
+    def _choose(self, operation: str) -> Tuple[Optional[str], float, bool]:
+        """(fault kind or None, added latency, over the request limit?) for one request, under the lock."""
+        with self._lock:
+            self.requests[operation] += 1
+            total = sum(self.requests.values())
+            if total > self.max_requests:
+                return None, 0.0, True
+            latency = self._latency.get(operation, self._latency.get("*", 0.0))
+            kind: Optional[str] = None
+            if self.decide is not None:
+                kind = self.decide(operation, self.requests[operation])
+            else:
+                rates = self._faults.get(operation) or self._faults.get("*")
+                if rates:
+                    draw, cumulative = self._rng.random(), 0.0
+                    for candidate, rate in rates.items():
+                        cumulative += rate
+                        if draw < cumulative:
+                            kind = candidate
+                            break
+            if kind is not None:
+                if kind not in FAULTS:
+                    raise ValueError(f"decide() returned unknown fault kind {kind!r}")
+                self.injected[(kind, operation)] += 1
+            return kind, latency, False
+
+    def _dispatch(self, handler: _Handler, request: Request) -> None:
+        kind, latency, exhausted = self._choose(request.operation)
+        if exhausted:
+            self._stop_soon(f"max requests ({self.max_requests}) reached")
+            handler.drop(rst=True)
+            return
+        if kind == "latency":
+            latency += self.fault_latency_seconds
+        if latency > 0:
+            time.sleep(latency)
+        if kind in ERROR_FAULTS:
+            status, error_type, message = ERROR_FAULTS[kind]
+            handler.send(Response.error(status, error_type, message))
+            return
+        if kind in ("reset", "disconnect"):
+            handler.drop(rst=kind == "reset")
+            return
+        try:
+            response = self.backend.respond(request, handler.session)
+        except Exception as exc:  # noqa: BLE001 - reported to the test, answered as a gateway error
+            with self._lock:
+                self.backend_errors.append(f"{request.operation}: {type(exc).__name__}: {exc}")
+            response = Response.error(502, "BadGateway", f"backend failed: {type(exc).__name__}")
+        if kind == "truncate":
+            # Full Content-Length, then at most half the body (at least one byte short), then close.
+            handler.send(response, truncate_to=min(len(response.body) // 2, max(len(response.body) - 1, 0)))
+            return
+        handler.send(response)
