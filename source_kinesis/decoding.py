@@ -49,6 +49,7 @@ CONTROL_SKIPPED = "control_skipped"
 HASH_KEY_OUT_OF_RANGE = "hash_key_out_of_range"
 KPL_AGGREGATES = "kpl_aggregates"
 KPL_USER_RECORDS = "kpl_user_records"
+EMPTY_SKIPPED = "empty_skipped"  # a record that holds no data: a CloudWatch message without events, an empty aggregate
 
 # Bounded logging: the first few occurrences per shard and kind, then only at powers of ten.
 LOG_FIRST = 10
@@ -192,6 +193,9 @@ class PayloadDecoder:
             return [UserRecord(0, partition_key, records)]
         if records is None:
             return self._control(shard_id, sequence_number)
+        if not records:
+            self.counters.add(shard_id, EMPTY_SKIPPED)
+            return []
         return [UserRecord(index, partition_key, fields) for index, fields in enumerate(records)]
 
     # ---------------------------------------------------------------------------------------------------- formats
@@ -243,6 +247,9 @@ class PayloadDecoder:
         except kpl.KplError as exc:
             return self._bad(data, f"corrupt KPL aggregate: {exc}", partition_key, shard_id, sequence_number, 0)
         self.counters.add(shard_id, KPL_AGGREGATES)
+        if not user_records:
+            self.counters.add(shard_id, EMPTY_SKIPPED)
+            return []
         self.counters.add(shard_id, KPL_USER_RECORDS, len(user_records))
         low = high = None
         if hash_range is not None:

@@ -7,7 +7,7 @@ import logging
 import orjson
 import pytest
 
-from source_kinesis.decoding import BAD_KEPT, CONTROL_SKIPPED, ERROR_FIELD
+from source_kinesis.decoding import BAD_KEPT, CONTROL_SKIPPED, EMPTY_SKIPPED, ERROR_FIELD
 from unit_tests.source.decoding_fixtures import CLOUDWATCH_CONTROL, CLOUDWATCH_DATA, SEQ, SHARD, decoder, make_logger, raw_of
 
 
@@ -105,8 +105,10 @@ def test_many_events_get_consecutive_sub_sequence_numbers():
     assert records[-1].fields["message"] == "line 9999"
 
 
-def test_an_empty_data_message_emits_nothing():
-    assert decoder("cloudwatch_logs").decode(message([]), "pk", SHARD, SEQ) == []
+def test_an_empty_data_message_emits_nothing_and_is_counted():
+    d = decoder("cloudwatch_logs")
+    assert d.decode(message([]), "pk", SHARD, SEQ) == []
+    assert d.counters.by_shard[SHARD][EMPTY_SKIPPED] == 1
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from source_kinesis.decoding import (
     BAD_KEPT,
     BAD_SKIPPED,
     CONTROL_SKIPPED,
+    EMPTY_SKIPPED,
     ERROR_FIELD,
     HASH_KEY_OUT_OF_RANGE,
     KPL_AGGREGATES,
@@ -116,6 +117,12 @@ def test_unknown_fields_and_tags_are_skipped_and_an_empty_aggregate_is_empty():
     body = b"\x0a\x01p" + b"\x1a" + bytes([len(record)]) + record + b"\x21" + b"\x00" * 8  # + unknown fixed64
     assert [(u.partition_key, u.data) for u in kpl.decode_aggregate(with_valid_md5(body))] == [("p", b"hi")]
     assert kpl.decode_aggregate(with_valid_md5(b"")) == []
+
+
+def test_an_empty_aggregate_emits_nothing_and_is_counted():
+    d = decoder()
+    assert d.decode(kpl.encode_aggregate([]), "pk", SHARD, SEQ) == []
+    assert d.counters.by_shard[SHARD][EMPTY_SKIPPED] == 1
 
 
 def test_effective_hash_key():
