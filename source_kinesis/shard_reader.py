@@ -209,7 +209,10 @@ class ShardReader:
         return page
 
     def _get_records(self) -> Any:
-        return self._call("GetRecords", self.client.get_records, {"ShardIterator": self._iterator, "Limit": self.records_per_call})
+        kwargs: Dict[str, Any] = {"ShardIterator": self._iterator, "Limit": self.records_per_call}
+        if "StreamARN" in self.stream_ref:  # streams configured by ARN (e.g. cross-account) are read by ARN
+            kwargs["StreamARN"] = self.stream_ref["StreamARN"]
+        return self._call("GetRecords", self.client.get_records, kwargs)
 
     def _call(self, action: str, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
         """One Kinesis call under the retry policy; ``action`` names it in errors (e.g. kinesis:GetShardIterator)."""

@@ -143,6 +143,7 @@ def probe_reads(client: Any, stream: KinesisStream) -> None:
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetShardIterator", stream.name, shard.shard_id) from None
     try:
-        client.get_records(ShardIterator=iterator, Limit=1)
+        extra = {"StreamARN": stream.api_ref["StreamARN"]} if "StreamARN" in stream.api_ref else {}
+        client.get_records(ShardIterator=iterator, Limit=1, **extra)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetRecords", stream.name, shard.shard_id) from None

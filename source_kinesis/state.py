@@ -62,10 +62,13 @@ class ShardState:
         if seq is not None:
             seq = str(seq)
             int(seq)  # must be a decimal integer
+        finished = raw.get("finished", False)
+        if not isinstance(finished, bool):
+            raise ValueError(f"'finished' must be true or false, not {finished!r}")
         return cls(
             sequence_number=seq,
             sub_sequence_number=int(raw.get("sub_sequence_number") or 0),
-            finished=bool(raw.get("finished", False)),
+            finished=finished,
             parents=[str(p) for p in raw.get("parents") or []],
             started_at=raw.get("started_at"),
         )

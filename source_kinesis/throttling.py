@@ -33,10 +33,6 @@ class ShardBudget:
     def record_call(self, started_at: float, response_bytes: int) -> None:
         self._next = started_at + max(self.min_interval, response_bytes / self.bytes_per_second)
 
-    def delay(self, seconds: float) -> None:
-        """Push the next call back (after a throttle the shard's budget is spent for now)."""
-        self._next = max(self._next, self.clock() + seconds)
-
 
 @dataclass
 class RetryCounters:

@@ -48,16 +48,6 @@ def test_megabytes_per_second_spacing(megabytes_per_second: float, response_byte
     assert budget.next_call_at() == pytest.approx(50.0 + spacing)
 
 
-def test_delay_pushes_next_call_back_but_never_forward() -> None:
-    clock = FakeClock(10.0)
-    budget = ShardBudget(1, 1, clock=clock)
-    budget.record_call(started_at=10.0, response_bytes=0)  # next at 11
-    budget.delay(5)
-    assert budget.next_call_at() == 15.0
-    budget.delay(1)  # 11 < 15: keeps the later time
-    assert budget.next_call_at() == 15.0
-
-
 def test_throughput_over_many_calls_respects_budget() -> None:
     budget = ShardBudget(5, 1, clock=FakeClock(0.0))
     t = 0.0
