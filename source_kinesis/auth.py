@@ -17,7 +17,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from source_kinesis.config import AccessKeys, IamRole, SourceConfig
 from source_kinesis.errors import BAD_CREDENTIALS, config_error, error_code, translate
@@ -49,6 +49,10 @@ def assume_role_fetcher(sts_client: Any, role: IamRole, duration: int = ROLE_SES
                     f"Could not assume role {role.role_arn}: the base credentials from the default chain were rejected ({code})."
                 ) from None
             raise translate(exc, "AssumeRole") from None
+        except EndpointConnectionError as exc:
+            raise config_error(
+                f"Could not reach AWS STS to assume role {role.role_arn} ({exc}). Check the region and the network route to STS."
+            ) from None
         except BotoCoreError as exc:
             raise translate(exc, "AssumeRole") from None
         creds = response["Credentials"]
