@@ -16,6 +16,8 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError as BotoConnectionError,
     EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
@@ -47,6 +49,14 @@ THROTTLING = {
 SERVER_ERRORS = {"InternalFailure", "InternalFailureException", "InternalError", "ServiceUnavailable", "ServiceUnavailableException"}
 
 
+class IncompleteResponse(Exception):
+    """A Kinesis response that lacks a member every successful response carries (a body cut short in transit:
+    botocore neither enforces Content-Length nor fails on unparseable JSON, it returns ``{}``). Retryable."""
+
+    def __init__(self, action: str, member: str) -> None:
+        super().__init__(f"kinesis:{action} returned a response without {member} (cut short in transit?)")
+
+
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
@@ -68,7 +78,10 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = error_code(exc)
         return code in THROTTLING or code in SERVER_ERRORS or http_status(exc) >= 500
-    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ReadTimeoutError)):
+    # HTTPClientError covers ConnectionClosedError (a reset or a close before the response), ResponseStreamingError
+    # (a body cut short while streaming) and ReadTimeoutError: botocore's own standard retry mode treats the whole
+    # family as transient, and so do we (botocore's retries are off in our client, so this is the only retry layer).
+    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ReadTimeoutError, HTTPClientError, IncompleteReadError, IncompleteResponse)):
         return True
     # urllib3/http.client errors that botocore did not wrap (connection reset mid-body, truncated responses).
     return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in {
