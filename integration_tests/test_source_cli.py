@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from integration_tests.kinesis_mock import SECRET_KEY
@@ -10,7 +12,8 @@ from integration_tests.source_helpers import Producer
 
 
 def run_cli(*args: str, cwd: Path) -> list:
-    proc = subprocess.run(["source-kinesis", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    script = shutil.which("source-kinesis") or str(Path(sys.executable).parent / "source-kinesis")
+    proc = subprocess.run([script, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
     assert SECRET_KEY not in proc.stdout and SECRET_KEY not in proc.stderr
     messages = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, messages

@@ -7,4 +7,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/bootstrap.sh
 export KINESIS_LOCAL_DIR="$ROOT/.cache/node/node_modules/kinesis-local"
+export PATH="$ROOT/.venv/bin:$PATH"  # the console scripts, as an installed user would have them
 exec .venv/bin/python -m pytest "$@"
