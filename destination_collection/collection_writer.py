@@ -15,12 +15,14 @@ from .config import DestinationConfig
 from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
 from .naming import SYSTEM_COLUMNS, column_name, table_name
-from .operations import fold
+from .operations import FoldResult, fold
 from .stores.base import Store
 from .transformation import Transformation
 
 logger = logging.getLogger("airbyte")
+_SIMPLE_TYPES = {str: VARCHAR, bool: "BOOLEAN", float: "DOUBLE", dict: JSON, list: JSON}
 FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
+_EXACT = {VARCHAR: str, "BOOLEAN": bool, "DOUBLE": float}
 
 
 def stream_key(name: str, namespace: str | None) -> str:
@@ -144,10 +146,14 @@ class CollectionWriter:
             return
         store = self.store
         plain = all(c.generated_id and c.op in FAST_OPS for c in changes)
-        stored = {} if plain else store.fetch_documents(self.table, list(dict.fromkeys(c.id for c in changes)))
-        result = fold(
-            changes, stored, guard=self.settings.ignore_older_changes, min_alive_generation=self.plan.min_alive_generation
-        )
+        if plain:  # fresh random ids only: every change is a new document, nothing to fetch or fold
+            result = FoldResult(writes={c.id: c for c in changes}, inserted=len(changes))
+        else:
+            stored = store.fetch_documents(self.table, list(dict.fromkeys(c.id for c in changes)))
+            result = fold(
+                changes, stored, guard=self.settings.ignore_older_changes,
+                min_alive_generation=self.plan.min_alive_generation,
+            )
         stats = self.stats
         stats.inserted += result.inserted
         stats.updated += result.updated
@@ -172,9 +178,10 @@ class CollectionWriter:
 
     def _evolve(self, docs) -> None:
         observed: dict[str, set[str]] = {}
+        simple = _SIMPLE_TYPES
         for doc in docs:
             for key, value in doc.fields.items():
-                kind = value_type(value)
+                kind = simple.get(type(value)) or value_type(value)
                 if kind is not None:
                     seen = observed.get(key)
                     if seen is None:
@@ -226,6 +233,9 @@ class CollectionWriter:
                     continue
                 column = columns.get(key)
                 if column is None:
+                    continue
+                if type(value) is _EXACT.get(column.type) and (column.type != VARCHAR or "\x00" not in value):
+                    typed[key][index] = value
                     continue
                 converted = convert(value, column.type)
                 if converted is MISFIT:

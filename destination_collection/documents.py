@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -55,6 +55,27 @@ class Change:
     generated_id: bool = False
     op_error: str | None = None
     record: dict[str, Any] | None = None  # the record as received, kept for ERROR changes only
+
+
+def new_uuids(count: int) -> list[str]:
+    """``count`` random (version 4) UUID strings, generated in bulk (uuid.uuid4() per record is slow)."""
+    hexed = os.urandom(16 * count).hex()
+    out = []
+    for i in range(0, 32 * count, 32):
+        h = hexed[i : i + 32]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}")
+    return out
+
+
+class UuidPool:
+    def __init__(self, chunk: int = 4096):
+        self.chunk = chunk
+        self.items: list[str] = []
+
+    def take(self) -> str:
+        if not self.items:
+            self.items = new_uuids(self.chunk)
+        return self.items.pop()
 
 
 def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -161,6 +182,7 @@ class DocumentBuilder:
         self.settings = settings
         self.primary_key = [list(p) for p in (primary_key or []) if p]
         self.use_primary_key = dedup and bool(self.primary_key)
+        self.uuids = UuidPool()
 
     def build(
         self,
@@ -188,7 +210,7 @@ class DocumentBuilder:
         elif self.use_primary_key:
             doc_id = encode_primary_key(original, self.primary_key)
         else:
-            doc_id, generated = str(uuid.uuid4()), True
+            doc_id, generated = self.uuids.take(), True
 
         event_time = None
         unit = settings.event_time_unit
@@ -226,7 +248,7 @@ class DocumentBuilder:
             fields=fields,
             event_time=event_time,
             meta=meta,
-            raw_id=str(uuid.uuid4()),
+            raw_id=self.uuids.take(),
             extracted_at=extracted_at,
             changes=changes,
             generated_id=generated,

@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 
-_MAYBE_BIG_INT = re.compile(rb"(?:^|[:\[,])\s*-?\d{20}")
+_MAYBE_BIG_INT = re.compile(rb"[:\[,][ \t\r\n]*-?[0-9]{20}")
+_NUMBER_START = frozenset(b"-0123456789")
 
 
 def loads(data: bytes | str) -> Any:
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if _MAYBE_BIG_INT.search(raw):
+    if _MAYBE_BIG_INT.search(raw) or (len(raw) >= 20 and raw.lstrip()[:1] and raw.lstrip()[0] in _NUMBER_START):
         return json.loads(raw)
     return orjson.loads(raw)
 

@@ -78,6 +78,7 @@ class WriteLoop:
         self.unknown_streams: dict[str, int] = {}
         self.states_echoed = 0
         self._last_purge: float | None = None
+        self._deadline: float | None = None  # when the oldest buffered record is due (flush_interval_secs)
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -178,7 +179,10 @@ class WriteLoop:
                 logger.warning(f"Record for stream '{key}', which is not in the configured catalog: skipped.")
             self.unknown_streams[key] = self.unknown_streams.get(key, 0) + 1
             return
-        writer.add(record.get("data"), record.get("emitted_at"), self.clock())
+        now = self.clock()
+        writer.add(record.get("data"), record.get("emitted_at"), now)
+        if self._deadline is None:
+            self._deadline = now + self.config.flush_interval_secs
         self.records_since_global_state += 1
         if len(writer.buffer) >= self.config.batch_size:
             self._commit([writer])
@@ -223,13 +227,19 @@ class WriteLoop:
         self._commit([writer], remove_old_generations=True)
 
     def _maybe_flush_on_interval(self) -> None:
-        interval = self.config.flush_interval_secs
+        if self._deadline is None:
+            return
         now = self.clock()
+        if now < self._deadline:
+            return
+        interval = self.config.flush_interval_secs
         due = [
             w for w in self.writers.values() if w.first_buffered_at is not None and now - w.first_buffered_at >= interval
         ]
         if due:
             self._commit(due)
+        pending = [w.first_buffered_at for w in self.writers.values() if w.first_buffered_at is not None]
+        self._deadline = min(pending) + interval if pending else None
 
     # -- committing -------------------------------------------------------------------------------------------
     def _commit(

@@ -162,7 +162,7 @@ class DuckDBStore(Store):
     def table_bytes(self, table: str) -> int | None:
         try:
             rows = self.fetchall(
-                f"SELECT sum(octet_length(_doc::VARCHAR)) + sum(octet_length(_meta::VARCHAR)) FROM {self.q(table)}"
+                f"SELECT coalesce(sum(strlen(_doc::VARCHAR) + strlen(_meta::VARCHAR)), 0) FROM {self.q(table)}"
             )
             return int(rows[0][0] or 0)
         except duckdb.Error:

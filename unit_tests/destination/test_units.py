@@ -1,0 +1,308 @@
+"""DuckDB-only unit tests: naming, config and paths, spec rules, sandbox, event-time parsing, inspect, interval flush."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from airbyte_cdk.models import (
+    AirbyteMessage,
+    AirbyteRecordMessage,
+    AirbyteStateMessage,
+    AirbyteStateType,
+    AirbyteStreamState,
+    FailureType,
+    Status,
+    StreamDescriptor,
+    Type,
+)
+from airbyte_cdk.models.airbyte_protocol import AirbyteStateBlob
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from destination_collection import inspect as inspect_cmd
+from destination_collection.config import IN_DOCKER_ENV, LOCAL_ROOT_ENV, parse_config, resolve_duckdb_path
+from destination_collection.destination import DestinationCollection, raw_spec
+from destination_collection.documents import encode_primary_key, parse_event_time
+from destination_collection.naming import column_name, quote_ident, table_name
+from destination_collection.protocol_loop import WriteLoop
+from destination_collection.transformation import Transformation
+from unit_tests.destination.harness import record, state, stream, utc
+
+LOGGER = __import__("logging").getLogger("airbyte")
+
+
+# -- naming ----------------------------------------------------------------------------------------------------
+def test_table_names_are_clean_when_possible_and_injective():
+    assert table_name("", "orders") == "orders"
+    assert table_name("kc_", "orders") == "kc_orders"
+    names = {
+        table_name("", "orders"),
+        table_name("", "Orders"),
+        table_name("", "my-stream"),
+        table_name("", "my_stream"),
+        table_name("", "my.stream"),
+        table_name("", "b", namespace="a_"),
+        table_name("", "_b", namespace="a"),
+        table_name("", "a__b"),
+        table_name("", "_collection_state"),
+        table_name("", "x" * 200),
+        table_name("", "x" * 200 + "y"),
+    }
+    assert len(names) == 11
+    assert all(len(n.encode()) <= 63 for n in names)
+    hashed = table_name("", "my-stream")
+    assert hashed.startswith("my_stream__") and len(hashed) == len("my_stream__") + 8
+    assert table_name("", hashed) != hashed  # a name that looks hashed is hashed again, so no clean name collides
+    assert table_name("", "ünïcode-名前").isascii()
+
+
+def test_column_names_keep_field_names_and_hash_only_when_needed():
+    taken = {"user"}
+    assert column_name('he said "hi"', taken) == 'he said "hi"'
+    assert column_name("select", taken) == "select"
+    clash = column_name("User", taken)
+    assert clash != "User" and clash.lower() not in taken
+    assert column_name("_id", set()) != "_id"
+    long = column_name("é" * 100, set())
+    assert len(long.encode()) <= 63
+    assert quote_ident('a"b') == '"a""b"'
+    with pytest.raises(ValueError):
+        quote_ident("a\x00b")
+
+
+def test_primary_key_encoding_is_canonical_and_collision_free():
+    pk = [["a"], ["b"]]
+    assert encode_primary_key({"a": "x", "b": 1}, pk) == '["x",1]'
+    assert encode_primary_key({"a": "x", "b": "1"}, pk) == '["x","1"]'
+    assert encode_primary_key({"a": "x,1", "b": None}, pk) != encode_primary_key({"a": "x", "b": "1,null"}, pk)
+    assert encode_primary_key({"a": {"z": 1, "y": 2}, "b": 0}, pk) == encode_primary_key({"b": 0, "a": {"y": 2, "z": 1}}, pk)
+    assert encode_primary_key({"a": "日本", "b": 2**80}, pk) == f'["日本",{2**80}]'
+
+
+# -- config and paths --------------------------------------------------------------------------------------------
+def test_relative_duckdb_path_resolves_against_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv(IN_DOCKER_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_duckdb_path("sub/x.duckdb") == str(tmp_path / "sub" / "x.duckdb")
+
+
+def test_docker_paths_stay_under_local(tmp_path, monkeypatch):
+    root = tmp_path / "local"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", root / "link")
+    monkeypatch.setenv(IN_DOCKER_ENV, "1")
+    monkeypatch.setenv(LOCAL_ROOT_ENV, str(root))
+    assert resolve_duckdb_path("x.duckdb") == str(root / "x.duckdb")
+    assert resolve_duckdb_path("/local/sub/x.duckdb") == str(root / "sub" / "x.duckdb")
+    assert resolve_duckdb_path("/data/x.duckdb") == str(root / "data" / "x.duckdb")
+    for escaping in ("../x.duckdb", "/local/../../x.duckdb", "link/x.duckdb", "/local"):
+        with pytest.raises(AirbyteTracedException) as info:
+            resolve_duckdb_path(escaping)
+        assert info.value.failure_type == FailureType.config_error and "/local" in info.value.message
+
+
+def test_config_errors_name_the_field_and_never_the_password():
+    secret = "s3cr3t-value"
+    with pytest.raises(AirbyteTracedException) as info:
+        parse_config({"store": {"store_type": "postgres", "host": "h", "port": "not-a-port", "database": "d",
+                                "username": "u", "password": secret}, "batch_size": 0})
+    message = info.value.message
+    assert "store.postgres.port" in message and "batch_size" in message
+    assert secret not in message and secret not in (info.value.internal_message or "")
+    assert info.value.failure_type == FailureType.config_error
+
+
+def test_spec_follows_airbyte_lint_rules():
+    spec = raw_spec()
+    assert spec["supported_destination_sync_modes"] == ["append", "overwrite", "append_dedup"]
+    assert spec["supportsIncremental"] is True and spec["supportsRefreshes"] is True
+    connection = spec["connectionSpecification"]
+    assert connection["type"] == "object" and connection["additionalProperties"] is True
+
+    def walk(node, path="$"):
+        if isinstance(node, dict):
+            assert "anyOf" not in node and "allOf" not in node and "not" not in node and "patternProperties" not in node, path
+            if "additionalProperties" in node:
+                assert node["additionalProperties"] is True, path
+            if "oneOf" in node:
+                assert node.get("type") == "object", path
+                consts = []
+                for option in node["oneOf"]:
+                    assert option["type"] == "object"
+                    discriminators = [k for k, v in option["properties"].items() if "const" in v]
+                    assert len(discriminators) == 1
+                    prop = option["properties"][discriminators[0]]
+                    assert "default" not in prop and "enum" not in prop
+                    consts.append((discriminators[0], prop["const"]))
+                assert len({c[0] for c in consts}) == 1 and len(consts) == len(set(consts))
+            for key, value in node.items():
+                if isinstance(value, dict) and (key.endswith("password") or key.endswith("_secret") or key.endswith("_token")):
+                    assert value.get("airbyte_secret") is True, path + "." + key
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{path}[{i}]")
+
+    walk(connection)
+    DestinationCollection().spec(LOGGER)  # loads into the CDK model
+
+
+# -- transformation sandbox --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "sql, fragment",
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", "FROM _input and nothing else"),
+        ("SELECT * FROM _input JOIN _input AS b ON true", "FROM _input and nothing else"),
+        ("SELECT a, count(*) FROM _input GROUP BY a", "GROUP BY"),
+        ("SELECT count(*) AS n FROM _input", "aggregates"),
+        ("SELECT * FROM _input UNION ALL SELECT * FROM _input", "set operations"),
+        ("WITH x AS (SELECT 1) SELECT * FROM _input", "WITH"),
+        ("SELECT * FROM _input WHERE a IN (SELECT 1)", "subqueries"),
+        ("SELECT * FROM _input LIMIT 1", "LIMIT"),
+        ("COPY _input TO '/tmp/x.csv'", "single SELECT"),
+        ("ATTACH '/tmp/x.db'", "single SELECT"),
+        ("SELECT * FROM _input; SELECT 1", "exactly one"),
+        ("SELEC * FROM _input", "syntax error"),
+        ("SELECT no_such_function(a) FROM _input", "no_such_function"),
+    ],
+)
+def test_transformation_refusals_are_config_errors(sql, fragment):
+    with pytest.raises(AirbyteTracedException) as info:
+        Transformation(sql, "orders")
+    assert info.value.failure_type == FailureType.config_error
+    assert fragment in info.value.message and "orders" in info.value.message and sql.strip() in info.value.message
+
+
+def test_sandbox_blocks_files_network_and_settings():
+    transformation = Transformation("SELECT * FROM _input", "orders")
+    con = transformation._con
+    import duckdb
+
+    for statement in ("SELECT * FROM read_text('/etc/hostname')", "INSTALL httpfs", "ATTACH '/tmp/kc-sandbox.db'"):
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(statement)
+    for statement in ("SET enable_external_access = true", "SET memory_limit = '64GB'", "SET threads = 8"):
+        with pytest.raises(duckdb.Error, match="locked"):
+            con.execute(statement)
+    transformation.close()
+
+
+def test_transformation_timeout_interrupts_a_runaway_query():
+    slow = Transformation("SELECT *, list_sum(range(k * 200000)) AS s FROM _input", "orders", timeout_secs=0.3)
+    with pytest.raises(AirbyteTracedException) as info:
+        slow.apply([{"k": 1}] * 3_000)  # DuckDB honours the interrupt between its tasks, not inside one
+    assert "longer than 0.3s" in info.value.message
+
+
+def test_check_reports_invalid_transformation_and_succeeds_otherwise(tmp_path):
+    base = {"store": {"store_type": "duckdb", "path": str(tmp_path / "c.duckdb")}}
+    ok = DestinationCollection().check(LOGGER, {**base, "collections": [{"stream": "s", "transformation_sql": "SELECT * FROM _input"}]})
+    assert ok.status == Status.SUCCEEDED
+    bad = DestinationCollection().check(LOGGER, {**base, "collections": [{"stream": "s", "transformation_sql": "SELECT * FROM other"}]})
+    assert bad.status == Status.FAILED and "stream 's'" in bad.message and "_input" in bad.message
+
+
+# -- event time --------------------------------------------------------------------------------------------------
+def test_event_time_parsing_units():
+    assert parse_event_time(1_700_000_000) == utc(2023, 11, 14, 22, 13, 20)
+    assert parse_event_time(1_700_000_000_500) == utc(2023, 11, 14, 22, 13, 20, 500000)
+    assert parse_event_time(1_700_000_000_000_001) == utc(2023, 11, 14, 22, 13, 20, 1)
+    assert parse_event_time(1_700_000_000, "ms") == utc(1970, 1, 20, 16, 13, 20)
+    assert parse_event_time(1.5, "s") == utc(1970, 1, 1, 0, 0, 1, 500000)
+    assert parse_event_time("1700000000") == utc(2023, 11, 14, 22, 13, 20)
+    assert parse_event_time("2026-11-25T21:30:39.248Z") == dt.datetime(2026, 11, 25, 21, 30, 39, 248000, tzinfo=dt.timezone.utc)
+    assert parse_event_time("2024-01-01T00:00:00") == utc(2024, 1, 1)
+    for bad in ("soon", True, None, {"a": 1}, float("nan"), 10**30):
+        assert parse_event_time(bad) is None
+
+
+# -- write loop details ------------------------------------------------------------------------------------------
+def test_flush_after_max_interval_without_state(harness):
+    now = [0.0]
+    loop = WriteLoop(harness.config(flush_interval_secs=5), {"streams": [stream("s")]}, clock=lambda: now[0])
+    seen = []
+
+    def feed():
+        yield json.dumps(record("s", {"k": 1}))
+        now[0] = 2.0
+        yield json.dumps(record("s", {"k": 2}))
+        seen.append(len(harness.docs("s")))  # not yet due
+        now[0] = 5.5
+        yield json.dumps(record("s", {"k": 3}))  # the first record is now 5.5 s old: flush
+        seen.append(len(harness.docs("s")))
+        yield json.dumps(record("s", {"k": 4}))
+
+    list(loop.run(feed()))
+    assert seen == [0, 3]
+    assert len(harness.docs("s")) == 4
+
+
+def test_in_process_airbyte_message_objects(harness):
+    messages = [
+        AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="s", data={"k": 1}, emitted_at=1)),
+        AirbyteMessage(
+            type=Type.STATE,
+            state=AirbyteStateMessage(
+                type=AirbyteStateType.STREAM,
+                stream=AirbyteStreamState(stream_descriptor=StreamDescriptor(name="s"), stream_state=AirbyteStateBlob(c=1)),
+            ),
+        ),
+        {"type": "RECORD", "record": {"stream": "s", "data": {"k": 2}, "emitted_at": 2}},
+    ]
+    echoes = harness.write([stream("s")], messages, as_lines=False)
+    assert echoes[0]["state"]["destinationStats"] == {"recordCount": 1.0}
+    assert set(harness.docs("s")) == {"[1]", "[2]"}
+
+
+def test_namespaced_streams_get_distinct_collections(harness):
+    streams = [stream("s", namespace="a"), stream("s", namespace="b")]
+    echoes = harness.write(streams, [record("s", {"k": 1}, namespace="a"), record("s", {"k": 2}, namespace="b"), state("s", {}, namespace="b")])
+    store = harness.store()
+    try:
+        tables = {c["namespace"]: c["table"] for c in store.collections()}
+        states = store.committed_states()
+    finally:
+        store.close()
+    assert len(set(tables.values())) == 2
+    assert set(harness.docs(tables["a"])) == {"[1]"} and set(harness.docs(tables["b"])) == {"[2]"}
+    assert list(states) == ["b.s"] and echoes[0]["state"]["destinationStats"]["recordCount"] == 1.0
+
+
+# -- inspect -----------------------------------------------------------------------------------------------------
+def test_inspect_query_describe_and_stats(harness):
+    harness.write(
+        [stream("orders")],
+        [
+            record("orders", {"k": 1, "user": "ann", "items": [{"sku": "a"}, {"sku": "b"}]}),
+            record("orders", {"k": 2, "user": "bob", "items": []}),
+            record("orders", {"k": 3, "user": "ann", "note": None}),
+            state("orders", {"cursor": 3}, state_id=5),
+        ],
+    )
+    store = harness.store()
+    try:
+        columns, rows = inspect_cmd.run_query(store, 'SELECT "user", count(*) AS n FROM orders GROUP BY 1 ORDER BY 1')
+        assert columns == ["user", "n"] and rows == [("ann", 2), ("bob", 1)]
+        total, described = inspect_cmd.describe(store, "orders")
+        index = {(tuple(r["field"]), r["type"]): r["occurrences"] for r in described}
+        assert total == 3
+        assert index[(("user",), "string")] == 3
+        assert index[(("items",), "array")] == 2
+        assert index[(("items", "*"), "object")] == 1
+        assert index[(("items", "*", "sku"), "string")] == 1
+        assert index[(("note",), "null")] == 1
+        assert index[(("_id",), "string")] == 3
+        result = inspect_cmd.stats(store)
+        (collection,) = result["collections"]
+        assert collection["collection"] == "orders" and collection["documents"] == 3 and collection["bytes"] > 0
+        assert collection["state"]["id"] == 5 and collection["last_write_at"] is not None
+        table = inspect_cmd.render_table(columns, rows)
+        assert "ann" in table and "(2 rows)" in table
+        with pytest.raises(AirbyteTracedException, match="No collection named 'nope'"):
+            inspect_cmd.describe(store, "nope")
+        with pytest.raises(AirbyteTracedException, match="Query failed"):
+            inspect_cmd.run_query(store, "SELECT * FROM missing_table")
+    finally:
+        store.close()
