@@ -36,19 +36,19 @@ RecordFactory = Callable[[int, int], Tuple[str, bytes]]  # (shard index, offset 
 
 
 def default_record(shard: int, offset: int) -> Tuple[str, bytes]:
-    """A realistic ~170-byte JSON event; the partition key and ``n`` let tests check exactly-once delivery."""
+    """A realistic ~150-byte JSON event; the partition key and ``n`` let tests check exactly-once delivery.
+
+    Formatted by hand (every value is a plain number or an ASCII word, nothing to escape): 3x cheaper than
+    ``json.dumps`` of a dict, which matters when the benchmark builds a million of them."""
     user = (shard * 7919 + offset) % 1000
-    event = {
-        "event_id": f"{shard:03d}-{offset:09d}",
-        "shard": shard,
-        "n": offset,
-        "user_id": f"user-{user:04d}",
-        "type": ("page_view", "click", "purchase", "signup")[offset % 4],
-        "amount": round((offset % 1000) * 0.37, 2),
-        "ts": f"2024-05-01T12:{(offset // 60) % 60:02d}:{offset % 60:02d}.{offset % 1000:03d}Z",
-        "tags": ["web", "eu"] if offset % 2 else ["app"],
-    }
-    return f"pk-{shard}-{offset % 64}", json.dumps(event, separators=(",", ":")).encode()
+    kind = ("page_view", "click", "purchase", "signup")[offset % 4]
+    tags = '["web","eu"]' if offset % 2 else '["app"]'
+    text = (
+        f'{{"event_id":"{shard:03d}-{offset:09d}","shard":{shard},"n":{offset},"user_id":"user-{user:04d}",'
+        f'"type":"{kind}","amount":{(offset % 1000) * 37 / 100},'
+        f'"ts":"2024-05-01T12:{(offset // 60) % 60:02d}:{offset % 60:02d}.{offset % 1000:03d}Z","tags":{tags}}}'
+    )
+    return f"pk-{shard}-{offset % 64}", text.encode()
 
 
 @dataclass
@@ -96,7 +96,7 @@ class _Stream:
 
 
 class ReplayData:
-    """Streams of pre-encoded records, built once (the build costs ~10 µs per record)."""
+    """Streams of pre-encoded records, built once (~5-15 µs per record with the default factory)."""
 
     def __init__(self, streams: List[ReplayStream]) -> None:
         self.streams: Dict[str, _Stream] = {}
@@ -112,17 +112,10 @@ class ReplayData:
                     key, data = spec.make_record(i, offset)
                     arrival = round(start + offset * spec.arrival_step, 3)
                     shard.arrivals.append(arrival)
+                    # Formatted by hand (3x faster than json.dumps of a dict); the key is JSON-escaped.
                     shard.records.append(
-                        json.dumps(
-                            {
-                                "SequenceNumber": shard.sequence(offset),
-                                "ApproximateArrivalTimestamp": arrival,
-                                "Data": base64.b64encode(data).decode(),
-                                "PartitionKey": key,
-                                "EncryptionType": "NONE",
-                            },
-                            separators=(",", ":"),
-                        ).encode()
+                        b'{"SequenceNumber":"%s","ApproximateArrivalTimestamp":%s,"Data":"%s","PartitionKey":%s,"EncryptionType":"NONE"}'
+                        % (shard.sequence(offset).encode(), repr(arrival).encode(), base64.b64encode(data), json.dumps(key).encode())
                     )
                 shards.append(shard)
             stream = _Stream(spec, shards, {s.shard_id: s for s in shards})
