@@ -215,6 +215,10 @@ class Store(abc.ABC):
             return {}
         return dict(self.fetchall(f"SELECT stream_key, state_json FROM {self.q(STATE_TABLE)} ORDER BY stream_key"))
 
+    def committed_state_messages(self) -> list[dict[str, Any]]:
+        """The committed states as a list of state objects, ready for a source's ``--state`` (or ``state=``)."""
+        return [jsonio.loads(text) for text in self.committed_states().values()]
+
     def committed_state_rows(self) -> list[dict[str, Any]]:
         if not self._table_exists(STATE_TABLE):
             return []

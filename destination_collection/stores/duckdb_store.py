@@ -127,7 +127,7 @@ class DuckDBStore(Store):
         try:
             rows = self.fetchall(
                 f"SELECT t._id, t._event_time, t._airbyte_generation_id, t._doc, t._meta FROM {self.q(table)} t "
-                f"WHERE t._id IN (SELECT _id FROM {staged})"
+                f"JOIN (SELECT DISTINCT _id FROM {staged}) AS wanted ON t._id = wanted._id"
             )
         finally:
             self.con.unregister(staged)

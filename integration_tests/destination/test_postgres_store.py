@@ -55,3 +55,33 @@ def test_inspect_on_postgres(harness):
             inspect_cmd.run_query(store, f'DELETE FROM "{schema}".orders')
     finally:
         store.close()
+
+
+def test_cli_check_and_write_against_postgres(pg_store_config, tmp_path):
+    import json
+    import subprocess
+
+    from unit_tests.destination.test_cli import ENV, _command
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"store": pg_store_config}))
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"streams": [stream("orders")]}))
+    stdin = tmp_path / "in.jsonl"
+    stdin.write_text("\n".join(json.dumps(m) for m in [
+        record("orders", {"k": 1, "user": "ann"}), record("orders", {"k": 1, "_op": "delete"}),
+        record("orders", {"k": 2, "user": "bob"}), state("orders", {"c": 2}, state_id=8)]) + "\n")
+    with open(stdin, "rb") as handle:
+        proc = subprocess.run(_command() + ["write", "--config", str(config), "--catalog", str(catalog)],
+                              stdin=handle, capture_output=True, timeout=120, env=ENV)
+    out = [json.loads(line) for line in proc.stdout.decode().splitlines() if line.strip()]
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:]
+    assert [m["state"]["id"] for m in out if m["type"] == "STATE"] == [8]
+    assert pg_store_config["password"] not in proc.stdout.decode() + proc.stderr.decode()
+    store = open_store(parse_config({"store": pg_store_config}))
+    try:
+        rows = store.fetchall(f'SELECT _id, "user" FROM {store.q("orders")} ORDER BY 1')
+        assert rows == [("[2]", "bob")]
+        assert [m["id"] for m in store.committed_state_messages()] == [8]
+    finally:
+        store.close()
