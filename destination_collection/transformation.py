@@ -21,6 +21,7 @@ import copy
 import datetime as dt
 import decimal
 import threading
+import time
 import uuid
 from typing import Any, Iterable
 
@@ -34,6 +35,7 @@ from . import jsonio
 ROW_COLUMN = "__kc_row"
 ARROW_INPUT = "__kc_input"
 TIMEOUT_SECS = 60.0
+CHUNK_ROWS = 2048
 MEMORY_LIMIT = "512MB"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DEC38_MAX = 10**38 - 1
@@ -173,7 +175,21 @@ class Transformation:
         return self._con.execute("SELECT json_deserialize_sql($1)", [jsonio.dumps(document)]).fetchone()[0]
 
     def apply(self, rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-        """Run over ``rows``; returns ``(index of the source row, output row)`` pairs."""
+        """Run over ``rows``; returns ``(index of the source row, output row)`` pairs.
+
+        Rows go through DuckDB in chunks of CHUNK_ROWS under one deadline, so the timeout bounds a batch even though
+        DuckDB only notices an interrupt between its tasks."""
+        if len(rows) <= CHUNK_ROWS:
+            return self._apply_chunk(rows, 0, time.monotonic() + self.timeout_secs)
+        deadline = time.monotonic() + self.timeout_secs
+        output: list[tuple[int, dict[str, Any]]] = []
+        for start in range(0, len(rows), CHUNK_ROWS):
+            if time.monotonic() >= deadline:
+                raise self._translate(duckdb.InterruptException("deadline passed"))
+            output.extend(self._apply_chunk(rows[start : start + CHUNK_ROWS], start, deadline))
+        return output
+
+    def _apply_chunk(self, rows: list[dict[str, Any]], offset: int, deadline: float) -> list[tuple[int, dict[str, Any]]]:
         table, json_columns, columns = _input_table(rows)
         missing = sorted(c for c in self.referenced if c not in columns and c != ROW_COLUMN)
         arrays = [table.column(i) for i in range(table.num_columns)]
@@ -187,7 +203,7 @@ class Transformation:
         )
         sql = f"WITH _input AS (SELECT {projections} FROM {ARROW_INPUT}) " + self._rewritten_sql(columns, missing)
         self._con.register(ARROW_INPUT, table)
-        timer = threading.Timer(self.timeout_secs, self._con.interrupt)
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._con.interrupt)
         timer.start()
         try:
             cursor = self._con.execute(sql)
@@ -215,7 +231,7 @@ class Transformation:
                 if value is not None:
                     value = jsonio.loads(value) if name in out_json else _plain(value)
                 doc[name] = value
-            output.append((index, doc))
+            output.append((index + offset, doc))
         return output
 
     def close(self) -> None:
