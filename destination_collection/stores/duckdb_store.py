@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import itertools
 import os
 from typing import Any, Iterator, Sequence
