@@ -10,6 +10,7 @@ Binaries: ``$PG_BIN`` if set, else the newest ``/usr/lib/postgresql/*/bin``, els
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -110,6 +111,7 @@ class PostgresServer:
         )
         log_handle.close()
         self.pid = self._process.pid
+        atexit.register(self.stop)  # also on an interrupted session
         self._wait_ready()
         self.password = secrets.token_urlsafe(16)
         self._setup_role()
