@@ -8,6 +8,9 @@ sub-sequence) keys, per-key order kept — and the throttles and retries the sou
 equal what the proxy injected. A spent retry budget must fail with a ``transient_error`` naming the shard, with no
 state ever ahead of the records. Replay mode must serve a full read exactly once (the benchmark's server).
 
+Known gaps, pinned as strict xfails until fixed outside the shard reader: ListShards/DescribeStream are not retried,
+and a truncated ListShards reads as "no shards" (a resumed sync then drops every shard from the state).
+
 Budget: one module stream (3 shards, 240 records, a split, 120 more: 5 shards, 360 records), ~2–4 s per sync.
 """
 from __future__ import annotations
@@ -181,6 +184,7 @@ def test_every_fault_at_once_with_base_latency(kinesis_mock, faulty_stream):
     assert_counts_match(output, proxy)
 
 
+@pytest.mark.slow
 def test_spent_retry_budget_fails_naming_the_shard_and_states_never_run_ahead(kinesis_mock, faulty_stream):
     """After 6 good GetRecords every GetRecords is throttled: the 2 s budget runs out with a transient error
     naming the shard; every state emitted covers only records emitted before it; a resume completes exactly."""
@@ -218,6 +222,50 @@ def test_spent_retry_budget_fails_naming_the_shard_and_states_never_run_ahead(ki
     rest = [record_key(m.record.data) for m in resumed.records]
     assert len(rest) == len(set(rest)) and not set(rest) & set(delivered)
     assert set(rest) | set(delivered) == truth
+
+
+# ------------------------------------------------------------------------------- control plane (known gaps)
+@pytest.fixture(scope="module")
+def caught_up_state(kinesis_mock, faulty_stream):
+    """The final state of a clean full sync straight against the emulator: a resumed sync has nothing to read."""
+    name, _producer, truth = faulty_stream
+    output = run_read(kinesis_mock.source_config([name], **FAST), [name])
+    assert not output.errors and len(output.records) == len(truth)
+    return latest_states(output)
+
+
+def first_call_fails(kind: str, *operations: str):
+    def decide(operation: str, number: int) -> Optional[str]:
+        return kind if operation in operations and number == 1 else None
+
+    return decide
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="lineage.list_shards reads a truncated ListShards body (botocore returns {}) as 'no shards': a resumed sync "
+    "then drops every shard from the state as 'trimmed by retention' and succeeds; the next sync re-reads the stream "
+    "from TRIM_HORIZON (every record again). Fix in lineage.py: require 'Shards' and retry like ShardReader._call.",
+)
+def test_truncated_list_shards_on_resume_keeps_the_state(kinesis_mock, faulty_stream, caught_up_state):
+    name, _producer, _truth = faulty_stream
+    output, proxy, _ = sync_through(kinesis_mock, name, decide=first_call_fails("truncate", "ListShards"), state=caught_up_state)
+    assert proxy.count("truncate", "ListShards") == 1
+    before = caught_up_state[0].stream.stream_state.__dict__["shards"]
+    after = output.state_messages[-1].state.stream.stream_state.__dict__["shards"]
+    assert set(after) == set(before), "shards left the state because one ListShards response was cut short"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ListShards and DescribeStream are called once, outside the retry policy: one 503 or throttle fails the "
+    "sync (and the error claims the retry budget was spent). Fix in lineage.py/discovery.py: use throttling.retrying.",
+)
+def test_one_control_plane_error_is_retried(kinesis_mock, faulty_stream):
+    name, producer, truth = faulty_stream
+    output, proxy, _ = sync_through(kinesis_mock, name, decide=first_call_fails("http_503", "ListShards", "DescribeStream"))
+    assert_exactly_once(output, producer, truth)
+    assert proxy.count("http_503") == 2
 
 
 # ------------------------------------------------------------------------------------------------ replay mode
