@@ -373,3 +373,21 @@ def test_proxy_is_bounded_and_loopback_only(kinesis_mock):
         time.sleep(0.8)
         assert proxy.stop_reason == "max lifetime reached"
     assert set(THROTTLES) < set(FAULTS)
+
+
+def test_transport_failures_are_retryable_then_transient():
+    """What resets and truncation look like to the source (botocore 1.44), and how it classifies them."""
+    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ResponseStreamingError
+
+    from source_kinesis.errors import IncompleteResponse, is_retryable, is_throttling, translate
+
+    failures = [
+        ConnectionClosedError(endpoint_url="http://127.0.0.1:1/"),  # reset / closed before the response
+        ResponseStreamingError(error="IncompleteRead(10 bytes read, 90 more expected)"),
+        IncompleteReadError(actual_bytes=10, expected_bytes=100),
+        IncompleteResponse("GetRecords", "Records"),  # a 200 body cut short: botocore parses it as {}
+    ]
+    for exc in failures:
+        assert is_retryable(exc) and not is_throttling(exc), exc
+        error = translate(exc, "GetRecords", "orders", "shardId-000000000007")
+        assert error.failure_type.name == "transient_error" and "shardId-000000000007" in error.message
