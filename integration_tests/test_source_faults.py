@@ -8,8 +8,8 @@ sub-sequence) keys, per-key order kept — and the throttles and retries the sou
 equal what the proxy injected. A spent retry budget must fail with a ``transient_error`` naming the shard, with no
 state ever ahead of the records. Replay mode must serve a full read exactly once (the benchmark's server).
 
-Known gaps, pinned as strict xfails until fixed outside the shard reader: ListShards/DescribeStream are not retried,
-and a truncated ListShards reads as "no shards" (a resumed sync then drops every shard from the state).
+Control-plane calls (ListShards, DescribeStream) go through the same retry policy and response check: a truncated
+ListShards on resume must keep the state, and one 503 there must be retried.
 
 Budget: one module stream (3 shards, 240 records, a split, 120 more: 5 shards, 360 records), ~2–4 s per sync.
 """
@@ -241,12 +241,6 @@ def first_call_fails(kind: str, *operations: str):
     return decide
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lineage.list_shards reads a truncated ListShards body (botocore returns {}) as 'no shards': a resumed sync "
-    "then drops every shard from the state as 'trimmed by retention' and succeeds; the next sync re-reads the stream "
-    "from TRIM_HORIZON (every record again). Fix in lineage.py: require 'Shards' and retry like ShardReader._call.",
-)
 def test_truncated_list_shards_on_resume_keeps_the_state(kinesis_mock, faulty_stream, caught_up_state):
     name, _producer, _truth = faulty_stream
     output, proxy, _ = sync_through(kinesis_mock, name, decide=first_call_fails("truncate", "ListShards"), state=caught_up_state)
@@ -256,11 +250,6 @@ def test_truncated_list_shards_on_resume_keeps_the_state(kinesis_mock, faulty_st
     assert set(after) == set(before), "shards left the state because one ListShards response was cut short"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ListShards and DescribeStream are called once, outside the retry policy: one 503 or throttle fails the "
-    "sync (and the error claims the retry budget was spent). Fix in lineage.py/discovery.py: use throttling.retrying.",
-)
 def test_one_control_plane_error_is_retried(kinesis_mock, faulty_stream):
     name, producer, truth = faulty_stream
     output, proxy, _ = sync_through(kinesis_mock, name, decide=first_call_fails("http_503", "ListShards", "DescribeStream"))

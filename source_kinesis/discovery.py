@@ -18,6 +18,7 @@ from source_kinesis.config import SourceConfig, StreamRef
 from source_kinesis.errors import ACCESS_DENIED, config_error, error_code, translate
 from source_kinesis.records import CURSOR_FIELD, PRIMARY_KEY
 from source_kinesis.state import iso_ms
+from source_kinesis.throttling import call_kinesis
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class KinesisStream:
 
 def describe(client: Any, ref: Mapping[str, str], name: str) -> KinesisStream:
     try:
-        desc = client.describe_stream(Limit=1, **ref)["StreamDescription"]
+        desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1))["StreamDescription"]
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "DescribeStream", name) from None
     created = desc.get("StreamCreationTimestamp")
@@ -55,7 +56,7 @@ def list_stream_names(client: Any, pattern: str) -> List[str]:
     kwargs: Dict[str, Any] = {"Limit": 100}
     try:
         while True:
-            response = client.list_streams(**kwargs)
+            response = call_kinesis("ListStreams", client.list_streams, kwargs)
             names.extend(response.get("StreamNames", []))
             if not response.get("HasMoreStreams"):
                 return names

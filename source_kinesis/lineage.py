@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from source_kinesis.errors import translate
+from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def _hash_range(raw: Optional[Mapping[str, Any]]) -> Optional[Tuple[int, int]]:
     return int(raw["StartingHashKey"]), int(raw["EndingHashKey"])
 
 
-def list_shards(client: Any, stream_ref: Mapping[str, str], stream_name: str) -> List[ShardInfo]:
+def list_shards(client: Any, stream_ref: Mapping[str, str], stream_name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[ShardInfo]:
     """Every shard still in retention (open and closed), across all pages.
 
     ``stream_ref`` is ``{"StreamName": ...}`` or ``{"StreamARN": ...}``. A call that carries ``NextToken`` must not
@@ -45,7 +46,7 @@ def list_shards(client: Any, stream_ref: Mapping[str, str], stream_name: str) ->
     kwargs: Dict[str, Any] = dict(stream_ref)
     try:
         while True:
-            response = client.list_shards(MaxResults=1000, **kwargs)
+            response = call_kinesis("ListShards", client.list_shards, dict(kwargs, MaxResults=1000), budget_seconds=retry_budget_seconds)
             shards.extend(ShardInfo.from_list_shards(s) for s in response.get("Shards", []))
             token = response.get("NextToken")
             if not token:

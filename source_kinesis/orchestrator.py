@@ -191,7 +191,7 @@ class Orchestrator:
         decoder = PayloadDecoder(info.name, self.config.format_for(info.name), self.config.on_bad_record, self.logger)
         run = StreamRun(info=info, state=state, decoder=decoder, initial=initial, started_monotonic=self.clock())
         run.last_checkpoint = self.clock()
-        listed = list_shards(self.client, info.api_ref, info.name)
+        listed = list_shards(self.client, info.api_ref, info.name, self.config.retry_budget_seconds)
         run.graph.add_listed(listed)
         for shard_id, shard in list(state.shards.items()):
             if shard_id in run.graph.listed or shard.finished:
@@ -379,7 +379,7 @@ class Orchestrator:
             if run.done:
                 continue
             try:
-                listed = list_shards(self.client, run.info.api_ref, run.name)
+                listed = list_shards(self.client, run.info.api_ref, run.name, self.config.retry_budget_seconds)
             except AirbyteTracedException as exc:
                 self.logger.warning(f"Stream '{run.name}': could not refresh the shard list ({exc.message}); will try again.")
                 continue

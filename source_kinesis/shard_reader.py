@@ -17,12 +17,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_kinesis.errors import IncompleteResponse, config_error, error_code, translate
-from source_kinesis.throttling import RetryCounters, ShardBudget, retrying
-
-
-# A member every successful response of the call carries; see ShardReader._call.
-REQUIRED_MEMBER = {"GetRecords": "Records", "GetShardIterator": "ShardIterator"}
+from source_kinesis.errors import config_error, error_code, translate
+from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
 
 
 @dataclass(frozen=True)
@@ -221,18 +217,4 @@ class ShardReader:
     def _call(self, action: str, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
         """One Kinesis call under the retry policy; ``action`` names it in errors (e.g. kinesis:GetShardIterator)."""
         self._action = action
-        required = REQUIRED_MEMBER.get(action)
-
-        def attempt(**call_kwargs: Any) -> Any:
-            response = method(**call_kwargs)
-            if required is not None and required not in response:
-                # botocore does not enforce Content-Length (its urllib3 session passes enforce_content_length=False)
-                # and its JSON parser turns an unparseable body into {}: a 200 response cut short arrives here as a
-                # "successful" dict without Records/NextShardIterator, which would read as "shard closed and
-                # drained" (records lost, shard wrongly finished in the state). Kinesis always sends these members,
-                # so their absence means a broken response: retry it like a connection error.
-                raise IncompleteResponse(action, required)
-            return response
-
-        policy = retrying(self.retry_budget_seconds, self.stats.retry, sleep=self.sleep)
-        return policy(attempt, **kwargs)
+        return call_kinesis(action, method, kwargs, budget_seconds=self.retry_budget_seconds, counters=self.stats.retry, sleep=self.sleep)

@@ -31,6 +31,7 @@ from source_kinesis.lineage import list_shards
 from source_kinesis.orchestrator import Orchestrator
 from source_kinesis.records import CONTRACT_FIELDS
 from source_kinesis.schema_inference import infer_schema
+from source_kinesis.throttling import call_kinesis
 
 SCHEMA_SAMPLE_SECONDS = 10
 
@@ -139,11 +140,11 @@ def probe_reads(client: Any, stream: KinesisStream) -> None:
         raise config_error(f"Kinesis stream '{stream.name}' has no shards.")
     shard = shards[-1]
     try:
-        iterator = client.get_shard_iterator(ShardId=shard.shard_id, ShardIteratorType="LATEST", **stream.api_ref)["ShardIterator"]
+        iterator = call_kinesis("GetShardIterator", client.get_shard_iterator, dict(stream.api_ref, ShardId=shard.shard_id, ShardIteratorType="LATEST"))["ShardIterator"]
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetShardIterator", stream.name, shard.shard_id) from None
     try:
         extra = {"StreamARN": stream.api_ref["StreamARN"]} if "StreamARN" in stream.api_ref else {}
-        client.get_records(ShardIterator=iterator, Limit=1, **extra)
+        call_kinesis("GetRecords", client.get_records, dict(extra, ShardIterator=iterator, Limit=1))
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetRecords", stream.name, shard.shard_id) from None

@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping, Optional
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from source_kinesis.errors import is_retryable, is_throttling
+from source_kinesis.errors import IncompleteResponse, is_retryable, is_throttling
+
+# A member every successful response of the call carries. botocore does not enforce Content-Length (its urllib3
+# session passes enforce_content_length=False) and its JSON parser turns an unparseable body into {}: a 200 response
+# cut short in transit arrives as a "successful" dict without these members (GetRecords would read as "shard closed
+# and drained", ListShards as "no shards"). Their absence means a broken response: retried like a connection error.
+REQUIRED_MEMBER = {
+    "GetRecords": "Records",
+    "GetShardIterator": "ShardIterator",
+    "ListShards": "Shards",
+    "DescribeStream": "StreamDescription",
+    "ListStreams": "StreamNames",
+}
+
+# Control-plane calls (ListShards, DescribeStream, ListStreams) retry for this long at most.
+CONTROL_PLANE_RETRY_SECONDS = 60.0
 
 
 class ShardBudget:
@@ -68,3 +83,26 @@ def retrying(
         before_sleep=count_retry,
         reraise=True,
     )
+
+
+def call_kinesis(
+    action: str,
+    method: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    *,
+    budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS,
+    counters: Optional[RetryCounters] = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """One Kinesis call (``action`` e.g. "ListShards") under the retry policy, with the response checked for the
+    member every complete response carries. Raises the last error once the budget is spent."""
+    required = REQUIRED_MEMBER.get(action)
+
+    def attempt(**call_kwargs: Any) -> Any:
+        response = method(**call_kwargs)
+        if required is not None and required not in response:
+            raise IncompleteResponse(action, required)
+        return response
+
+    policy = retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=sleep)
+    return policy(attempt, **kwargs)

@@ -108,7 +108,7 @@ def test_assume_role_unreachable_sts() -> None:
     with pytest.raises(AirbyteTracedException) as info:
         fetch()
     assert info.value.failure_type == FailureType.config_error
-    assert "AssumeRole" in info.value.message
+    assert "STS" in info.value.message and "assume role" in info.value.message
 
 
 def test_no_credentials_in_assume_role_errors_with_real_sts_client() -> None:
