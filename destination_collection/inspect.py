@@ -165,3 +165,35 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def render_command(
+    store: Store,
+    command: str,
+    *,
+    sql: str | None = None,
+    collection: str | None = None,
+    limit: int | None = None,
+    fmt: str = "table",
+) -> str:
+    """The text the inspect commands print (``query``, ``describe``, ``stats``), as a table or JSON.
+
+    Shared by ``destination-collection`` and the runner, which answers these through its own connection while it
+    holds a DuckDB file."""
+    if command == "query":
+        columns, rows = run_query(store, sql or "")
+    elif command == "describe":
+        _total, described = describe(store, collection or "", limit)
+        columns = ["field", "type", "occurrences", "total"]
+        rows = [[r["field"], r["type"], r["occurrences"], r["total"]] for r in described]
+    elif command == "stats":
+        result = stats(store)
+        if fmt == "json":
+            return jsonio.dumps(_jsonable(result))
+        columns = ["collection", "stream", "documents", "bytes", "last_write_at", "purged_documents", "state_committed_at", "state"]
+        rows = [[c[k] for k in columns] for c in result["collections"]]
+        if result["global_state"] is not None:
+            rows.append(["(global state)", "", None, None, None, None, None, result["global_state"]])
+    else:
+        raise ValueError(f"unknown inspect command {command!r}")
+    return render_json(columns, rows) if fmt == "json" else render_table(columns, rows)

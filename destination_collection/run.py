@@ -124,22 +124,16 @@ def _inspect(args: argparse.Namespace) -> int:
     config = parse_config(_load_config(args.config))
     store = open_store(config, read_only=True)
     try:
-        if args.command == "query":
-            columns, rows = inspect_cmd.run_query(store, args.sql)
-        elif args.command == "describe":
-            total, described = inspect_cmd.describe(store, args.collection, args.limit)
-            columns = ["field", "type", "occurrences", "total"]
-            rows = [[r["field"], r["type"], r["occurrences"], r["total"]] for r in described]
-        else:
-            result = inspect_cmd.stats(store)
-            if args.format == "json":
-                print(jsonio.dumps(inspect_cmd._jsonable(result)))
-                return 0
-            columns = ["collection", "stream", "documents", "bytes", "last_write_at", "purged_documents", "state_committed_at", "state"]
-            rows = [[c[k] for k in columns] for c in result["collections"]]
-            if result["global_state"] is not None:
-                rows.append(["(global state)", "", None, None, None, None, None, result["global_state"]])
-        print(inspect_cmd.render_json(columns, rows) if args.format == "json" else inspect_cmd.render_table(columns, rows))
+        print(
+            inspect_cmd.render_command(
+                store,
+                args.command,
+                sql=getattr(args, "sql", None),
+                collection=getattr(args, "collection", None),
+                limit=getattr(args, "limit", None),
+                fmt=args.format,
+            )
+        )
         return 0
     finally:
         store.close()
