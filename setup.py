@@ -42,7 +42,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.14",
-    packages=find_packages(include=["source_kinesis", "source_kinesis.*", "destination_collection", "destination_collection.*"]),
+    packages=find_packages(
+        include=["source_kinesis", "source_kinesis.*", "destination_collection", "destination_collection.*", "collection_runner", "collection_runner.*"]
+    ),
     package_data={
         "source_kinesis": ["spec.json", "schemas/*.json"],
         "destination_collection": ["spec.json", "*.json"],
@@ -53,6 +55,7 @@ setup(
         "console_scripts": [
             "source-kinesis=source_kinesis.run:run",
             "destination-collection=destination_collection.run:run",
+            "kinesis-collection=collection_runner.cli:run",
         ]
     },
 )

@@ -8,6 +8,7 @@ statuses.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from airbyte_cdk.models import (
@@ -54,6 +55,12 @@ def states_by_stream(state: Optional[List[Any]]) -> Dict[str, Optional[Mapping[s
 
 
 class SourceKinesis(AbstractSource):
+    def __init__(self, stop_event: Optional[threading.Event] = None) -> None:
+        """``stop_event`` (for runners): when set, a bounded read stops early, emitting what it already fetched and a
+        final checkpoint per stream."""
+        super().__init__()
+        self.stop_event = stop_event
+
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> Tuple[bool, Optional[Any]]:
         cfg = parse_config(config)
         try:
@@ -109,7 +116,7 @@ class SourceKinesis(AbstractSource):
             names.append(name)
             if configured.sync_mode == SyncMode.full_refresh:
                 saved[name] = None
-        orchestrator = Orchestrator(cfg, client, logger)
+        orchestrator = Orchestrator(cfg, client, logger, stop_event=self.stop_event)
         yield from orchestrator.run(names, lambda name: resolve_catalog_stream(client, cfg, name), saved)
 
 

@@ -1,0 +1,126 @@
+"""Console script ``kinesis-collection``: keep a collection current from Kinesis, without an Airbyte deployment.
+
+    kinesis-collection sync     --source source.json --destination destination.json [--catalog catalog.json]
+    kinesis-collection follow   --source source.json --destination destination.json [--catalog catalog.json]
+    kinesis-collection reset    --destination destination.json --stream NAME [--empty-collection]
+    kinesis-collection query    --destination destination.json [--format table|json] "SELECT ..."
+    kinesis-collection describe --destination destination.json [--format table|json] [--limit N] COLLECTION
+    kinesis-collection stats    --destination destination.json [--format table|json]
+
+Exit codes: 0 done (follow: stopped by SIGINT/SIGTERM after a final commit), 2 configuration error (fix the
+config, access or catalog), 3 transient error (retry later: throttling past the budget, an outage, the store busy
+with another runner), 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import List, Optional
+
+from airbyte_cdk.models import FailureType
+from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+EXIT_OK, EXIT_SYSTEM, EXIT_CONFIG, EXIT_TRANSIENT = 0, 1, 2, 3
+logger = logging.getLogger("airbyte")
+
+
+class _SecretFilter(logging.Filter):
+    """Masks every registered secret (airbyte_secret fields of both configs) in log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = filter_secrets(record.getMessage())
+        record.args = ()
+        return True
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(_SecretFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for name in ("airbyte",):
+        named = logging.getLogger(name)
+        named.handlers[:] = []
+        named.propagate = True
+        named.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("botocore", "urllib3", "boto3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kinesis-collection", description="Keep a collection current from Kinesis streams.")
+    parser.add_argument("--verbose", action="store_true", help="debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("sync", "one bounded sync, then exit"), ("follow", "ingest continuously until SIGINT/SIGTERM")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--source", required=True, help="source-kinesis config (JSON)")
+        cmd.add_argument("--destination", required=True, help="destination-collection config (JSON)")
+        cmd.add_argument("--catalog", help="configured catalog (JSON); default: every discovered stream, incremental + deduplicated")
+    reset = sub.add_parser("reset", help="forget a stream's committed state (its next sync starts over)")
+    reset.add_argument("--destination", required=True)
+    reset.add_argument("--stream", required=True)
+    reset.add_argument("--empty-collection", action="store_true", help="also delete every document of its collection")
+    query = sub.add_parser("query", help="run read-only SQL (through the runner when one holds the DuckDB file)")
+    query.add_argument("--destination", required=True)
+    query.add_argument("--format", choices=("table", "json"), default="table")
+    query.add_argument("sql")
+    describe = sub.add_parser("describe", help="field paths, types and occurrence counts of a collection")
+    describe.add_argument("--destination", required=True)
+    describe.add_argument("--format", choices=("table", "json"), default="table")
+    describe.add_argument("--limit", type=int, default=None)
+    describe.add_argument("collection")
+    stats = sub.add_parser("stats", help="documents, bytes, last write and committed state per collection")
+    stats.add_argument("--destination", required=True)
+    stats.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from collection_runner import commands
+
+    if args.command in ("sync", "follow"):
+        return commands.sync(args)
+    if args.command == "reset":
+        return commands.reset(args)
+    return commands.inspect(args)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    _setup_logging(args.verbose)
+    try:
+        return _run(args)
+    except AirbyteTracedException as exc:
+        kind = exc.failure_type or FailureType.system_error
+        logger.error(f"{kind.value}: {exc.message}")
+        return {FailureType.config_error: EXIT_CONFIG, FailureType.transient_error: EXIT_TRANSIENT}.get(kind, EXIT_SYSTEM)
+    except KeyboardInterrupt:
+        logger.error("Interrupted.")
+        return EXIT_SYSTEM
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+def install_stop_handlers(stop_event: threading.Event) -> None:
+    """SIGINT/SIGTERM ask for a graceful stop (flush, commit); a second SIGINT interrupts at once."""
+
+    def ask_stop(signum, _frame):
+        if stop_event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logger.info(f"{signal.Signals(signum).name}: stopping after the data already read is committed...")
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, ask_stop)
+    signal.signal(signal.SIGTERM, ask_stop)
+
+
+if __name__ == "__main__":
+    run()
