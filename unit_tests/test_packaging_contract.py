@@ -563,3 +563,31 @@ def test_cli_destination_check_writes_under_local(cli_runs):
     statuses = _of_type(run, "CONNECTION_STATUS")
     assert [s["connectionStatus"]["status"] for s in statuses] == ["SUCCEEDED"], run["stdout"][-2000:]
     assert (cli_runs["local"] / "contract.duckdb").exists()
+
+
+# -- docs cover every option --------------------------------------------------------------------------------------
+
+
+def _spec_options(node: dict, path: str = ""):
+    for key, prop in (node.get("properties") or {}).items():
+        if key in ("auth_type", "store_type"):  # oneOf discriminators: documented by their option's title
+            continue
+        yield f"{path}{key}", prop
+        yield from _spec_options(prop, f"{path}{key}.")
+        for option in prop.get("oneOf", []):
+            yield from _spec_options(option, f"{path}{key}.")
+        if isinstance(prop.get("items"), dict):
+            yield from _spec_options(prop["items"], f"{path}{key}[].")
+
+
+@connectors
+def test_connector_doc_covers_every_spec_option(connector):
+    """Each option appears in docs/<connector>.md by its UI title (what users see) or its config key."""
+    doc = (REPO / "docs" / f"{connector}.md").read_text()
+    missing = []
+    for path, prop in _spec_options(spec(connector)["connectionSpecification"]):
+        title = re.sub(r"\s*\((seconds|recommended|deprecated)\)$", "", prop.get("title") or "")
+        key = path.rsplit(".", 1)[-1].replace("[]", "")
+        if not ((title and title in doc) or f"`{key}`" in doc or re.search(rf"\b{re.escape(key)}\b", doc)):
+            missing.append(path)
+    assert not missing, f"docs/{connector}.md does not mention: {missing}"
