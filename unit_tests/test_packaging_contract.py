@@ -591,3 +591,29 @@ def test_connector_doc_covers_every_spec_option(connector):
         if not ((title and title in doc) or f"`{key}`" in doc or re.search(rf"\b{re.escape(key)}\b", doc)):
             missing.append(path)
     assert not missing, f"docs/{connector}.md does not mention: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped (except - and _), spaces to dashes."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (REPO / "docs").glob("*.md")))
+def test_doc_links_resolve(page):
+    """Relative links between the docs pages point at existing pages and headings."""
+    text = (REPO / "docs" / page).read_text()
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (REPO / "docs" / path) if path else REPO / "docs" / page
+        if not file.is_file():
+            broken.append(target)
+            continue
+        if anchor:
+            headings = {_slug(h) for h in re.findall(r"^#+\s+(.*)$", file.read_text(), flags=re.M)}
+            if anchor not in headings:
+                broken.append(target)
+    assert not broken, f"docs/{page}: broken links {broken}"
