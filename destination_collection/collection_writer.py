@@ -10,7 +10,7 @@ from typing import Any
 from airbyte_cdk.models import ConfiguredAirbyteStream
 
 from . import jsonio
-from .column_types import JSON, VARCHAR, Column, convert, declared_type, misfit_change, value_type, widen, unify, MISFIT
+from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, convert, declared_type, misfit_change, value_type, widen, unify, MISFIT
 from .config import DestinationConfig
 from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
@@ -177,17 +177,31 @@ class CollectionWriter:
         store.touch_collection(self.table)
 
     def _evolve(self, docs) -> None:
+        # distinct (field, Python type) pairs first (one C-level comprehension), then the logical kinds; only
+        # integers need their values (BIGINT / DECIMAL / JSON by magnitude)
+        pairs = {(key, type(value)) for doc in docs for key, value in doc.fields.items()}
         observed: dict[str, set[str]] = {}
         simple = _SIMPLE_TYPES
-        for doc in docs:
-            for key, value in doc.fields.items():
-                kind = simple.get(type(value)) or value_type(value)
-                if kind is not None:
-                    seen = observed.get(key)
-                    if seen is None:
-                        observed[key] = {kind}
-                    elif kind not in seen:
-                        seen.add(kind)
+        int_keys = []
+        for key, kind_type in pairs:
+            if kind_type is int:
+                int_keys.append(key)
+                continue
+            kind = simple.get(kind_type)
+            if kind is not None:
+                observed.setdefault(key, set()).add(kind)
+            elif kind_type is not type(None):  # subclasses, Decimal, …: by value, as value_type says
+                kinds = {value_type(v) for doc in docs if type(v := doc.fields.get(key, None)) is kind_type}
+                kinds.discard(None)
+                if kinds:
+                    observed.setdefault(key, set()).update(kinds)
+        for key in int_keys:
+            kinds = {value_type(v) for doc in docs if type(v := doc.fields.get(key, None)) is int}
+            observed.setdefault(key, set()).update(kinds)
+        if any(key not in self.columns for key in observed):
+            # new columns are created (and named) in order of first appearance, as before
+            order = dict.fromkeys(key for doc in docs for key in doc.fields)
+            observed = {key: observed[key] for key in order if key in observed}
         new_columns = []
         taken = {c.name.lower() for c in self.columns.values()} | set(SYSTEM_COLUMNS)
         for key, kinds in observed.items():
@@ -215,48 +229,56 @@ class CollectionWriter:
             self.store.add_columns(self.table, new_columns)
 
     def _rows(self, writes) -> tuple[list[tuple[str, str]], dict[str, list]]:
+        """Column lists for the batch. Columnar: each typed column is built with one comprehension and checked in
+        bulk; a document holding any value that is not simply its column's Python type (a misfit, a conversion, a
+        NUL the store cannot hold) goes through the per-value path (``_row_slow``), which records its changes in
+        field order exactly as a per-document loop does."""
         store = self.store
         n = len(writes)
-        ids, times, metas, docs, raw_ids, extracted, airbyte_metas = [], [], [], [], [], [], []
-        typed = {key: [None] * n for key in self.columns}
+        ids = list(writes.keys())
+        docs = list(writes.values())
         columns = self.columns
         sync_id = self.sync_id
         empty_meta = jsonio.dumps({"sync_id": sync_id, "changes": []})
-        for index, (doc_id, doc) in enumerate(writes.items()):
-            changes = list(doc.changes)
-            doc_text, doc_changes = store.encode_document(doc.fields)
-            if doc_changes:
-                changes.extend(doc_changes)
-            meta_text, _ = store.encode_document(doc.meta)
-            for key, value in doc.fields.items():
-                if value is None:
-                    continue
-                column = columns.get(key)
-                if column is None:
-                    continue
-                if type(value) is _EXACT.get(column.type) and (column.type != VARCHAR or "\x00" not in value):
-                    typed[key][index] = value
-                    continue
-                converted = convert(value, column.type)
-                if converted is MISFIT:
-                    changes.append(misfit_change(key, column.type))
-                    self.stats.misfits += 1
-                    continue
-                if column.type == JSON:
-                    converted, _ = store.encode_document(converted)
-                elif column.type == VARCHAR:
-                    converted = store.encode_text(converted)
-                    if converted is None:
-                        changes.append(misfit_change(key, column.type))
-                        self.stats.misfits += 1
-                typed[key][index] = converted
-            ids.append(doc_id)
-            times.append(doc.event_time)
-            metas.append(meta_text)
-            docs.append(doc_text)
-            raw_ids.append(doc.raw_id)
-            extracted.append(doc.extracted_at)
+        encode = store.encode_document
+        encoded = [encode(doc.fields) for doc in docs]
+        doc_texts = [text for text, _ in encoded]
+        metas = [encode(doc.meta)[0] for doc in docs]
+        keeps_nul = store.encode_text("\x00") is not None
+        typed: dict[str, list] = {}
+        slow: set[int] = set()
+        for key, column in columns.items():
+            values = [doc.fields.get(key) for doc in docs]
+            kind = column.type
+            exact = _EXACT.get(kind)
+            if exact is not None:
+                bad = [i for i, v in enumerate(values) if v is not None and type(v) is not exact]
+                if kind == VARCHAR and not keeps_nul:
+                    bad += [i for i, v in enumerate(values) if type(v) is str and "\x00" in v]
+            elif kind == BIGINT:
+                bad = [i for i, v in enumerate(values)
+                       if v is not None and (type(v) is not int or not INT64_MIN <= v <= INT64_MAX)]
+            elif kind == JSON:
+                values = [None if v is None else encode(v)[0] for v in values]
+                bad = []
+            else:  # DECIMAL: converted value by value
+                bad = list(range(n))
+            if bad:
+                slow.update(bad)
+            typed[key] = values
+        airbyte_metas = []
+        for index, doc in enumerate(docs):
+            changes = doc.changes
+            doc_changes = encoded[index][1]
+            if index in slow:
+                changes = self._row_slow(doc, index, typed, list(changes) + doc_changes)
+            elif doc_changes:
+                changes = list(changes) + doc_changes
             airbyte_metas.append(jsonio.dumps({"sync_id": sync_id, "changes": changes}) if changes else empty_meta)
+        times = [doc.event_time for doc in docs]
+        raw_ids = [doc.raw_id for doc in docs]
+        extracted = [doc.extracted_at for doc in docs]
+        docs = doc_texts
         data: dict[str, list] = {
             "_id": ids,
             "_event_time": times,
@@ -281,6 +303,35 @@ class CollectionWriter:
             spec.append((column.name, column.type))
             data[column.name] = typed[key]
         return spec, data
+
+    def _row_slow(self, doc, index: int, typed: dict[str, list], changes: list) -> list:
+        """The per-value path for one document: conversions, misfits (NULL + a change), text the store refuses."""
+        store = self.store
+        columns = self.columns
+        for key, value in doc.fields.items():
+            column = columns.get(key)
+            if column is None:
+                continue
+            typed[key][index] = None
+            if value is None:
+                continue
+            if type(value) is _EXACT.get(column.type) and (column.type != VARCHAR or "\x00" not in value):
+                typed[key][index] = value
+                continue
+            converted = convert(value, column.type)
+            if converted is MISFIT:
+                changes.append(misfit_change(key, column.type))
+                self.stats.misfits += 1
+                continue
+            if column.type == JSON:
+                converted, _ = store.encode_document(converted)
+            elif column.type == VARCHAR:
+                converted = store.encode_text(converted)
+                if converted is None:
+                    changes.append(misfit_change(key, column.type))
+                    self.stats.misfits += 1
+            typed[key][index] = converted
+        return changes
 
     # -- end of stream and retention --------------------------------------------------------------------------
     def remove_old_generations(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -58,24 +59,35 @@ class Change:
 
 
 def new_uuids(count: int) -> list[str]:
-    """``count`` random (version 4) UUID strings, generated in bulk (uuid.uuid4() per record is slow)."""
-    hexed = os.urandom(16 * count).hex()
-    out = []
-    for i in range(0, 32 * count, 32):
-        h = hexed[i : i + 32]
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}")
-    return out
+    """``count`` time-ordered UUIDs (version 7, RFC 9562 "monotonic random"), generated in bulk.
+
+    48 bits of Unix milliseconds, then a random 74-bit value that increases by one per id within a chunk: unique
+    like random UUIDs (26 random bits fixed per chunk + a random 47-bit starting counter), but consecutive ids share
+    a long prefix, which keeps DuckDB's primary-key index (an ART) cheap — random keys cost it ~3x more per insert.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a = (rand >> 68) & 0xFFF  # 12 bits
+    rand_hi = (rand >> 48) & 0x3FFF  # top 14 of rand_b's 62 bits, fixed per chunk
+    low = rand & ((1 << 47) - 1)  # rand_b's low 48 bits start below 2**47: no carry for any chunk size
+    prefix_value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | (rand_hi << 48)
+    h = f"{prefix_value:032x}"
+    prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
+    return [f"{prefix}{value:012x}" for value in range(low, low + count)]
 
 
 class UuidPool:
     def __init__(self, chunk: int = 4096):
         self.chunk = chunk
         self.items: list[str] = []
+        self.next = 0
 
     def take(self) -> str:
-        if not self.items:
-            self.items = new_uuids(self.chunk)
-        return self.items.pop()
+        if self.next >= len(self.items):
+            self.items, self.next = new_uuids(self.chunk), 0
+        item = self.items[self.next]
+        self.next += 1
+        return item
 
 
 def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -150,6 +162,12 @@ def parse_event_time(value: Any, unit: str = "auto") -> dt.datetime | None:
             return dt.datetime(value.year, value.month, value.day, tzinfo=UTC)
         if isinstance(value, str):
             text = value.strip()
+            if "-" in text[1:] or ":" in text:  # looks like ISO-8601: skip the (raising) float attempt
+                try:
+                    parsed = dt.datetime.fromisoformat(text)
+                    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+                except ValueError:
+                    pass  # e.g. "1e-5": an epoch number after all
             try:
                 number = float(text)
             except ValueError:

@@ -35,6 +35,7 @@ _ARROW = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 _names = itertools.count()
+MEMORY_LIMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_MEMORY_LIMIT", "256MB")
 
 
 class DuckDBStore(Store):
@@ -67,6 +68,10 @@ class DuckDBStore(Store):
                 internal_message=text,
                 failure_type=FailureType.transient_error if "lock" in text.lower() else FailureType.config_error,
             ) from None
+        if not read_only:
+            # bound the buffer pool (DuckDB's default is 80 % of RAM: the cache grows with the file). A flush needs
+            # far less; DuckDB spills to disk beyond the limit rather than failing.
+            self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         self._in_tx = False
 
     def close(self) -> None:
