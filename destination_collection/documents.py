@@ -99,7 +99,9 @@ def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     raw = error = None
     has_raw = False
     for key, value in data.items():
-        if key.startswith(KINESIS_PREFIX):
+        if key[:1] != "_":  # most payload fields: one cheap test
+            fields[key] = value
+        elif key.startswith(KINESIS_PREFIX):
             if key in KINESIS_FIELDS:
                 kinesis[KINESIS_FIELDS[key]] = value
             elif key == "_kinesis_shadowed":
