@@ -42,6 +42,10 @@ def loads_exact(data: Union[bytes, bytearray, memoryview, str]) -> Any:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith(_HUGE_NUMBER):
+            # orjson parses every number through a double and refuses one beyond ~1.8e308 (an integer of 310+
+            # digits): valid JSON that must stay exact like any other big integer (reliability suite, issue 7).
+            return _loads_huge_numbers(data)
         raise JSONError(_describe(exc)) from None
     if type(data) is not bytes:
         if isinstance(data, str):
@@ -55,6 +59,55 @@ def loads_exact(data: Union[bytes, bytearray, memoryview, str]) -> Any:
             return _loads_deep(data)
         except ValueError as exc:  # not expected after orjson accepted it; stay safe
             raise JSONError(f"invalid JSON: {exc.__class__.__name__}") from None
+    return value
+
+
+_HUGE_NUMBER = "number is infinity when parsed as double"
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONError("invalid JSON: NaN and Infinity are not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise JSONError("invalid JSON: number out of range (a fraction or exponent beyond a double)")
+    return value
+
+
+def _loads_huge_numbers(data: Union[bytes, bytearray, memoryview, str]) -> Any:
+    """A payload orjson refused only for a number beyond a double: parse it with the standard library, holding it
+    to what orjson enforces (no NaN/Infinity, no lone surrogates, at most MAX_DEPTH levels, valid UTF-8)."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 2 * MAX_DEPTH)
+    try:
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except JSONError:
+        raise
+    except RecursionError:
+        raise JSONError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # UnicodeDecodeError and json.JSONDecodeError: the reason, never the content
+        raise JSONError(f"invalid JSON: {exc.__class__.__name__}") from None
+    finally:
+        sys.setrecursionlimit(limit)
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JSONError("invalid JSON: lone surrogate in a string") from None
+        elif type(item) in (dict, list):
+            if depth > MAX_DEPTH:
+                raise JSONError(f"JSON nested deeper than {MAX_DEPTH} levels")
+            if type(item) is dict:
+                stack.extend((key, depth) for key in item)
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
     return value
 
 
