@@ -18,6 +18,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.utils import parse_timestamp
 
 from source_kinesis.config import AccessKeys, IamRole, SourceConfig
 from source_kinesis.errors import BAD_CREDENTIALS, config_error, error_code, translate
@@ -92,6 +93,15 @@ def build_session(config: SourceConfig) -> boto3.Session:
     return base
 
 
+def epoch_timestamp(value: Any) -> float:
+    """botocore timestamp parser for the source's clients: epoch seconds as a float instead of a datetime.
+    Kinesis' JSON protocol sends timestamps as epoch numbers; botocore's default turns each one into a tz-aware
+    datetime, a large share of GetRecords' per-record cost. Strings (other endpoints) still parse."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return parse_timestamp(value).timestamp()
+
+
 class ClientFactory:
     """Builds the Kinesis client once per config (boto3 clients are thread-safe; sessions are not)."""
 
@@ -104,6 +114,8 @@ class ClientFactory:
         with self._lock:
             if self._client is None:
                 session = build_session(self.config)
+                # The documented parser-defaults hook of botocore's response parser factory (per session).
+                session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=epoch_timestamp)
                 self._client = session.client(
                     "kinesis",
                     region_name=self.config.region,

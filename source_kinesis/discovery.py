@@ -18,7 +18,7 @@ from source_kinesis.config import SourceConfig, StreamRef
 from source_kinesis.errors import ACCESS_DENIED, config_error, error_code, translate
 from source_kinesis.records import CURSOR_FIELD, PRIMARY_KEY
 from source_kinesis.state import iso_ms
-from source_kinesis.throttling import call_kinesis
+from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,14 @@ class KinesisStream:
     api_ref: Mapping[str, str]  # {"StreamName": ...} or {"StreamARN": ...}, passed to every data-plane call
 
 
-def describe(client: Any, ref: Mapping[str, str], name: str) -> KinesisStream:
+def describe(client: Any, ref: Mapping[str, str], name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> KinesisStream:
     try:
-        desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1))["StreamDescription"]
+        desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1), budget_seconds=retry_budget_seconds)["StreamDescription"]
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "DescribeStream", name) from None
     created = desc.get("StreamCreationTimestamp")
+    if isinstance(created, (int, float)):
+        created = dt.datetime.fromtimestamp(created, dt.timezone.utc)
     created_iso = iso_ms(created) if isinstance(created, dt.datetime) else str(created)
     status = desc.get("StreamStatus", "ACTIVE")
     if status in ("CREATING", "DELETING"):
@@ -51,12 +53,12 @@ def describe(client: Any, ref: Mapping[str, str], name: str) -> KinesisStream:
     )
 
 
-def list_stream_names(client: Any, pattern: str) -> List[str]:
+def list_stream_names(client: Any, pattern: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[str]:
     names: List[str] = []
     kwargs: Dict[str, Any] = {"Limit": 100}
     try:
         while True:
-            response = call_kinesis("ListStreams", client.list_streams, kwargs)
+            response = call_kinesis("ListStreams", client.list_streams, kwargs, budget_seconds=retry_budget_seconds)
             names.extend(response.get("StreamNames", []))
             if not response.get("HasMoreStreams"):
                 return names
@@ -75,23 +77,25 @@ def ref_for(stream_ref: StreamRef, name: str) -> Dict[str, str]:
     return {"StreamARN": stream_ref.arn} if stream_ref.arn else {"StreamName": name}
 
 
-def resolve_streams(client: Any, config: SourceConfig, require_matches: bool = False) -> List[KinesisStream]:
+def resolve_streams(
+    client: Any, config: SourceConfig, require_matches: bool = False, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS
+) -> List[KinesisStream]:
     """Every stream the config names, each once, in config order."""
     found: Dict[str, KinesisStream] = {}
     all_names: Optional[List[str]] = None
     for stream_ref in config.stream_refs:
         if stream_ref.pattern is None:
             if stream_ref.name not in found:
-                found[stream_ref.name] = describe(client, ref_for(stream_ref, stream_ref.name), stream_ref.name)
+                found[stream_ref.name] = describe(client, ref_for(stream_ref, stream_ref.name), stream_ref.name, retry_budget_seconds)
             continue
         if all_names is None:
-            all_names = list_stream_names(client, stream_ref.pattern)
+            all_names = list_stream_names(client, stream_ref.pattern, retry_budget_seconds)
         matches = [n for n in all_names if stream_ref.matches(n)]
         if not matches and require_matches:
             raise config_error(f"The stream pattern '{stream_ref.pattern}' matches no stream in region {config.region}.")
         for name in matches:
             if name not in found:
-                found[name] = describe(client, {"StreamName": name}, name)
+                found[name] = describe(client, {"StreamName": name}, name, retry_budget_seconds)
     return list(found.values())
 
 

@@ -66,7 +66,6 @@ class StreamRun:
     gap_check: Dict[str, str] = field(default_factory=dict)  # resumed shards: the first record must be this one
     records_since_checkpoint: int = 0
     last_checkpoint: float = 0.0
-    dirty: bool = False
     running_sent: bool = False
     done: bool = False
     started_monotonic: float = 0.0
@@ -283,7 +282,6 @@ class Orchestrator:
             shard.sequence_number, shard.sub_sequence_number = None, 0
             run.skip_to.pop(shard_id, None)
             run.gap_check.pop(shard_id, None)
-            run.dirty = True
         if page.gone:
             message = f"Shard {shard_id} of stream '{run.name}' no longer exists (trimmed by retention) before it was read to its end"
             if self.config.stale_checkpoint == "fail":
@@ -304,7 +302,6 @@ class Orchestrator:
                 info = ShardInfo.from_child_shard(child)
                 if run.graph.add(info) and info.shard_id not in run.state.shards:
                     run.state.shards[info.shard_id] = ShardState(parents=list(info.parents))
-            run.dirty = True
             yield self._state_message(run)
             yield from self._activate_ready(run)
         elif page.stop:
@@ -315,56 +312,60 @@ class Orchestrator:
                 yield from self._complete(run)
 
     def _emit_records(self, run: StreamRun, shard_id: str, records: List[Mapping[str, Any]]) -> Iterator[AirbyteMessage]:
+        """Decode a page and emit its user records in order, advancing the shard's position with each one (the hot
+        path: per-record work is kept to decoding, the contract fields and the message)."""
         shard = run.state.shards[shard_id]
-        progress = run.progress[shard_id]
         decoder = run.decoder
         stream = run.name
         every = self.config.checkpoint_interval_records
         skip_to = run.skip_to.get(shard_id)
         hash_range = run.graph.shards[shard_id].hash_range
+        emitted_at = int(time.time() * 1000)
         if not run.running_sent:
             run.running_sent = True
             yield stream_status_message(StreamDescriptor(name=stream), AirbyteStreamStatus.RUNNING)
-        for record in records:
-            sequence_number = record["SequenceNumber"]
-            expected = run.gap_check.pop(shard_id, None)
-            if expected is not None and int(sequence_number) > int(expected):
-                message = (
-                    f"Stale checkpoint in stream '{stream}', shard {shard_id}: the checkpoint's record {expected} is no longer "
-                    f"retained; the shard now starts at {sequence_number}, so records after {expected} and before {sequence_number} were lost"
-                )
-                if self.config.stale_checkpoint == "fail":
-                    yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
-                    return
-                self.logger.warning(message + "; continuing from the trim horizon.")
-            partition_key = record["PartitionKey"]
-            arrival = arrival_iso(record["ApproximateArrivalTimestamp"])
-            try:
-                users = decoder.decode(record["Data"], partition_key, shard_id, sequence_number, hash_range)
-            except AirbyteTracedException as exc:
-                yield from self._fail(run, exc)
+        expected = run.gap_check.pop(shard_id, None)
+        if expected is not None and int(records[0]["SequenceNumber"]) > int(expected):
+            first = records[0]["SequenceNumber"]
+            message = (
+                f"Stale checkpoint in stream '{stream}', shard {shard_id}: the checkpoint's record {expected} is no longer "
+                f"retained; the shard now starts at {first}, so records after {expected} and before {first} were lost"
+            )
+            if self.config.stale_checkpoint == "fail":
+                yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
                 return
-            for user in users:
-                if skip_to is not None:
-                    if sequence_number == skip_to.sequence_number and user.sub_sequence_number <= skip_to.sub_sequence_number:
-                        continue
+            self.logger.warning(message + "; continuing from the trim horizon.")
+        emitted = 0
+        try:
+            for record in records:
+                sequence_number = record["SequenceNumber"]
+                arrival = arrival_iso(record["ApproximateArrivalTimestamp"])
+                try:
+                    users = decoder.decode(record["Data"], record["PartitionKey"], shard_id, sequence_number, hash_range)
+                except AirbyteTracedException as exc:
+                    yield from self._fail(run, exc)
+                    return
+                for user in users:
+                    if skip_to is not None:
+                        if sequence_number == skip_to.sequence_number and user.sub_sequence_number <= skip_to.sub_sequence_number:
+                            continue
+                        skip_to = None
+                        run.skip_to.pop(shard_id, None)
+                    data = build_record(user.fields, stream, shard_id, sequence_number, user.sub_sequence_number, user.partition_key, arrival)
+                    # The position moves before the record leaves: a state built after this yield covers it, and
+                    # no state is built before it (states are built only on this thread).
+                    shard.sequence_number = sequence_number
+                    shard.sub_sequence_number = user.sub_sequence_number
+                    emitted += 1
+                    yield AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream=stream, data=data, emitted_at=emitted_at))
+                    run.records_since_checkpoint += 1
+                    if run.records_since_checkpoint >= every:
+                        yield self._state_message(run)
+                if skip_to is not None and sequence_number != skip_to.sequence_number:
                     skip_to = None
                     run.skip_to.pop(shard_id, None)
-                data = build_record(user.fields, stream, shard_id, sequence_number, user.sub_sequence_number, user.partition_key, arrival)
-                shard.sequence_number = sequence_number
-                shard.sub_sequence_number = user.sub_sequence_number
-                run.dirty = True
-                progress.emitted += 1
-                yield AirbyteMessage(
-                    type=Type.RECORD,
-                    record=AirbyteRecordMessage(stream=stream, data=data, emitted_at=int(time.time() * 1000)),
-                )
-                run.records_since_checkpoint += 1
-                if run.records_since_checkpoint >= every:
-                    yield self._state_message(run)
-            if skip_to is not None and sequence_number != skip_to.sequence_number:
-                skip_to = None
-                run.skip_to.pop(shard_id, None)
+        finally:
+            run.progress[shard_id].emitted += emitted
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def _periodic(self) -> Iterator[AirbyteMessage]:
@@ -385,11 +386,9 @@ class Orchestrator:
                 continue
             run.graph.listed = {s.shard_id for s in listed}
             for info in listed:
-                if run.graph.add(info) or info.shard_id not in run.state.shards:
-                    run.state.shards.setdefault(info.shard_id, ShardState(parents=list(info.parents)))
-                    run.dirty = True
-            if run.state.prune(run.graph.listed):
-                run.dirty = True
+                run.graph.add(info)
+                run.state.shards.setdefault(info.shard_id, ShardState(parents=list(info.parents)))
+            run.state.prune(run.graph.listed)
             yield from self._activate_ready(run)
 
     def _complete(self, run: StreamRun) -> Iterator[AirbyteMessage]:
@@ -444,7 +443,6 @@ class Orchestrator:
     def _state_message(self, run: StreamRun) -> AirbyteMessage:
         run.records_since_checkpoint = 0
         run.last_checkpoint = self.clock()
-        run.dirty = False
         return AirbyteMessage(
             type=Type.STATE,
             state=AirbyteStateMessage(

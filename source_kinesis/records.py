@@ -8,7 +8,8 @@ payload's values are not dropped but moved under ``_kinesis_shadowed`` (``{name:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Dict
+import time
+from typing import Any, Dict, Union
 
 STREAM = "_kinesis_stream"
 SHARD_ID = "_kinesis_shard_id"
@@ -21,13 +22,28 @@ CONTRACT_FIELDS = (STREAM, SHARD_ID, SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER, PARTI
 PRIMARY_KEY = [[SHARD_ID], [SEQUENCE_NUMBER], [SUB_SEQUENCE_NUMBER]]
 CURSOR_FIELD = [SEQUENCE_NUMBER]
 
-_UTC = dt.timezone.utc
+
+def epoch_seconds(value: Union[float, int, dt.datetime]) -> float:
+    """A Kinesis timestamp as epoch seconds. The source's clients parse timestamps to epoch numbers (see
+    auth.py: botocore's datetime parsing is a large share of GetRecords' cost); stubs and other clients give datetimes."""
+    if type(value) is float or type(value) is int:
+        return value
+    return value.timestamp()
 
 
-def arrival_iso(value: dt.datetime) -> str:
-    """ISO-8601 UTC with milliseconds, e.g. 2026-11-25T21:30:39.248Z."""
-    value = value.astimezone(_UTC)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+_second_cache: Dict[int, str] = {}
+
+
+def arrival_iso(value: Union[float, int, dt.datetime]) -> str:
+    """ISO-8601 UTC with milliseconds, e.g. 2026-11-25T21:30:39.248Z (hot path: the seconds part is cached)."""
+    millis = int(round(epoch_seconds(value) * 1000))
+    seconds, ms = divmod(millis, 1000)
+    head = _second_cache.get(seconds)
+    if head is None:
+        if len(_second_cache) > 4096:
+            _second_cache.clear()
+        head = _second_cache[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{head}.{ms:03d}Z"
 
 
 def build_record(

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.errors import config_error, error_code, translate
+from source_kinesis.records import epoch_seconds
 from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
 
 
@@ -94,6 +95,7 @@ class ShardReader:
         self.retry_budget_seconds = retry_budget_seconds
         self.follow = follow
         self.sync_started_at = sync_started_at
+        self._started_epoch = sync_started_at.timestamp()
         self.stale_policy = stale_policy
         self.sleep = sleep
         self.clock = clock
@@ -204,7 +206,7 @@ class ShardReader:
         if not self.follow:
             if not records and behind == 0:
                 page.stop, page.stop_reason = True, "caught up"
-            elif records and all(r["ApproximateArrivalTimestamp"] >= self.sync_started_at for r in records):
+            elif records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
                 page.stop, page.stop_reason = True, "reached records that arrived after the sync started"
         return page
 

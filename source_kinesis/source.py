@@ -35,6 +35,8 @@ from source_kinesis.schema_inference import infer_schema
 from source_kinesis.throttling import call_kinesis
 
 SCHEMA_SAMPLE_SECONDS = 10
+# check answers within seconds (the Airbyte UI waits on it): transient errors are retried this long, not a sync's budget.
+CHECK_RETRY_SECONDS = 10.0
 
 
 def states_by_stream(state: Optional[List[Any]]) -> Dict[str, Optional[Mapping[str, Any]]]:
@@ -65,9 +67,9 @@ class SourceKinesis(AbstractSource):
         cfg = parse_config(config)
         try:
             client = ClientFactory(cfg).kinesis()
-            streams = resolve_streams(client, cfg, require_matches=True)
+            streams = resolve_streams(client, cfg, require_matches=True, retry_budget_seconds=CHECK_RETRY_SECONDS)
             for stream in streams:
-                probe_reads(client, stream)
+                probe_reads(client, stream, CHECK_RETRY_SECONDS)
         except AirbyteTracedException:
             raise
         except Exception as exc:  # noqa: BLE001 - anything else still gets an actionable message
@@ -140,18 +142,23 @@ def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger
     return records
 
 
-def probe_reads(client: Any, stream: KinesisStream) -> None:
+def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float) -> None:
     """Make, once, each read a sync makes on this stream, so a missing permission shows up now with its name."""
-    shards = list_shards(client, stream.api_ref, stream.name)
+    shards = list_shards(client, stream.api_ref, stream.name, retry_budget_seconds)
     if not shards:
         raise config_error(f"Kinesis stream '{stream.name}' has no shards.")
     shard = shards[-1]
     try:
-        iterator = call_kinesis("GetShardIterator", client.get_shard_iterator, dict(stream.api_ref, ShardId=shard.shard_id, ShardIteratorType="LATEST"))["ShardIterator"]
+        iterator = call_kinesis(
+            "GetShardIterator",
+            client.get_shard_iterator,
+            dict(stream.api_ref, ShardId=shard.shard_id, ShardIteratorType="LATEST"),
+            budget_seconds=retry_budget_seconds,
+        )["ShardIterator"]
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetShardIterator", stream.name, shard.shard_id) from None
     try:
         extra = {"StreamARN": stream.api_ref["StreamARN"]} if "StreamARN" in stream.api_ref else {}
-        call_kinesis("GetRecords", client.get_records, dict(extra, ShardIterator=iterator, Limit=1))
+        call_kinesis("GetRecords", client.get_records, dict(extra, ShardIterator=iterator, Limit=1), budget_seconds=retry_budget_seconds)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetRecords", stream.name, shard.shard_id) from None

@@ -348,21 +348,7 @@ def test_documentation_url_points_at_this_connectors_doc_page(connector):
     assert match.group(1) == f"docs/{connector}.md"
 
 
-@pytest.mark.parametrize(
-    "connector",
-    [
-        "source-kinesis",
-        pytest.param(
-            "destination-collection",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="destination_collection/spec.json's documentationUrl points at airbytehq/airbyte's docs, a page "
-                "that does not exist; it should equal metadata's documentationUrl (this repository's "
-                "docs/destination-collection.md). Flip this when spec.json is fixed.",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("connector", ["source-kinesis", "destination-collection"])
 def test_spec_documentation_url_equals_metadata(connector):
     assert spec(connector)["documentationUrl"] == metadata(connector)["data"]["documentationUrl"]
 
