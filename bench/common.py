@@ -106,7 +106,9 @@ def run_child(argv: Sequence[str], stdin_path: str | None = None, env: dict[str,
             start = time.perf_counter()
             proc = subprocess.Popen(list(argv), stdin=stdin, stdout=out, stderr=err, env=env, cwd=cwd)
             deadline = start + timeout
+            hwm = 0.0
             while True:
+                hwm = max(hwm, _vm_hwm_mb(proc.pid))
                 pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
                 if pid:
                     break
@@ -124,8 +126,20 @@ def run_child(argv: Sequence[str], stdin_path: str | None = None, env: dict[str,
         stdout = handle.read()
     with open(err_path, "rb") as handle:
         stderr_tail = handle.read()[-2000:].decode("utf-8", "replace")
-    # ru_maxrss is in kilobytes on Linux
-    return ChildResult(wall, usage.ru_maxrss / 1024, proc.returncode, stdout, stderr_tail)
+    # Peak RSS = the child's VmHWM (its own address space after exec), polled every 10 ms. Not wait4's ru_maxrss:
+    # on Linux that starts from the RSS of the forking parent (the benchmark process itself), so it measures us.
+    return ChildResult(wall, hwm or usage.ru_maxrss / 1024, proc.returncode, stdout, stderr_tail)
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 # -- environment ----------------------------------------------------------------------------------------------

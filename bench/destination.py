@@ -8,7 +8,7 @@
   ``_doc``, Airbyte columns, typed columns) built with the least Python possible + one bulk insert into a table
   with the destination's own DDL (last record per ``_id`` for dedup). Ratio = destination / floor records/s.
 * **Memory**: ``destination-collection write`` as a child process on 100k and 1M records (DuckDB, append and
-  dedup); peak RSS of that process (``wait4``).
+  dedup); peak RSS of that process (VmHWM, polled).
 """
 from __future__ import annotations
 
@@ -408,7 +408,7 @@ def memory(ctx: Context, section: Section) -> None:
         exe = shutil.which("destination-collection") or exe
     table = Table(["mode", "records", "peak RSS (MB)", "wall (s)", "rec/s"],
                   caption="`destination-collection write` as a child process (stdin from the file, DuckDB, default "
-                          "batch_size), peak RSS of that process (`wait4`); median of the runs at 100k, one run at 1M.")
+                          "batch_size), peak RSS of that process (its VmHWM); median of the runs at 100k, one run at 1M.")
     peaks: dict[tuple[bool, int], float] = {}
     for dedup in (False, True):
         for count in (small, large):
