@@ -1,0 +1,189 @@
+"""End to end: the runner draining a backlog, and its freshness in follow mode.
+
+* **Backlog**: ``kinesis-collection sync`` (source and destination in one process) from the replay server (4 shards)
+  into a fresh DuckDB collection (``append_dedup`` on the Kinesis primary key), records/s of the whole run; beside it
+  the same data through a piped sync (``source-kinesis read | destination-collection write``).
+* **Freshness**: ``kinesis-collection follow`` on kinesis-mock (4 shards) while a writer puts 100 records every
+  100 ms (1,000 records/s); every 100 ms the benchmark asks the runner (through its query socket, as
+  ``kinesis-collection query`` does) which batches are complete. Latency of a batch = first time all its records are
+  queryable − time its ``put_records`` started. p50 and p95 over all batches.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List
+
+from .common import Context, Section, Table, Target, interleaved, median
+from .source import BIN, REPO, _replay, _source_files
+
+TITLE = "End to end: runner backlog and follow-mode freshness"
+ORDER = 40
+PK = [["_kinesis_shard_id"], ["_kinesis_sequence_number"], ["_kinesis_sub_sequence_number"]]
+
+
+def _catalog(ctx: Context, name: str) -> str:
+    path = ctx.path(f"catalog-e2e-{name}.json")
+    stream = {"name": name, "json_schema": {"type": "object"}, "supported_sync_modes": ["incremental"],
+              "source_defined_cursor": True, "source_defined_primary_key": PK}
+    with open(path, "w") as handle:
+        json.dump({"streams": [{"stream": stream, "sync_mode": "incremental", "destination_sync_mode": "append_dedup", "primary_key": PK}]}, handle)
+    return path
+
+
+def _destination(ctx: Context, label: str) -> str:
+    db = ctx.path(f"e2e-{label}.duckdb")
+    for suffix in ("", ".wal", ".runner.lock"):
+        if os.path.exists(db + suffix):
+            os.remove(db + suffix)
+    path = ctx.path(f"destination-e2e-{label}.json")
+    with open(path, "w") as handle:
+        json.dump({"store": {"store_type": "duckdb", "path": db}, "batch_size": 50_000}, handle)
+    return path
+
+
+def backlog(ctx: Context, section: Section) -> None:
+    shards, per_shard = 4, ctx.size(50_000, 100)
+    total = shards * per_shard
+    replay = _replay(ctx, "e2e", shards, per_shard)
+    source_cfg, _ = _source_files(ctx, "e2e", replay.endpoint_url)
+    catalog = _catalog(ctx, "e2e")
+    ctx.log(f"Runner backlog: {total:,} records from {shards} shards into DuckDB")
+
+    def runner() -> float:
+        destination = _destination(ctx, "runner")
+        started = time.perf_counter()
+        subprocess.run([os.path.join(BIN, "kinesis-collection"), "sync", "--source", source_cfg, "--destination", destination,
+                        "--catalog", catalog], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return total / (time.perf_counter() - started)
+
+    def piped() -> float:
+        destination = _destination(ctx, "piped")
+        started = time.perf_counter()
+        read = subprocess.Popen([os.path.join(BIN, "source-kinesis"), "read", "--config", source_cfg, "--catalog", catalog],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        write = subprocess.run([os.path.join(BIN, "destination-collection"), "write", "--config", destination, "--catalog", catalog],
+                               stdin=read.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        read.stdout.close()
+        read.wait()
+        if read.returncode or write.returncode:
+            raise RuntimeError(f"piped sync failed: read {read.returncode}, write {write.returncode}")
+        return total / (time.perf_counter() - started)
+
+    rates = interleaved(ctx, [("kinesis-collection sync (one process)", runner), ("source-kinesis read | destination-collection write", piped)])
+    table = Table(["pipeline", "records", "records/s (median, whole run incl. start-up)"],
+                  caption="Replay server on 127.0.0.1, 4 shards of ~150-byte JSON events, DuckDB append_dedup.")
+    for label, values in rates.items():
+        table.add(label, total, median(values))
+    section.tables.append(table)
+
+
+def freshness(ctx: Context, section: Section) -> None:
+    sys.path.insert(0, REPO)
+    from collection_runner.locking import read_holder
+    from collection_runner.query_service import ask
+    from integration_tests.kinesis_mock import KinesisMock, create_stream
+
+    seconds = 3 if ctx.smoke else 30
+    emulator = ctx.service("kinesis-mock", lambda: KinesisMock().start(), lambda m: m.stop())
+    client = emulator.client()
+    name = f"fresh-{int(time.time())}"
+    create_stream(client, name, 4)
+    source = ctx.path("source-fresh.json")
+    with open(source, "w") as handle:
+        json.dump(emulator.source_config([name]), handle)
+    destination = _destination(ctx, "fresh")
+    db = json.load(open(destination))["store"]["path"]
+    log = open(ctx.path("follow-runner.log"), "w")
+    runner = subprocess.Popen([os.path.join(BIN, "kinesis-collection"), "follow", "--source", source, "--destination", destination],
+                              stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        holder = None
+        while time.monotonic() < deadline and not (holder and holder.get("socket")):
+            time.sleep(0.2)
+            holder = read_holder(db)
+        if not holder or not holder.get("socket"):
+            raise RuntimeError("the runner did not start")
+        socket_path = holder["socket"]
+        sent: Dict[int, float] = {}
+        seen: Dict[int, float] = {}
+
+        counter = itertools.count()
+        lock = threading.Lock()
+
+        def writer() -> None:
+            # Two writers, each putting a batch of 100 records every 200 ms: 1,000 records/s when the emulator keeps
+            # up (kinesis-mock's put_records slows as shards fill; the achieved rate is reported).
+            next_at = time.monotonic()
+            end = next_at + seconds
+            while time.monotonic() < end:
+                with lock:
+                    batch = next(counter)
+                started = time.time()
+                records = [{"Data": json.dumps({"batch": batch, "i": i}).encode(), "PartitionKey": f"b{batch}-{i}"} for i in range(100)]
+                client.put_records(StreamName=name, Records=records)
+                sent[batch] = started
+                next_at += 0.2
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+        threads = [threading.Thread(target=writer, daemon=True) for _ in range(2)]
+        write_started = time.monotonic()
+        for thread in threads:
+            thread.start()
+
+        def all_written() -> bool:
+            return not any(t.is_alive() for t in threads)
+
+        from destination_collection.naming import table_name as collection_table
+
+        table = collection_table("", name)
+        poll_until = None
+        write_seconds = 0.0
+        while True:
+            now = time.time()
+            response = ask(socket_path, {"command": "query", "format": "json", "sql": f'SELECT "batch", count(*) AS n FROM "{table}" GROUP BY 1'})
+            if response.get("ok"):
+                for line in response["output"].splitlines():
+                    row = json.loads(line)
+                    if row["n"] >= 100 and row["batch"] not in seen:
+                        seen[row["batch"]] = now
+            if all_written():
+                poll_until = poll_until or time.monotonic() + 10
+                write_seconds = write_seconds or time.monotonic() - write_started
+                if len(seen) >= len(sent) or time.monotonic() > poll_until:
+                    break
+            time.sleep(0.1)
+    finally:
+        runner.terminate()
+        try:
+            runner.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            runner.wait()
+        log.close()
+    latencies = sorted(seen[b] - sent[b] for b in seen if b in sent)
+    missing = len(sent) - len(latencies)
+    if not latencies:
+        raise RuntimeError("no batch became queryable")
+    p50 = latencies[len(latencies) // 2]
+    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
+    rate = len(sent) * 100 / write_seconds
+    t = Table(["writer rate (records/s)", "batches", "not seen in time", "p50 latency s", "p95 latency s", "max s"],
+              caption="put_records → queryable through the runner; polled every 100 ms (adds up to 0.1 s).")
+    t.add(rate, len(sent), missing, p50, p95, latencies[-1])
+    section.tables.append(t)
+    section.targets.append(Target("follow freshness p95 (put → queryable)", f"{p95:.2f} s (p50 {p50:.2f} s) at {rate:,.0f} records/s", "≤ 2 s at 1,000 records/s",
+                                  None if ctx.smoke else (p95 <= 2.0 and missing == 0)))
+
+
+def run(ctx: Context) -> Section:
+    section = Section(TITLE, intro=__doc__.split("\n\n", 1)[1].strip())
+    backlog(ctx, section)
+    freshness(ctx, section)
+    return section
