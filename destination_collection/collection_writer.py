@@ -20,6 +20,8 @@ from .stores.base import Store
 from .transformation import Transformation
 
 logger = logging.getLogger("airbyte")
+# Typed columns per collection, at most; other top-level fields are kept in _doc only.
+MAX_TYPED_COLUMNS = 256
 _SIMPLE_TYPES = {str: VARCHAR, bool: "BOOLEAN", float: "DOUBLE", dict: JSON, list: JSON}
 FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
 _EXACT = {VARCHAR: str, "BOOLEAN": bool, "DOUBLE": float}
@@ -66,6 +68,7 @@ class CollectionWriter:
         self.sync_id = configured.sync_id
         self.declared = self._declared_columns(stream.json_schema or {})
         self.columns: dict[str, Column] = {}
+        self._column_cap_logged = False
         self.plan = GenerationPlan(self.generation_id, None)
         self.buffer: list[tuple[dict[str, Any], Any]] = []
         self.first_buffered_at: float | None = None
@@ -208,6 +211,16 @@ class CollectionWriter:
             column = self.columns.get(key)
             if column is None:
                 if "\x00" in key:
+                    continue
+                if len(self.columns) >= MAX_TYPED_COLUMNS:
+                    # Past the cap a field lives in _doc only (still queryable as JSON): a record with thousands of
+                    # keys must not exhaust the store (PostgreSQL allows 1600 columns; DuckDB's memory per column).
+                    if not self._column_cap_logged:
+                        self._column_cap_logged = True
+                        logger.warning(
+                            f"Collection {self.table}: more than {MAX_TYPED_COLUMNS} top-level fields; fields beyond "
+                            f"the first {MAX_TYPED_COLUMNS} (e.g. '{key}') get no typed column and stay in _doc."
+                        )
                     continue
                 logical = None
                 for kind in kinds:

@@ -41,6 +41,19 @@ UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# emitted_at values datetime can hold (year 1..9999), in ms since the epoch.
+_MIN_EMITTED_MS = -62_135_596_800_000
+_MAX_EMITTED_MS = 253_402_300_799_999
+
+
+def extracted_time(emitted_at_ms: Any, ingested_at: dt.datetime) -> dt.datetime:
+    """``_airbyte_extracted_at`` from a record's ``emitted_at`` (ms); the ingestion time when it is missing or not a
+    usable number (a hostile or broken source must not stop the write)."""
+    if type(emitted_at_ms) in (int, float) and _MIN_EMITTED_MS <= emitted_at_ms <= _MAX_EMITTED_MS:
+        return EPOCH + dt.timedelta(milliseconds=emitted_at_ms)
+    return ingested_at
+
+
 @dataclass(slots=True)
 class Change:
     """One record, ready to be applied to the document with ``id``."""
@@ -260,7 +273,7 @@ class DocumentBuilder:
                 op = ERROR_OP
 
         extracted_at = (
-            EPOCH + dt.timedelta(milliseconds=emitted_at_ms) if emitted_at_ms is not None else ingested_at
+            extracted_time(emitted_at_ms, ingested_at)
         )
         return Change(
             id=doc_id,

@@ -9,6 +9,8 @@ import datetime as dt
 import decimal
 import json
 import re
+import sys
+import threading
 from typing import Any
 
 import orjson
@@ -43,10 +45,38 @@ def _maybe_big_int(raw: bytes) -> bool:
     return False
 
 
+_DEEP_LIMIT = 20_000  # Python frames for documents nested up to orjson's own limit (1024) and a little beyond
+_deep_lock = threading.Lock()
+
+
+def _deep(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a recursive stdlib JSON call; on RecursionError retry once with a higher recursion limit (the stdlib
+    recurses once per nesting level, ~3 frames each), and past that report the value as nested too deeply."""
+    try:
+        return fn(*args, **kwargs)
+    except RecursionError:
+        pass
+    with _deep_lock:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, _DEEP_LIMIT))
+        try:
+            return fn(*args, **kwargs)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        finally:
+            sys.setrecursionlimit(old)
+
+
+def _no_constants(name: str) -> Any:
+    # NaN/Infinity are not JSON; orjson refuses them, so the stdlib path must too (else they are stored silently).
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def loads(data: bytes | str) -> Any:
+    """Parse one JSON value; ``ValueError`` (orjson's JSONDecodeError is one) for anything that is not valid JSON."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) >= 20 and (_maybe_big_int(raw) or (raw.lstrip()[:1] and raw.lstrip()[0] in _NUMBER_START)):
-        return json.loads(raw)
+        return _deep(json.loads, raw, parse_constant=_no_constants)
     return orjson.loads(raw)
 
 
@@ -74,9 +104,9 @@ def dumps(value: Any, sort_keys: bool = False) -> str:
     """Compact JSON text; exact for big integers; deterministic when sort_keys."""
     try:
         return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode("utf-8")
-    except TypeError:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, default=_stdlib_default
+    except TypeError:  # big integers, and nesting deeper than orjson writes (254 levels)
+        return _deep(
+            json.dumps, value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, default=_stdlib_default
         )
 
 

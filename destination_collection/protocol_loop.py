@@ -53,6 +53,35 @@ def write_messages(
     yield from WriteLoop(config, catalog, store=store).run(messages)
 
 
+def _is_object(value: Any) -> bool:
+    """An object, or absent (null): handlers treat a missing part as empty."""
+    return value is None or isinstance(value, dict)
+
+
+def shape_problem(message: dict[str, Any]) -> str | None:
+    """Why a message cannot be used (its parts that must be objects are not), or None. Checked once per message so
+    the handlers below can rely on the shape: a hostile line is counted as malformed, never a traceback."""
+    kind = message.get("type")
+    if kind == "RECORD":
+        if not _is_object(message.get("record")):
+            return "a RECORD whose 'record' is not an object"
+    elif kind == "STATE":
+        state = message.get("state")
+        if not _is_object(state):
+            return "a STATE whose 'state' is not an object"
+        stream = (state or {}).get("stream")
+        if stream is not None and not (_is_object(stream) and _is_object(stream.get("stream_descriptor") or {})):
+            return "a STATE whose 'stream' or 'stream_descriptor' is not an object"
+    elif kind == "TRACE":
+        trace = message.get("trace")
+        if not _is_object(trace):
+            return "a TRACE whose 'trace' is not an object"
+        status = (trace or {}).get("stream_status")
+        if status is not None and not (_is_object(status) and _is_object(status.get("stream_descriptor") or {})):
+            return "a TRACE whose 'stream_status' or 'stream_descriptor' is not an object"
+    return None
+
+
 class WriteLoop:
     def __init__(
         self,
@@ -147,6 +176,15 @@ class WriteLoop:
                 self.store.close()
 
     def _decode(self, item: Any, line_number: int) -> dict[str, Any] | None:
+        message = self._parse(item, line_number)
+        if message is None:
+            return None
+        problem = shape_problem(message)
+        if problem is not None:
+            return self._malformed(line_number, problem)
+        return message
+
+    def _parse(self, item: Any, line_number: int) -> dict[str, Any] | None:
         if isinstance(item, dict):
             return item
         if isinstance(item, AirbyteMessage):
@@ -164,6 +202,7 @@ class WriteLoop:
         return self._malformed(line_number, f"unsupported message object {type(item).__name__}")
 
     def _malformed(self, line_number: int, reason: str) -> None:
+        """Count a line that is not a usable Airbyte message; the run fails at the end with the counts."""
         self.malformed += 1
         if len(self.malformed_samples) < MAX_SAMPLES:
             self.malformed_samples.append(f"line {line_number}: {reason}")

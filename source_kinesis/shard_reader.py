@@ -104,6 +104,7 @@ class ShardReader:
         self._iterator: Optional[str] = None
         self._last_fetched: Optional[str] = None  # sequence number of the last Kinesis record fetched
         self._action = "GetRecords"  # the Kinesis call in progress, named in errors
+        self._latest_at: Optional[dt.datetime] = None  # when a LATEST iterator was first requested
 
     # -- scheduling -------------------------------------------------------------------------------------------
     def next_due(self) -> float:
@@ -123,8 +124,14 @@ class ShardReader:
         """Get the first iterator (or a fresh one after expiry). Returns a Page only when the shard can't be read."""
         if self._last_fetched is not None:
             position = StartPosition("AFTER_SEQUENCE_NUMBER", sequence_number=self._last_fetched)
+        elif self.start.iterator_type == "LATEST" and self._latest_at is not None:
+            # Refreshing a LATEST iterator that fetched nothing yet: LATEST again would skip whatever arrived since
+            # the first one; AT_TIMESTAMP of the first request keeps the same starting point.
+            position = StartPosition("AT_TIMESTAMP", timestamp=self._latest_at)
         else:
             position = self.start
+        if position.iterator_type == "LATEST":
+            self._latest_at = dt.datetime.now(dt.timezone.utc)
         try:
             self._iterator = self._get_iterator(position)
             return None

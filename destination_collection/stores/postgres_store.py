@@ -50,7 +50,7 @@ def connect(config: PostgresStoreConfig) -> psycopg.Connection:
             autocommit=True,
         )
     except psycopg.OperationalError as exc:
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        text = " ".join(str(exc).split()) if str(exc).strip() else type(exc).__name__
         auth = any(word in text.lower() for word in ("password", "authentication", "role", "does not exist", "ssl"))
         raise AirbyteTracedException(
             message=(
@@ -101,7 +101,10 @@ class PostgresStore(Store):
         return [d.name for d in cursor.description or []], rows
 
     def ensure_metadata(self) -> None:
-        self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: only create it when
+        # missing, so a user granted USAGE, CREATE on an existing schema is enough.
+        if not self.fetchall("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema]):
+            self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
         super().ensure_metadata()
 
     def sql_type(self, logical: str) -> str:
