@@ -53,11 +53,51 @@ def _register_secrets(spec: Mapping[str, Any], config: Mapping[str, Any]) -> Non
     update_secrets(list(_registered))
 
 
+# How a spec violation is described. Never the offending value: it may be a secret (a key of the wrong type).
+_RULES = {
+    "minimum": "must be at least {v}",
+    "maximum": "must be at most {v}",
+    "exclusiveMinimum": "must be more than {v}",
+    "exclusiveMaximum": "must be less than {v}",
+    "type": "must be of type {v}",
+    "enum": "must be one of {v}",
+    "pattern": "does not have the expected format",
+    "minLength": "is too short",
+    "maxLength": "is too long",
+    "minItems": "needs at least {v} item(s)",
+    "maxItems": "takes at most {v} item(s)",
+    "oneOf": "matches none of the allowed forms",
+    "anyOf": "matches none of the allowed forms",
+}
+
+
+def check_against_spec(config: Mapping[str, Any], spec: Any, what: str) -> None:
+    """Validate ``config`` against the connector's spec, like the CDK's check_config_against_spec_or_exit, but
+    naming each offending field (the CDK's message gives only the rule: "-5 is less than the minimum of 1" — which
+    field?, found by the reliability suite) and never echoing a value."""
+    from jsonschema import Draft7Validator
+
+    try:
+        check_config_against_spec_or_exit(config, spec)
+        return
+    except Exception:  # noqa: BLE001 - described below, field by field
+        pass
+    errors = sorted(Draft7Validator(spec.connectionSpecification).iter_errors(dict(config)), key=lambda e: [str(p) for p in e.path])
+    problems = []
+    for error in errors[:5]:
+        where = ".".join(str(part) for part in error.path) or "config"
+        if error.validator == "required":
+            problems.append(f"{where}: {error.message}")  # names the missing property, holds no value
+        else:
+            problems.append(f"{where}: " + _RULES.get(str(error.validator), "is invalid ({r})").format(v=error.validator_value, r=error.validator))
+    raise _config_error(f"The {what} is invalid: {'; '.join(problems) or 'it does not match the connector spec'}.")
+
+
 def load_source_config(path: str) -> Dict[str, Any]:
     config = read_json(path, "source config")
     spec = SourceKinesis().spec(logging.getLogger("airbyte"))
     _register_secrets(spec.connectionSpecification, config)
-    check_config_against_spec_or_exit(config, spec)
+    check_against_spec(config, spec, "source config")
     return config
 
 
@@ -65,7 +105,7 @@ def load_destination_config(path: str) -> Dict[str, Any]:
     config = read_json(path, "destination config")
     spec = ConnectorSpecificationSerializer.load(destination_spec())
     _register_secrets(spec.connectionSpecification, config)
-    check_config_against_spec_or_exit(config, spec)
+    check_against_spec(config, spec, "destination config")
     return config
 
 
