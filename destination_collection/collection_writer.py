@@ -125,13 +125,7 @@ class CollectionWriter:
         now = dt.datetime.now(dt.timezone.utc)
         build = self.builder.build
         if self.transformation is None:
-            changes = []
-            for data, emitted_at in batch:
-                if not isinstance(data, dict):
-                    data = {"_value": data}
-                fields, meta = split_metadata(data)
-                changes.append(build(fields, data, meta, emitted_at, now))
-            return changes
+            return self.builder.build_many(batch, now)
         originals = [data if isinstance(data, dict) else {"_value": data} for data, _ in batch]
         output = self.transformation.apply(originals)
         self.stats.filtered += len(batch) - len(output)
@@ -180,27 +174,30 @@ class CollectionWriter:
         store.touch_collection(self.table)
 
     def _evolve(self, docs) -> None:
-        # distinct (field, Python type) pairs first (one C-level comprehension), then the logical kinds; only
-        # integers need their values (BIGINT / DECIMAL / JSON by magnitude)
-        pairs = {(key, type(value)) for doc in docs for key, value in doc.fields.items()}
+        # per field: its values once (C-level comprehensions), then the distinct Python types; only integers need
+        # their values (BIGINT / DECIMAL / JSON by magnitude), and a batch within int64 is BIGINT without a look at
+        # each value
+        field_dicts = [doc.fields for doc in docs]
         observed: dict[str, set[str]] = {}
         simple = _SIMPLE_TYPES
-        int_keys = []
-        for key, kind_type in pairs:
-            if kind_type is int:
-                int_keys.append(key)
-                continue
-            kind = simple.get(kind_type)
-            if kind is not None:
-                observed.setdefault(key, set()).add(kind)
-            elif kind_type is not type(None):  # subclasses, Decimal, …: by value, as value_type says
-                kinds = {value_type(v) for doc in docs if type(v := doc.fields.get(key, None)) is kind_type}
-                kinds.discard(None)
+        none_type = type(None)
+        for key in set().union(*field_dicts):
+            values = [f.get(key) for f in field_dicts]
+            for kind_type in set(map(type, values)):
+                if kind_type is none_type:
+                    continue
+                kind = simple.get(kind_type)
+                if kind is not None:
+                    observed.setdefault(key, set()).add(kind)
+                    continue
+                same = [v for v in values if type(v) is kind_type]
+                if kind_type is int and INT64_MIN <= min(same) and max(same) <= INT64_MAX:
+                    kinds = {BIGINT}
+                else:  # big integers, subclasses, Decimal, …: by value, as value_type says
+                    kinds = {value_type(v) for v in same}
+                    kinds.discard(None)
                 if kinds:
                     observed.setdefault(key, set()).update(kinds)
-        for key in int_keys:
-            kinds = {value_type(v) for doc in docs if type(v := doc.fields.get(key, None)) is int}
-            observed.setdefault(key, set()).update(kinds)
         if any(key not in self.columns for key in observed):
             # new columns are created (and named) in order of first appearance, as before
             order = dict.fromkeys(key for doc in docs for key in doc.fields)

@@ -104,17 +104,22 @@ class UuidPool:
 
 
 def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate document fields from source metadata. Special fields (_id, _op, ...) stay in the fields."""
-    fields: dict[str, Any] = {}
+    """Separate document fields from source metadata. Special fields (_id, _op, ...) stay in the fields.
+
+    Copies the record at C speed, then looks only at its ``_``-prefixed keys (Kinesis records: 6 of 20); removing
+    keys keeps the others in their order, as building the fields key by key would."""
+    underscored = [key for key in data if key[:1] == "_"]
+    fields = dict(data)
+    if not underscored:
+        return fields, {}
     meta: dict[str, Any] = {}
     kinesis: dict[str, Any] = {}
     shadowed = None
     raw = error = None
     has_raw = False
-    for key, value in data.items():
-        if key[:1] != "_":  # most payload fields: one cheap test
-            fields[key] = value
-        elif key.startswith(KINESIS_PREFIX):
+    for key in underscored:
+        if key.startswith(KINESIS_PREFIX):
+            value = fields.pop(key)
             if key in KINESIS_FIELDS:
                 kinesis[KINESIS_FIELDS[key]] = value
             elif key == "_kinesis_shadowed":
@@ -126,9 +131,7 @@ def split_metadata(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
             else:
                 kinesis[key[len(KINESIS_PREFIX):]] = value
         elif key == "_meta":
-            meta["supplied"] = value
-        else:
-            fields[key] = value
+            meta["supplied"] = fields.pop(key)
     if isinstance(shadowed, dict):
         for key, value in shadowed.items():
             fields.setdefault(key, value)
@@ -216,6 +219,57 @@ class DocumentBuilder:
         self.primary_key = [list(p) for p in (primary_key or []) if p]
         self.use_primary_key = dedup and bool(self.primary_key)
         self.uuids = UuidPool()
+
+    def build_many(self, batch: list[tuple[Any, Any]], ingested_at: dt.datetime) -> list[Change]:
+        """``build`` for a batch of raw records (no transformation): the same changes, with the common case (no
+        configured id/event-time field, no ``_event_time``/``_op`` in the record) derived inline; anything else
+        goes through ``build`` record by record."""
+        settings = self.settings
+        build = self.build
+        changes: list[Change] = []
+        append = changes.append
+        if settings.id_field or settings.event_time_field:
+            for data, emitted_at in batch:
+                if not isinstance(data, dict):
+                    data = {"_value": data}
+                fields, meta = split_metadata(data)
+                append(build(fields, data, meta, emitted_at, ingested_at))
+            return changes
+        take = self.uuids.take
+        use_primary_key = self.use_primary_key
+        primary_key = self.primary_key
+        parse = parse_event_time
+        epoch, delta = EPOCH, dt.timedelta
+        lo, hi = _MIN_EMITTED_MS, _MAX_EMITTED_MS
+        for data, emitted_at in batch:
+            if not isinstance(data, dict):
+                data = {"_value": data}
+            fields, meta = split_metadata(data)
+            if "_event_time" in fields or "_op" in fields:
+                append(build(fields, data, meta, emitted_at, ingested_at))
+                continue
+            generated = False
+            special_id = fields.pop("_id") if "_id" in fields else None
+            if special_id is not None:
+                doc_id = special_id if type(special_id) is str else id_text(special_id)
+            elif use_primary_key:
+                doc_id = encode_primary_key(data, primary_key)
+            else:
+                doc_id, generated = take(), True
+            event_time = None
+            kinesis = meta.get("kinesis")
+            if kinesis:
+                arrival = kinesis.get("arrival_time")
+                if arrival is not None:
+                    event_time = parse(arrival)
+            if event_time is None:
+                event_time = ingested_at
+            if type(emitted_at) in (int, float) and lo <= emitted_at <= hi:
+                extracted_at = epoch + delta(milliseconds=emitted_at)
+            else:
+                extracted_at = ingested_at
+            append(Change(doc_id, "UPSERT", fields, event_time, meta, take(), extracted_at, [], generated))
+        return changes
 
     def build(
         self,

@@ -108,6 +108,9 @@ class WriteLoop:
         self.states_echoed = 0
         self._last_purge: float | None = None
         self._deadline: float | None = None  # when the oldest buffered record is due (flush_interval_secs)
+        # writers whose buffer reached batch_size: committed before the next message is handled, or together with
+        # it when that message is a STATE covering them (one transaction for records + state, not two)
+        self._full: list[CollectionWriter] = []
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -158,6 +161,8 @@ class WriteLoop:
                 if message is None:
                     continue
                 kind = message.get("type")
+                if self._full and not (kind == "STATE" and self._state_covers_full(message)):
+                    self._commit_full()
                 if kind == "RECORD":
                     self._on_record(message)
                 elif kind == "STATE":
@@ -165,6 +170,7 @@ class WriteLoop:
                 elif kind == "TRACE":
                     self._on_trace(message)
                 self._maybe_flush_on_interval()
+            self._full = []
             self._commit(list(self.writers.values()))
             for writer in self.writers.values():
                 purge_expired(writer)
@@ -223,12 +229,29 @@ class WriteLoop:
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs
         self.records_since_global_state += 1
-        if len(writer.buffer) >= self.config.batch_size:
-            self._commit([writer])
+        if len(writer.buffer) >= self.config.batch_size and writer not in self._full:
+            self._full.append(writer)
+
+    def _commit_full(self) -> None:
+        full, self._full = self._full, []
+        self._commit(full)
+
+    def _state_covers_full(self, message: dict[str, Any]) -> bool:
+        """Whether this STATE's commit takes every full buffer (then they share its transaction)."""
+        state = message.get("state") or {}
+        if self._state_type(state) != "STREAM":
+            return True
+        descriptor = (state.get("stream") or {}).get("stream_descriptor") or {}
+        writer = self._writer(descriptor.get("name"), descriptor.get("namespace"))
+        return writer is not None and all(w is writer for w in self._full)
+
+    @staticmethod
+    def _state_type(state: dict[str, Any]) -> str:
+        return state.get("type") or ("STREAM" if "stream" in state else "GLOBAL" if "global" in state else "LEGACY")
 
     def _on_state(self, message: dict[str, Any]) -> dict[str, Any]:
         state = dict(message.get("state") or {})
-        state_type = state.get("type") or ("STREAM" if "stream" in state else "GLOBAL" if "global" in state else "LEGACY")
+        state_type = self._state_type(state)
         if state_type == "STREAM":
             descriptor = (state.get("stream") or {}).get("stream_descriptor") or {}
             name, namespace = descriptor.get("name"), descriptor.get("namespace")
@@ -250,6 +273,7 @@ class WriteLoop:
         echo = dict(message)
         echo["state"] = state
         self._commit(writers, state=(key, state_type, namespace, name, jsonio.dumps(state)))
+        self._full = []  # a covering state's transaction took them (checked before this message)
         self.states_echoed += 1
         return echo
 

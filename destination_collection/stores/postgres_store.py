@@ -155,19 +155,28 @@ class PostgresStore(Store):
             self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [ids])
 
     def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
-        stage = quote_ident(f"__kc_stage_{next(_names)}")
         names = ", ".join(quote_ident(name) for name, _ in columns)
+        if plain_insert:
+            # fresh generated ids only: every row is new, so COPY straight into the collection (no staging table
+            # and no INSERT … SELECT: the rows cross the server once); a conflict would fail exactly like INSERT
+            self._copy(self.q(table), names, columns, data)
+            return
+        stage = quote_ident(f"__kc_stage_{next(_names)}")
         self.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
-        with self.conn.cursor() as cursor:
-            with cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
-                for row in zip(*(data[name] for name, _ in columns)):
-                    copy.write_row(row)
+        self._copy(stage, names, columns, data)
         sql = f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {stage}"
         if not plain_insert:
             updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
             sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
         self.execute(sql)
         self.execute(f"DROP TABLE {stage}")
+
+    def _copy(self, target: str, names: str, columns: list[tuple[str, str]], data: dict[str, list]) -> None:
+        with self.conn.cursor() as cursor:
+            with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+                write_row = copy.write_row
+                for row in zip(*(data[name] for name, _ in columns)):
+                    write_row(row)
 
     def table_bytes(self, table: str) -> int | None:
         return int(self.fetchall("SELECT pg_total_relation_size(%s::regclass)", [self.q(table)])[0][0])

@@ -138,3 +138,245 @@ def test_columnar_rows_equal_the_per_value_path(store_class):
         assert data["_airbyte_meta"] == metas
         assert data["_doc"] == [slow.store.encode_document(d.fields)[0] for d in docs.values()]
         assert fast.stats.misfits == slow.stats.misfits
+
+
+# -- batch document builder == one build per record ---------------------------------------------------------------
+def _reference_split(data):
+    """The key-by-key split_metadata the fast one replaced (kept here as the reference)."""
+    from destination_collection.documents import KINESIS_FIELDS, KINESIS_PREFIX
+
+    fields, meta, kinesis = {}, {}, {}
+    shadowed = raw = error = None
+    has_raw = False
+    for key, value in data.items():
+        if key[:1] != "_":
+            fields[key] = value
+        elif key.startswith(KINESIS_PREFIX):
+            if key in KINESIS_FIELDS:
+                kinesis[KINESIS_FIELDS[key]] = value
+            elif key == "_kinesis_shadowed":
+                shadowed = value
+            elif key == "_kinesis_raw_data":
+                raw, has_raw = value, True
+            elif key == "_kinesis_error":
+                error, has_raw = value, True
+            else:
+                kinesis[key[len(KINESIS_PREFIX):]] = value
+        elif key == "_meta":
+            meta["supplied"] = value
+        else:
+            fields[key] = value
+    if isinstance(shadowed, dict):
+        for key, value in shadowed.items():
+            fields.setdefault(key, value)
+    elif shadowed is not None:
+        kinesis["shadowed"] = shadowed
+    if kinesis:
+        meta["kinesis"] = kinesis
+    if has_raw:
+        meta["bad"] = {"reason": error, "raw": raw}
+    return fields, meta
+
+
+class _Ordered(dict):
+    pass
+
+
+def _raw_batch(seed: int, n: int = 400) -> list:
+    rng = random.Random(seed)
+    values = ["x", "", 1, 2**70, 1.5, True, None, {"a": 1}, [1, "b"], "ü🔔"]
+    times = ["2026-11-25T21:30:39.248Z", " 2026-01-02 03:04:05+02:00 ", "1700000000", 1_700_000_000_123, 1.7e9,
+             "garbage", "", None, True, "1e-5", float("nan")]
+    emitted = [1_700_000_000_000, 1.7e12, None, "x", 10**20, True, -1]
+    batch = []
+    for i in range(n):
+        r = rng.random()
+        if r < 0.03:
+            batch.append((rng.choice([5, "text", [1, 2], None]), rng.choice(emitted)))
+            continue
+        data = {}
+        keys = ["a", "b", "_x", "_meta", "_id", "_event_time", "_op", "_kinesis_stream", "_kinesis_shard_id",
+                "_kinesis_sequence_number", "_kinesis_sub_sequence_number", "_kinesis_partition_key",
+                "_kinesis_arrival_time", "_kinesis_shadowed", "_kinesis_raw_data", "_kinesis_error", "_kinesis_other",
+                "", "c"]
+        weights = [9, 9, 1, 1, 4, 1, 1, 7, 7, 7, 7, 7, 7, 1, 1, 1, 1, 1, 5]
+        for key in rng.choices(keys, weights, k=rng.randrange(0, 12)):
+            if key == "_id":
+                data[key] = rng.choice([f"id{rng.randrange(50)}", rng.randrange(50), None, {"k": 1}, [1, "a"]])
+            elif key in ("_event_time", "_kinesis_arrival_time"):
+                data[key] = rng.choice(times)
+            elif key == "_op":
+                data[key] = rng.choice(["insert", "DELETE", " upsert ", "nope", 3, None])
+            elif key == "_kinesis_shadowed":
+                data[key] = rng.choice([{"a": "shadow", "_id": "s"}, "odd"])
+            else:
+                data[key] = rng.choice(values)
+        if rng.random() < 0.05:
+            data = _Ordered(data)
+        batch.append((data, rng.choice(emitted)))
+    return batch
+
+
+class _CountingPool:
+    def __init__(self):
+        self.n = 0
+
+    def take(self):
+        self.n += 1
+        return f"u{self.n}"
+
+
+@pytest.mark.parametrize("mode", ["append", "append_dedup"])
+@pytest.mark.parametrize("settings", [{}, {"id_field": "a"}, {"event_time_field": "b"}])
+def test_build_many_equals_build_per_record(mode, settings):
+    from destination_collection.documents import DocumentBuilder, split_metadata
+
+    config = parse_config({"store": {"store_type": "duckdb", "path": ":memory:"},
+                           "collections": [{"stream": "s", **settings}]})
+    now = dt.datetime(2026, 5, 1, tzinfo=dt.timezone.utc)
+    for seed in range(6):
+        batch = _raw_batch(seed)
+        pk = [["_kinesis_shard_id"], ["_kinesis_sequence_number"]] if seed % 2 else [["a"]]
+        fast = DocumentBuilder(config.collection("s"), pk, dedup=mode == "append_dedup")
+        slow = DocumentBuilder(config.collection("s"), pk, dedup=mode == "append_dedup")
+        fast.uuids, slow.uuids = _CountingPool(), _CountingPool()
+        got = fast.build_many(batch, now)
+        expected = []
+        for data, emitted_at in batch:
+            if not isinstance(data, dict):
+                data = {"_value": data}
+            assert split_metadata(data) == _reference_split(data)
+            assert list(split_metadata(data)[0]) == list(_reference_split(data)[0])  # field order too
+            fields, meta = _reference_split(data)
+            expected.append(slow.build(fields, data, meta, emitted_at, now))
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a == b
+            assert list(a.fields) == list(b.fields)
+            assert type(a.event_time) is type(b.event_time) and type(a.extracted_at) is type(b.extracted_at)
+
+
+# -- a STATE right after a size flush shares its transaction ------------------------------------------------------
+def _counting_transactions(monkeypatch):
+    from destination_collection.stores.duckdb_store import DuckDBStore
+
+    log = []
+    original = DuckDBStore.transaction
+
+    def transaction(self):
+        if not self._in_tx:
+            log.append(1)
+        return original(self)
+
+    monkeypatch.setattr(DuckDBStore, "transaction", transaction)
+    return log
+
+
+def test_state_after_a_full_batch_commits_with_it(harness, monkeypatch):
+    from unit_tests.destination.harness import record, state, stream
+
+    log = _counting_transactions(monkeypatch)
+    streams = [stream("a", mode="append", pk=[]), stream("b", mode="append", pk=[])]
+    messages = [record("a", {"n": i}) for i in range(4)] + [state("a", 1)]  # batch_size 2: two size flushes
+    echoes = harness.write(streams, messages, batch_size=2)
+    assert [e["state"]["destinationStats"]["recordCount"] for e in echoes] == [4.0]
+    # open, the first full batch (committed when the next record arrives), the second with the state, end of input
+    assert len(log) == 3
+    assert harness.query("SELECT count(*) AS n FROM a")[0]["n"] == 4
+
+
+def test_full_batch_is_committed_before_a_state_that_does_not_cover_it(harness, monkeypatch):
+    from unit_tests.destination.harness import record, state, stream
+
+    streams = [stream("a", mode="append", pk=[]), stream("b", mode="append", pk=[])]
+    messages = [record("a", {"n": i}) for i in range(2)] + [state("b", 1), record("b", {"n": 9}), state("a", 2)]
+    seen = []
+    for echo in harness.iter_write(streams, messages, batch_size=2):
+        store = harness.store()
+        try:  # what a reader sees when the echo arrives (the write loop is paused at this yield)
+            seen.append((echo["state"]["stream"]["stream_descriptor"]["name"], store.count_documents("a")))
+        finally:
+            store.close()
+    assert seen == [("b", 2), ("a", 2)]
+
+
+def test_full_batch_is_committed_before_the_next_record_and_a_trace(harness):
+    from unit_tests.destination.harness import complete, record, state, stream
+
+    streams = [stream("a", mode="append", pk=[])]
+    messages = [record("a", {"n": i}) for i in range(3)] + [complete("a"), state("a", 1)]
+    echoes = harness.write(streams, messages, batch_size=2)
+    assert len(echoes) == 1 and harness.query("SELECT count(*) AS n FROM a")[0]["n"] == 3
+
+
+# -- column evolution: per-field type scan == the per-pair scan it replaced -------------------------------------------
+def _reference_observed(docs):
+    from destination_collection.column_types import value_type
+
+    pairs = {(key, type(value)) for doc in docs for key, value in doc.fields.items()}
+    observed = {}
+    for key, kind_type in pairs:
+        kinds = {value_type(v) for doc in docs if type(v := doc.fields.get(key, None)) is kind_type}
+        kinds.discard(None)
+        if kinds:
+            observed.setdefault(key, set()).update(kinds)
+    return observed
+
+
+class _EvolveStore(_PlainStore):
+    def __init__(self):
+        self.calls = []
+
+    def add_columns(self, table, columns):
+        self.calls.append(("add", [(c.field, c.name, c.type) for c in columns]))
+
+    def widen_column(self, table, column, target):
+        self.calls.append(("widen", column.field, target))
+
+
+def test_evolve_sees_the_same_types_as_the_pair_scan():
+    import decimal
+
+    from destination_collection.collection_writer import CollectionWriter as W
+
+    rng = random.Random(11)
+    pool = [1, -2**63, 2**63 - 1, 2**63, -2**63 - 1, 10**40, True, 1.5, "s", None, {"a": 1}, [1], decimal.Decimal("1.5"),
+            decimal.Decimal(7)]
+    for _ in range(200):
+        docs = []
+        for n in range(rng.randrange(1, 30)):
+            keys = rng.sample(["a", "b", "c", "d", "e"], rng.randrange(0, 5))
+            docs.append(Document({k: rng.choice(pool) for k in keys}, {}, None, "", None, []))
+        store = _EvolveStore()
+        writer = _writer(store)
+        writer.columns = {}
+        writer._evolve(docs)
+        expected = _reference_observed(docs)
+        got = {}
+        for kind, columns in [c for c in store.calls if c[0] == "add"]:
+            for field_name, _, logical in columns:
+                got[field_name] = logical
+        from destination_collection.column_types import unify
+
+        for key, kinds in expected.items():
+            logical = None
+            for k in kinds:
+                logical = unify(logical, k)
+            assert got.get(key) == logical, (key, kinds, docs)
+        assert set(got) == set(expected)
+        order = [c[0] for c in store.calls[0][1]] if store.calls else []
+        assert order == [k for k in dict.fromkeys(k for d in docs for k in d.fields) if k in expected]
+        # a second batch widens existing columns exactly as the per-pair scan says
+        more = [Document({k: rng.choice(pool) for k in rng.sample(["a", "b", "c"], 2)}, {}, None, "", None, [])
+                for _ in range(10)]
+        before = {k: c.type for k, c in writer.columns.items()}
+        store.calls.clear()
+        writer._evolve(more)
+        for key, kinds in _reference_observed(more).items():
+            if key in before:
+                from destination_collection.column_types import Column as C, widen
+
+                target = before[key]
+                for k in kinds:
+                    target = widen(C(key, key, target), k)
+                assert writer.columns[key].type == target
