@@ -95,14 +95,6 @@ def test_expired_iterator_resumes_after_the_last_record_fetched(slow_consumers, 
     reliability(expired_iterators=1, records_checked=30, seconds_stalled=int(WAIT_SECONDS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (source_kinesis/shard_reader.py): an expired iterator of a shard that started at LATEST and fetched "
-        "nothing yet is re-acquired at LATEST again, skipping every record that arrived while the consumer stalled. "
-        "Fix: remember when the LATEST iterator was issued (or use the state's started_at) and refresh AT_TIMESTAMP there."
-    ),
-)
 def test_expired_latest_iterator_does_not_skip_records_that_arrived_meanwhile(slow_consumers, reliability):
     shard_reader = slow_consumers["latest"]
     got = drain(shard_reader)
