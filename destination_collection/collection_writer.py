@@ -250,10 +250,9 @@ class CollectionWriter:
         columns = self.columns
         sync_id = self.sync_id
         empty_meta = jsonio.dumps({"sync_id": sync_id, "changes": []})
-        encode = store.encode_document
-        encoded = [encode(doc.fields) for doc in docs]
-        doc_texts = [text for text, _ in encoded]
-        metas = [encode(doc.meta)[0] for doc in docs]
+        encode_many = store.encode_documents
+        doc_texts, doc_changes_all = encode_many([doc.fields for doc in docs])
+        metas = encode_many([doc.meta for doc in docs])[0]
         keeps_nul = store.encode_text("\x00") is not None
         typed: dict[str, list] = {}
         slow: set[int] = set()
@@ -269,7 +268,8 @@ class CollectionWriter:
                 bad = [i for i, v in enumerate(values)
                        if v is not None and (type(v) is not int or not INT64_MIN <= v <= INT64_MAX)]
             elif kind == JSON:
-                values = [None if v is None else encode(v)[0] for v in values]
+                texts = iter(encode_many([v for v in values if v is not None])[0])
+                values = [None if v is None else next(texts) for v in values]
                 bad = []
             else:  # DECIMAL: converted value by value
                 bad = list(range(n))
@@ -279,7 +279,7 @@ class CollectionWriter:
         airbyte_metas = []
         for index, doc in enumerate(docs):
             changes = doc.changes
-            doc_changes = encoded[index][1]
+            doc_changes = doc_changes_all[index] if doc_changes_all else []
             if index in slow:
                 changes = self._row_slow(doc, index, typed, list(changes) + doc_changes)
             elif doc_changes:

@@ -72,10 +72,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _bare_number(raw: bytes) -> bool:
+    """Whether the text is a bare number (first non-blank character); a line opening an object says no at once."""
+    if raw[0] == 0x7B:  # '{'
+        return False
+    stripped = raw.lstrip()
+    return bool(stripped) and stripped[0] in _NUMBER_START
+
+
 def loads(data: bytes | str) -> Any:
     """Parse one JSON value; ``ValueError`` (orjson's JSONDecodeError is one) for anything that is not valid JSON."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    if len(raw) >= 20 and (_maybe_big_int(raw) or (raw.lstrip()[:1] and raw.lstrip()[0] in _NUMBER_START)):
+    if len(raw) >= 20 and (_maybe_big_int(raw) or _bare_number(raw)):
         return _deep(json.loads, raw, parse_constant=_no_constants)
     return orjson.loads(raw)
 
@@ -108,6 +116,20 @@ def dumps(value: Any, sort_keys: bool = False) -> str:
         return _deep(
             json.dumps, value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, default=_stdlib_default
         )
+
+
+def dumps_many(values: list[Any]) -> list[str]:
+    """``[dumps(v) for v in values]``, with orjson called directly for the values it encodes as is (the rest —
+    big integers, Decimal, datetime, deep nesting, … — go through ``dumps``)."""
+    out: list[str] = []
+    append = out.append
+    fast = orjson.dumps
+    for value in values:
+        try:
+            append(fast(value).decode("utf-8"))
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            append(dumps(value))
+    return out
 
 
 def dumpb(value: Any) -> bytes:

@@ -191,21 +191,26 @@ class WriteLoop:
         return message
 
     def _parse(self, item: Any, line_number: int) -> dict[str, Any] | None:
+        if type(item) is bytes or type(item) is str:  # input lines, the common case: checked first
+            return self._parse_line(item, line_number)
         if isinstance(item, dict):
             return item
         if isinstance(item, AirbyteMessage):
             return AirbyteMessageSerializer.dump(item)
         if isinstance(item, (bytes, str)):
-            if not item.strip():
-                return None
-            try:
-                message = jsonio.loads(item)
-            except ValueError as exc:
-                return self._malformed(line_number, f"not JSON ({str(exc).splitlines()[0][:120]})")
-            if isinstance(message, dict) and isinstance(message.get("type"), str):
-                return message
-            return self._malformed(line_number, "not an Airbyte message (a JSON object with a 'type')")
+            return self._parse_line(item, line_number)
         return self._malformed(line_number, f"unsupported message object {type(item).__name__}")
+
+    def _parse_line(self, item: bytes | str, line_number: int) -> dict[str, Any] | None:
+        if not item or item.isspace():  # blank (what strip() leaves empty), without copying the line
+            return None
+        try:
+            message = jsonio.loads(item)
+        except ValueError as exc:
+            return self._malformed(line_number, f"not JSON ({str(exc).splitlines()[0][:120]})")
+        if isinstance(message, dict) and isinstance(message.get("type"), str):
+            return message
+        return self._malformed(line_number, "not an Airbyte message (a JSON object with a 'type')")
 
     def _malformed(self, line_number: int, reason: str) -> None:
         """Count a line that is not a usable Airbyte message; the run fails at the end with the counts."""

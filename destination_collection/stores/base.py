@@ -87,6 +87,14 @@ class Store(abc.ABC):
         """JSON text for a JSON column, plus any changes the store had to make to hold it."""
         return jsonio.dumps(value), []
 
+    def encode_documents(self, values: list[Any]) -> tuple[list[str], list[list[dict[str, Any]]] | None]:
+        """``encode_document`` for many values: their texts, and their changes (None when no value needed any)."""
+        if type(self).encode_document is Store.encode_document:
+            return jsonio.dumps_many(values), None
+        encoded = [self.encode_document(value) for value in values]
+        changes = [c for _, c in encoded]
+        return [t for t, _ in encoded], (changes if any(changes) else None)
+
     def encode_text(self, value: str) -> str | None:
         """A string for a text column, or None if the store cannot hold it."""
         return value

@@ -134,6 +134,16 @@ class PostgresStore(Store):
             return jsonio.dumps({NUL_DOCUMENT_KEY: raw}), [_nul_change("", "an object key contains NUL")]
         return jsonio.dumps(encoded), changes
 
+    def encode_documents(self, values: list[Any]) -> tuple[list[str], list[list[dict[str, Any]]] | None]:
+        texts = jsonio.dumps_many(values)
+        changes = None
+        for index, text in enumerate(texts):
+            if "\\u0000" in text:  # rare: the per-value path (same text and changes as encode_document)
+                if changes is None:
+                    changes = [[] for _ in texts]
+                texts[index], changes[index] = self.encode_document(values[index])
+        return texts, changes
+
     def encode_text(self, value: str) -> str | None:
         return None if "\x00" in value else value
 

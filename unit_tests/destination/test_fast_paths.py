@@ -380,3 +380,48 @@ def test_evolve_sees_the_same_types_as_the_pair_scan():
                 for k in kinds:
                     target = widen(C(key, key, target), k)
                 assert writer.columns[key].type == target
+
+
+# -- JSON texts in bulk == one encode per value ---------------------------------------------------------------------
+def _json_values():
+    import decimal
+
+    return [{"a": 1}, [1, "x"], {"n": 2**70}, {"d": decimal.Decimal("1.5")}, {"t": dt.datetime(2026, 1, 1)},
+            {"nul": "a\x00b"}, {"k\x00": 1}, ["\x00"], {}, "s", 1.5, True, {"deep": [[[[1]]]]}, {"s": {1, 2}}]
+
+
+def test_dumps_many_equals_dumps():
+    nested = current = {}
+    for _ in range(400):  # deeper than orjson writes
+        current["x"] = {}
+        current = current["x"]
+    values = _json_values() + [nested]
+    assert jsonio.dumps_many(values) == [jsonio.dumps(v) for v in values]
+
+
+def test_encode_documents_equals_encode_document_per_value():
+    from destination_collection.stores.postgres_store import PostgresStore
+
+    postgres = PostgresStore.__new__(PostgresStore)  # the encode hooks need no connection
+    for store in (_PlainStore(), _NulRefusingStore(), postgres):
+        for values in (_json_values(), [{"a": 1}, [2]], []):
+            texts, changes = store.encode_documents(values)
+            expected = [store.encode_document(v) for v in values]
+            assert texts == [t for t, _ in expected]
+            assert (changes or [[] for _ in values]) == [c for _, c in expected]
+
+
+def test_blank_line_test_equals_strip():
+    from destination_collection.protocol_loop import WriteLoop
+
+    for item in [b"", b" ", b"\t\r\n\x0b\x0c", b"\x00", b" x ", "", " \u2003\u3000\n", "\u00a0", "\x85", " a", "\x1c"]:
+        assert (not item or item.isspace()) == (not item.strip()), item
+    assert WriteLoop._parse_line  # the write loop uses this test
+
+
+def test_bare_number_detection_equals_lstrip_rule():
+    rng = random.Random(5)
+    for _ in range(20_000):
+        raw = bytes(rng.choice(b" \t\r\n\x0b\x0c{[-0123456789\"a") for _ in range(rng.randrange(20, 30)))
+        stripped = raw.lstrip()
+        assert jsonio._bare_number(raw) == bool(stripped[:1] and stripped[0] in jsonio._NUMBER_START), raw
