@@ -36,6 +36,9 @@ _ARROW = {
 }
 _names = itertools.count()
 MEMORY_LIMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_MEMORY_LIMIT", "256MB")
+# WAL size that triggers a checkpoint (DuckDB's default, 16 MB, when unset). A checkpoint's cost grows with the
+# collection (measured: 0.2 s at 30k rows, 0.8 s at 150k), so a larger threshold (64MB, 128MB) writes big backlogs faster, for more memory.
+CHECKPOINT_THRESHOLD = os.environ.get("DESTINATION_COLLECTION_DUCKDB_CHECKPOINT_THRESHOLD", "")
 
 
 class DuckDBStore(Store):
@@ -72,6 +75,8 @@ class DuckDBStore(Store):
             # bound the buffer pool (DuckDB's default is 80 % of RAM: the cache grows with the file). A flush needs
             # far less; DuckDB spills to disk beyond the limit rather than failing.
             self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            if CHECKPOINT_THRESHOLD:
+                self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._in_tx = False
 
     def close(self) -> None:

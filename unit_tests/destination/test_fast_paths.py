@@ -425,3 +425,19 @@ def test_bare_number_detection_equals_lstrip_rule():
         raw = bytes(rng.choice(b" \t\r\n\x0b\x0c{[-0123456789\"a") for _ in range(rng.randrange(20, 30)))
         stripped = raw.lstrip()
         assert jsonio._bare_number(raw) == bool(stripped[:1] and stripped[0] in jsonio._NUMBER_START), raw
+
+
+def test_gc_threshold_is_raised_during_a_write_and_restored_after(harness):
+    import gc
+
+    from unit_tests.destination.harness import record, state, stream
+
+    before = gc.get_threshold()
+    during = []
+    for _ in harness.iter_write([stream("a", mode="append", pk=[])], [record("a", {"n": 1}), state("a", 1)]):
+        during.append(gc.get_threshold())
+    assert during and during[0][0] >= 50_000 and during[0][1:] == before[1:]
+    assert gc.get_threshold() == before
+    with pytest.raises(Exception):  # a failing write restores it too
+        list(harness.iter_write([stream("a", mode="append", pk=[])], [record("a", {"n": 1})], batch_size=0))
+    assert gc.get_threshold() == before
