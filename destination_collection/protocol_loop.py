@@ -14,7 +14,8 @@ Guarantees:
 * Flushes: a stream's buffer reaches ``batch_size``; a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
   all streams, one transaction); the oldest buffered record is older than ``flush_interval_secs`` (checked as
   messages arrive); the stream's ``STREAM_STATUS COMPLETE`` (then older generations are removed in the same
-  transaction); end of input.
+  transaction); end of input. A full buffer is committed before the next message is handled, or in the same
+  transaction as that message when it is a STATE covering the stream.
 * Malformed lines and records of streams missing from the catalog are counted and skipped; once everything else
   is committed the run fails with a message giving the counts.
 """
