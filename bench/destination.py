@@ -22,7 +22,7 @@ import sys
 
 import orjson
 
-from .common import Context, Section, Table, Target, fmt, interleaved, median, run_child, timed
+from .common import Context, Section, Table, Target, interleaved, median, run_child, timed
 
 TITLE = "Destination throughput and memory"
 ORDER = 30

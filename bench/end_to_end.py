@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List
+from typing import Dict
 
 from .common import Context, Section, Table, Target, interleaved, median
 from .source import BIN, REPO, _replay, _source_files

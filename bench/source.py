@@ -21,7 +21,7 @@ import sys
 import time
 from typing import List, Tuple
 
-from .common import Context, Section, Table, Target, fmt, interleaved, median
+from .common import Context, Section, Table, Target, interleaved, median
 
 TITLE = "Source: CPU per record and backlog drain"
 ORDER = 10
