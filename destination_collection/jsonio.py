@@ -80,11 +80,31 @@ def _bare_number(raw: bytes) -> bool:
     return bool(stripped) and stripped[0] in _NUMBER_START
 
 
+MAX_DEPTH = 1024  # orjson's nesting limit; the stdlib path enforces the same, so both accept the same lines
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True if containers nest deeper than ``limit`` (iterative: deep values must not exhaust the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def loads(data: bytes | str) -> Any:
     """Parse one JSON value; ``ValueError`` (orjson's JSONDecodeError is one) for anything that is not valid JSON."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) >= 20 and (_maybe_big_int(raw) or _bare_number(raw)):
-        return _deep(json.loads, raw, parse_constant=_no_constants)
+        value = _deep(json.loads, raw, parse_constant=_no_constants)
+        if _depth_exceeds(value, MAX_DEPTH):
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        return value
     return orjson.loads(raw)
 
 

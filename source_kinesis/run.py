@@ -11,12 +11,14 @@ import json
 import sys
 import tempfile
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import orjson
-from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.entrypoint import AirbyteEntrypoint
+from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
+from source_kinesis.config import parse_config
 from source_kinesis.source import SourceKinesis
 
 
@@ -32,6 +34,16 @@ def record_line(message: AirbyteMessage) -> bytes:
         return (json.dumps(wire, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
+class KinesisEntrypoint(AirbyteEntrypoint):
+    """The CDK's entrypoint, validating configs with the connector's own model first: its errors name each field
+    ("records_per_call: Input should be less than or equal to 10000"), where the CDK's JSON-schema check names only
+    the rule. A config the model accepts then still goes through the CDK's check against spec.json."""
+
+    def validate_connection(self, source_spec: Any, config: Any) -> None:  # type: ignore[override]
+        parse_config(config)
+        AirbyteEntrypoint.validate_connection(source_spec, config)
+
+
 def read(args: List[str]) -> None:
     """``read``, as the CDK's entrypoint does it (validation, secret filter, record counts on states, error traces
     via its exception hook), with records written by ``record_line`` straight to stdout's byte buffer.
@@ -39,7 +51,7 @@ def read(args: List[str]) -> None:
     Logs still go through the CDK's logger (text stdout); both write whole lines, from this thread only (the
     source's reader threads never log), so lines never interleave."""
     source = SourceKinesis()
-    entrypoint = AirbyteEntrypoint(source)
+    entrypoint = KinesisEntrypoint(source)
     parsed = entrypoint.parse_args(args)
     spec = source.spec(entrypoint.logger)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as temp_dir:
@@ -74,8 +86,12 @@ def run(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] == "read":
         read(args)
-    else:
-        launch(SourceKinesis(), args)
+        return
+    entrypoint = KinesisEntrypoint(SourceKinesis())
+    parsed = entrypoint.parse_args(args)
+    with PRINT_BUFFER:  # as the CDK's launch() does
+        for line in entrypoint.run(parsed):
+            print(f"{line}\n", end="")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,6 @@ def test_destination_cli_with_garbage_and_partial_lines_keeps_what_it_accepted(t
     reliability(cli_cases=1)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (source_kinesis/source.py, via the CDK entrypoint): the CDK validates the config against spec.json before "
-    "the connector's own parse_config and reports only the rule ('Config validation error: -1 is less than the "
-    "minimum of 1'), not which field. Fix: validate with source_kinesis.config.parse_config first in check/discover/"
-    "read (it names every field), or describe jsonschema errors by path as collection_runner/configs.check_against_spec does."))
 def test_source_cli_with_absurd_config_names_the_fields(tmp_path, reliability):
     config = tmp_path / "source.json"
     secret = "cli-hostile-secret-value-0001"

@@ -126,11 +126,7 @@ CORPUS: List[tuple] = [
 
 # Cases that fail today: the destination raises a plain Python exception (a traceback) instead of naming the
 # problem. They are pinned as strict xfails for the destination's owner (see the reasons).
-XFAIL = {
-    "deep-5000-with-big-int": "BUG (destination_collection/jsonio.py loads): the stdlib path (lines with 20+ digit "
-    "integers) accepts nesting deeper than orjson's 1024 levels, so this line is stored instead of being counted as "
-    "malformed like the same line without a big integer. Fix: enforce orjson's depth limit on the stdlib path.",
-}
+XFAIL: dict = {}  # every case that failed when the corpus was written has been fixed
 
 
 def _param(case):
