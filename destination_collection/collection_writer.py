@@ -16,7 +16,7 @@ from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, 
 from .generations import GenerationPlan, plan_generation
 from .naming import SYSTEM_COLUMNS, column_name, table_name
 from .operations import FoldResult, fold
-from .stores.base import Store
+from .stores.base import SYSTEM_COLUMN_TYPES, Store
 from .transformation import Transformation
 
 logger = logging.getLogger("airbyte")
@@ -299,16 +299,7 @@ class CollectionWriter:
             "_airbyte_meta": airbyte_metas,
             "_airbyte_generation_id": [self.plan.write_generation] * n,
         }
-        spec = [
-            ("_id", "VARCHAR"),
-            ("_event_time", "TIMESTAMPTZ"),
-            ("_meta", "JSON"),
-            ("_doc", "JSON"),
-            ("_airbyte_raw_id", "VARCHAR"),
-            ("_airbyte_extracted_at", "TIMESTAMPTZ"),
-            ("_airbyte_meta", "JSON"),
-            ("_airbyte_generation_id", "BIGINT"),
-        ]
+        spec = list(SYSTEM_COLUMN_TYPES)
         for key, column in columns.items():
             spec.append((column.name, column.type))
             data[column.name] = typed[key]
