@@ -13,6 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from collection_runner.locking import read_holder
+from collection_runner.query_service import ask
 from integration_tests.source_helpers import Producer, open_shards, split
 
 SCRIPT = shutil.which("kinesis-collection") or str(Path(sys.executable).parent / "kinesis-collection")
@@ -70,14 +72,27 @@ def test_sigkill_mid_sync_then_resume_loses_and_duplicates_nothing(tmp_path, kin
     producer = Producer(kinesis, stream)
     producer.put(600)
     source, destination = write_configs(
-        tmp_path, kinesis_mock, stream, records_per_call=20, get_records_per_second=2, checkpoint_interval_records=25
+        tmp_path, kinesis_mock, stream, records_per_call=10, get_records_per_second=2, checkpoint_interval_records=25
     )
     dest = json.loads(Path(destination).read_text())
     dest["batch_size"] = 30
     Path(destination).write_text(json.dumps(dest))
-    proc = subprocess.Popen([SCRIPT, "sync", "--source", source, "--destination", destination], stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # mid-sync: ~20 records per call at 2 calls/s per shard, far from 600
+    proc = subprocess.Popen([SCRIPT, "sync", "--source", source, "--destination", destination], stderr=subprocess.DEVNULL)
+    # Kill mid-sync: once the runner has committed some documents (asked through its query socket, as
+    # `kinesis-collection query` does), while it is still reading (10 records per call at 2 calls/s per shard).
+    db = str(tmp_path / "collection.duckdb")
+    table = table_name(stream)
+    deadline = time.monotonic() + 90
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None and committed == 0:
+        holder = read_holder(db)
+        if holder and holder.get("socket"):
+            answer = ask(holder["socket"], {"command": "query", "format": "json", "sql": f'SELECT count(*) AS n FROM "{table}"'})
+            if answer.get("ok"):
+                committed = json.loads(answer["output"].splitlines()[0])["n"]
+        time.sleep(0.2)
     assert proc.poll() is None, "the sync finished before it could be killed; slow it down"
+    assert committed > 0, "nothing was committed in time"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     partial = collection_rows(tmp_path, table_name(stream))
