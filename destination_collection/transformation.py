@@ -1,7 +1,9 @@
 """The ingest transformation: ``SELECT … FROM _input [WHERE …]`` run by DuckDB over each batch, sandboxed.
 
-Sandbox: a private in-memory DuckDB connection per collection with external access (files, network, extensions)
-off, the configuration locked, one thread, a memory limit, and a per-batch timeout (the query is interrupted).
+Sandbox: the statement runs in a child process (``transformation_sandbox``) on a private in-memory DuckDB with
+external access (files, network, extensions) off, the configuration locked, one thread, an address-space cap (so
+values DuckDB allocates outside its memory limit, such as huge ``range()`` lists, fail cleanly) and a per-batch
+deadline (past it the child is killed and restarted).
 The statement is parsed by DuckDB (``json_serialize_sql``) and checked before it ever runs: one SELECT, reading only
 ``_input`` (no joins, subqueries, CTEs or set operations), no ``GROUP BY``/``HAVING``/aggregates (rollups are not
 supported yet), no ORDER BY/LIMIT. The statement is then rewritten, not string-patched:
@@ -20,7 +22,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import decimal
-import threading
 import time
 import uuid
 from typing import Any, Iterable
@@ -31,12 +32,12 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import jsonio
+from .transformation_sandbox import ADDRESS_SPACE_HEADROOM, ARROW_INPUT, Sandbox, SandboxError, sandbox_connection
 
 ROW_COLUMN = "__kc_row"
-ARROW_INPUT = "__kc_input"
 TIMEOUT_SECS = 60.0
 CHUNK_ROWS = 2048
-MEMORY_LIMIT = "512MB"
+CHUNK_BYTES = 64 * 1024**2  # input sent to the sandbox at once: well inside its address-space headroom
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 DEC38_MAX = 10**38 - 1
 
@@ -47,22 +48,6 @@ def _config_error(stream: str, sql: str, problem: str) -> AirbyteTracedException
         internal_message=problem,
         failure_type=FailureType.config_error,
     )
-
-
-def _sandbox() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(
-        ":memory:",
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "threads": 1,
-            "memory_limit": MEMORY_LIMIT,
-        },
-    )
-    con.execute("SET lock_configuration = true")
-    return con
 
 
 def _walk(node: Any) -> Iterable[dict]:
@@ -80,7 +65,9 @@ class Transformation:
         self.sql = sql.strip().rstrip(";").strip()
         self.stream = stream
         self.timeout_secs = timeout_secs
-        self._con = _sandbox()
+        # parses and rewrites statements only (json_serialize_sql / json_deserialize_sql); nothing runs here
+        self._parser = sandbox_connection()
+        self._sandbox = Sandbox()
         self._node = self._parse()
         self.referenced = {
             n["column_names"][0] for n in _walk(self._node) if n.get("class") == "COLUMN_REF" and n.get("column_names")
@@ -97,7 +84,7 @@ class Transformation:
         err = lambda problem: _config_error(self.stream, self.sql, problem)  # noqa: E731
         if not self.sql:
             raise err("it is empty.")
-        serialized = jsonio.loads(self._con.execute("SELECT json_serialize_sql($1)", [self.sql]).fetchone()[0])
+        serialized = jsonio.loads(self._parser.execute("SELECT json_serialize_sql($1)", [self.sql]).fetchone()[0])
         if serialized.get("error"):
             message = serialized.get("error_message", "")
             if "Only SELECT" in message:
@@ -137,25 +124,33 @@ class Transformation:
         return names
 
     def validate_by_dry_run(self) -> None:
-        try:
-            self.apply([])
-        except AirbyteTracedException:
-            raise
-        except duckdb.Error as exc:
-            raise self._translate(exc) from None
+        self.apply([], timeout_secs=max(self.timeout_secs, 30.0))  # a check, not a batch: don't fail it for speed
 
-    def _translate(self, exc: duckdb.Error) -> AirbyteTracedException:
+    def _translate(self, exc: SandboxError) -> AirbyteTracedException:
         text = str(exc)
         if ROW_COLUMN in text and "GROUP BY" in text:
             return _config_error(self.stream, self.sql, "aggregates (rollups) are not supported yet; transform rows one by one.")
-        if isinstance(exc, duckdb.PermissionException):
+        if exc.kind == "PermissionException":
             return _config_error(self.stream, self.sql, "it tried to access files, the network or extensions, which the sandbox forbids.")
-        if isinstance(exc, duckdb.InterruptException):
+        if exc.kind == "Timeout":
             return AirbyteTracedException(
                 message=f"Ingest transformation of stream '{self.stream}' took longer than {self.timeout_secs:g}s on one batch and was stopped; simplify it or lower batch_size. SQL: {self.sql}",
                 failure_type=FailureType.config_error,
             )
-        return _config_error(self.stream, self.sql, f"{text.splitlines()[0]}")
+        if exc.kind in ("OutOfMemoryException", "MemoryError"):
+            return _config_error(
+                self.stream,
+                self.sql,
+                f"it needed more memory than the sandbox allows ({ADDRESS_SPACE_HEADROOM // 1024**2} MB per batch); "
+                "avoid building huge values (range(), repeat(), list functions over large inputs) or lower batch_size.",
+            )
+        if exc.kind == "Crashed":
+            return AirbyteTracedException(
+                message=f"Ingest transformation of stream '{self.stream}': {text}; the batch was not written. Retry the sync; if it recurs, simplify the SQL. SQL: {self.sql}",
+                internal_message=text,
+                failure_type=FailureType.system_error,
+            )
+        return _config_error(self.stream, self.sql, f"{text.splitlines()[0] if text else exc.kind}")
 
     # -- running ----------------------------------------------------------------------------------------------
     def _rewritten_sql(self, input_columns: list[str], missing: list[str]) -> str:
@@ -172,25 +167,32 @@ class Transformation:
             {"class": "COLUMN_REF", "type": "COLUMN_REF", "alias": ROW_COLUMN, "query_location": 0, "column_names": [ROW_COLUMN]}
         )
         document = {"error": False, "statements": [{"node": node, "named_param_map": []}]}
-        return self._con.execute("SELECT json_deserialize_sql($1)", [jsonio.dumps(document)]).fetchone()[0]
+        return self._parser.execute("SELECT json_deserialize_sql($1)", [jsonio.dumps(document)]).fetchone()[0]
 
-    def apply(self, rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    def apply(self, rows: list[dict[str, Any]], timeout_secs: float | None = None) -> list[tuple[int, dict[str, Any]]]:
         """Run over ``rows``; returns ``(index of the source row, output row)`` pairs.
 
-        Rows go through DuckDB in chunks of CHUNK_ROWS under one deadline, so the timeout bounds a batch even though
-        DuckDB only notices an interrupt between its tasks."""
+        Rows go to the sandbox in chunks of at most CHUNK_ROWS rows and about CHUNK_BYTES, all under one deadline
+        (which starts once the sandbox process is up: a restart after a timeout does not eat into the next batch's)."""
+        try:
+            self._sandbox.start()
+        except SandboxError as exc:
+            raise self._translate(exc) from None
+        deadline = time.monotonic() + (self.timeout_secs if timeout_secs is None else timeout_secs)
         if len(rows) <= CHUNK_ROWS:
-            return self._apply_chunk(rows, 0, time.monotonic() + self.timeout_secs)
-        deadline = time.monotonic() + self.timeout_secs
+            return self._apply_chunk(rows, 0, deadline)
         output: list[tuple[int, dict[str, Any]]] = []
         for start in range(0, len(rows), CHUNK_ROWS):
-            if time.monotonic() >= deadline:
-                raise self._translate(duckdb.InterruptException("deadline passed"))
             output.extend(self._apply_chunk(rows[start : start + CHUNK_ROWS], start, deadline))
         return output
 
     def _apply_chunk(self, rows: list[dict[str, Any]], offset: int, deadline: float) -> list[tuple[int, dict[str, Any]]]:
+        if time.monotonic() >= deadline:
+            raise self._translate(SandboxError("Timeout", "deadline passed"))
         table, json_columns, columns = _input_table(rows)
+        if table.nbytes > CHUNK_BYTES and len(rows) > 1:
+            half = len(rows) // 2
+            return self._apply_chunk(rows[:half], offset, deadline) + self._apply_chunk(rows[half:], offset + half, deadline)
         missing = sorted(c for c in self.referenced if c not in columns and c != ROW_COLUMN)
         arrays = [table.column(i) for i in range(table.num_columns)]
         names = list(table.column_names)
@@ -201,20 +203,16 @@ class Transformation:
         projections = ", ".join(
             f"CAST({_q(n)} AS JSON) AS {_q(n)}" if n in json_columns else _q(n) for n in names
         )
-        sql = f"WITH _input AS (SELECT {projections} FROM {ARROW_INPUT}) " + self._rewritten_sql(columns, missing)
-        self._con.register(ARROW_INPUT, table)
-        timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._con.interrupt)
-        timer.start()
         try:
-            cursor = self._con.execute(sql)
-            description = cursor.description
-            result = cursor.to_arrow_table()
+            rewritten = self._rewritten_sql(columns, missing)
         except duckdb.Error as exc:
+            raise _config_error(self.stream, self.sql, f"{str(exc).splitlines()[0]}") from None
+        sql = f"WITH _input AS (SELECT {projections} FROM {ARROW_INPUT}) " + rewritten
+        try:
+            result, json_out = self._sandbox.run(sql, table, deadline)
+        except SandboxError as exc:
             raise self._translate(exc) from None
-        finally:
-            timer.cancel()
-            self._con.unregister(ARROW_INPUT)
-        out_json = {d[0] for d in description if str(d[1]) == "JSON"}
+        out_json = set(json_out)
         output: list[tuple[int, dict[str, Any]]] = []
         out_names = result.column_names
         input_names = set(columns)
@@ -235,7 +233,8 @@ class Transformation:
         return output
 
     def close(self) -> None:
-        self._con.close()
+        self._sandbox.close()
+        self._parser.close()
 
 
 def _q(name: str) -> str:
