@@ -46,6 +46,10 @@ from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso
 from source_kinesis.throttling import ShardBudget
 
 FOLLOW_SHARD_REFRESH_SECONDS = 30.0
+# Follow mode: once the emitter has caught up (no page waiting), records emitted since the last checkpoint are
+# checkpointed at once, so the runner commits them without waiting for checkpoint_interval_seconds; at most this
+# often, so a trickle of small pages doesn't become a commit per page.
+FOLLOW_DRAINED_CHECKPOINT_SECONDS = 0.2
 
 
 @dataclass
@@ -149,6 +153,8 @@ class Orchestrator:
                     page = None
                 if page is not None:
                     yield from self._handle(page)
+                    if self.follow and self.queue.empty():
+                        yield from self._caught_up()
                 yield from self._periodic()
                 if self.follow and self.clock() >= next_refresh:
                     next_refresh = self.clock() + FOLLOW_SHARD_REFRESH_SECONDS
@@ -374,6 +380,12 @@ class Orchestrator:
             if not run.done and now - run.last_checkpoint >= self.config.checkpoint_interval_seconds:
                 yield self._state_message(run)
         self.progress.maybe_log()
+
+    def _caught_up(self) -> Iterator[AirbyteMessage]:
+        now = self.clock()
+        for run in self.runs.values():
+            if not run.done and run.records_since_checkpoint and now - run.last_checkpoint >= FOLLOW_DRAINED_CHECKPOINT_SECONDS:
+                yield self._state_message(run)
 
     def _refresh_shards(self) -> Iterator[AirbyteMessage]:
         for run in self.runs.values():

@@ -289,3 +289,41 @@ def test_non_json_payloads_are_emitted(kinesis) -> None:
     records = records_of(messages)
     assert len(records) == 2
     assert all(r["_kinesis_partition_key"] == "a" for r in records)
+
+
+def test_follow_checkpoints_as_soon_as_it_has_caught_up(kinesis):
+    """Follow mode: records emitted are covered by a state once no page is waiting, long before the 60 s checkpoint
+    interval, so a runner commits them at once (freshness) — and the state never precedes its records."""
+    import threading
+
+    from source_kinesis.auth import ClientFactory
+    from source_kinesis.config import parse_config
+    from source_kinesis.discovery import resolve_catalog_stream
+    from source_kinesis.orchestrator import Orchestrator
+
+    make_stream(kinesis, "fresh", shards=2)
+    written = put(kinesis, "fresh", [{"n": i} for i in range(6)])
+    cfg = parse_config(config(["fresh"], checkpoint_interval_seconds=60, get_records_per_second=5))
+    client = ClientFactory(cfg).kinesis()
+    stop = threading.Event()
+    orchestrator = Orchestrator(cfg, client, logging.getLogger("airbyte.test"), follow=True, stop_event=stop)
+    seen: list = []
+    covered_at = None
+    started = time.monotonic()
+    for message in orchestrator.run(["fresh"], lambda name: resolve_catalog_stream(client, cfg, name), {}):
+        if message.type == Type.RECORD:
+            seen.append(message.record.data)
+        elif message.type == Type.STATE and len(seen) == len(written):
+            shards = message.state.stream.stream_state.__dict__["shards"]
+            positions = {s: v.get("sequence_number") for s, v in shards.items()}
+            last = {}
+            for shard_id, sequence in written:
+                last[shard_id] = sequence
+            if all(positions.get(s) == seq for s, seq in last.items()):
+                covered_at = time.monotonic()
+                stop.set()
+        if time.monotonic() - started > 20:
+            stop.set()
+    assert len(seen) == len(written)
+    assert covered_at is not None, "no state covered the records before the stop"
+    assert covered_at - started < 10, f"covered only after {covered_at - started:.1f} s"
