@@ -168,12 +168,14 @@ class CollectionWriter:
             )
         store.delete_documents(self.table, result.deletes)
         if result.writes:
-            self._evolve(result.writes.values())
-            columns, data = self._rows(result.writes)
+            values_by_field = self._evolve(result.writes.values())
+            columns, data = self._rows(result.writes, values_by_field)
             store.write_rows(self.table, columns, data, plain_insert=plain)
         store.touch_collection(self.table)
 
-    def _evolve(self, docs) -> None:
+    def _evolve(self, docs) -> dict[str, list]:
+        """Create and widen columns for the batch; returns each field's values in document order, which ``_rows``
+        reuses (one pass per field over the batch instead of two)."""
         # per field: its values once (C-level comprehensions), then the distinct Python types; only integers need
         # their values (BIGINT / DECIMAL / JSON by magnitude), and a batch within int64 is BIGINT without a look at
         # each value
@@ -181,8 +183,9 @@ class CollectionWriter:
         observed: dict[str, set[str]] = {}
         simple = _SIMPLE_TYPES
         none_type = type(None)
+        values_by_field: dict[str, list] = {}
         for key in set().union(*field_dicts):
-            values = [f.get(key) for f in field_dicts]
+            values = values_by_field[key] = [f.get(key) for f in field_dicts]
             for kind_type in set(map(type, values)):
                 if kind_type is none_type:
                     continue
@@ -237,8 +240,9 @@ class CollectionWriter:
                 column.type = target
         if new_columns:
             self.store.add_columns(self.table, new_columns)
+        return values_by_field
 
-    def _rows(self, writes) -> tuple[list[tuple[str, str]], dict[str, list]]:
+    def _rows(self, writes, values_by_field: dict[str, list]) -> tuple[list[tuple[str, str]], dict[str, list]]:
         """Column lists for the batch. Columnar: each typed column is built with one comprehension and checked in
         bulk; a document holding any value that is not simply its column's Python type (a misfit, a conversion, a
         NUL the store cannot hold) goes through the per-value path (``_row_slow``), which records its changes in
@@ -257,7 +261,10 @@ class CollectionWriter:
         typed: dict[str, list] = {}
         slow: set[int] = set()
         for key, column in columns.items():
-            values = [doc.fields.get(key) for doc in docs]
+            values = values_by_field.get(key)
+            if values is None:  # a column no document of this batch has
+                typed[key] = [None] * n
+                continue
             kind = column.type
             exact = _EXACT.get(kind)
             if exact is not None:

@@ -125,7 +125,9 @@ def test_columnar_rows_equal_the_per_value_path(store_class):
     for seed in range(5):
         docs = _docs(seed)
         fast = _writer(store_class())
-        spec, data = fast._rows(docs)
+        field_dicts = [doc.fields for doc in docs.values()]
+        values_by_field = {key: [f.get(key) for f in field_dicts] for key in set().union(*field_dicts)}
+        spec, data = fast._rows(docs, values_by_field)
         # reference: every document through the per-value path
         slow = _writer(store_class())
         typed = {key: [None] * len(docs) for key in slow.columns}
