@@ -3,10 +3,12 @@
 * **Backlog**: ``kinesis-collection sync`` (source and destination in one process) from the replay server (4 shards)
   into a fresh DuckDB collection (``append_dedup`` on the Kinesis primary key), records/s of the whole run; beside it
   the same data through a piped sync (``source-kinesis read | destination-collection write``).
-* **Freshness**: ``kinesis-collection follow`` on kinesis-mock (4 shards) while a writer puts 100 records every
-  100 ms (1,000 records/s); every 100 ms the benchmark asks the runner (through its query socket, as
+* **Freshness**: ``kinesis-collection follow`` on kinesis-mock (4 shards, the source's default budget of 2
+  GetRecords/s per shard) while two writers each put a batch of 100 records every 200 ms for 8 s (1,000 records/s
+  when the emulator keeps up; the achieved rate is reported); every 100 ms the benchmark asks the runner (through its query socket, as
   ``kinesis-collection query`` does) which batches are complete. Latency of a batch = first time all its records are
-  queryable − time its ``put_records`` started. p50 and p95 over all batches.
+  queryable − time its ``put_records`` was called (the target's measure), and − time it returned (the records are in
+  the stream: what the connector controls). p50 and p95 over all batches.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from .source import BIN, REPO, _replay, _source_files
 
 TITLE = "End to end: runner backlog and follow-mode freshness"
 ORDER = 40
+WRITERS = 2  # concurrent put_records callers: kinesis-mock answers a put in 0.2–0.5 s under load
+BATCH = 100  # records per put_records call (and per latency sample)
 PK = [["_kinesis_shard_id"], ["_kinesis_sequence_number"], ["_kinesis_sub_sequence_number"]]
 
 
@@ -89,7 +93,9 @@ def freshness(ctx: Context, section: Section) -> None:
     from collection_runner.query_service import ask
     from integration_tests.kinesis_mock import KinesisMock, create_stream
 
-    seconds = 3 if ctx.smoke else 30
+    # kinesis-mock's put_records slows as its shards fill (below 1,000 records/s past ~2k records per shard here), so
+    # the window is short enough for the emulator to keep up with the target rate
+    seconds = 3 if ctx.smoke else 8
     emulator = ctx.service("kinesis-mock", lambda: KinesisMock().start(), lambda m: m.stop())
     client = emulator.client()
     name = f"fresh-{int(time.time())}"
@@ -111,14 +117,15 @@ def freshness(ctx: Context, section: Section) -> None:
         if not holder or not holder.get("socket"):
             raise RuntimeError("the runner did not start")
         socket_path = holder["socket"]
-        sent: Dict[int, float] = {}
+        sent: Dict[int, float] = {}  # when put_records was called
+        acked: Dict[int, float] = {}  # when it returned (the records are in the stream)
         seen: Dict[int, float] = {}
 
         counter = itertools.count()
         lock = threading.Lock()
 
         def writer() -> None:
-            # Two writers, each putting a batch of 100 records every 200 ms: 1,000 records/s when the emulator keeps
+            # WRITERS writers, each putting BATCH records every WRITERS × BATCH ms: 1,000 records/s when the emulator keeps
             # up (kinesis-mock's put_records slows as shards fill; the achieved rate is reported).
             next_at = time.monotonic()
             end = next_at + seconds
@@ -126,13 +133,14 @@ def freshness(ctx: Context, section: Section) -> None:
                 with lock:
                     batch = next(counter)
                 started = time.time()
-                records = [{"Data": json.dumps({"batch": batch, "i": i}).encode(), "PartitionKey": f"b{batch}-{i}"} for i in range(100)]
+                records = [{"Data": json.dumps({"batch": batch, "i": i}).encode(), "PartitionKey": f"b{batch}-{i}"} for i in range(BATCH)]
                 client.put_records(StreamName=name, Records=records)
+                acked[batch] = time.time()
                 sent[batch] = started
-                next_at += 0.2
+                next_at += WRITERS * BATCH / 1000
                 time.sleep(max(0.0, next_at - time.monotonic()))
 
-        threads = [threading.Thread(target=writer, daemon=True) for _ in range(2)]
+        threads = [threading.Thread(target=writer, daemon=True) for _ in range(WRITERS)]
         write_started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -151,7 +159,7 @@ def freshness(ctx: Context, section: Section) -> None:
             if response.get("ok"):
                 for line in response["output"].splitlines():
                     row = json.loads(line)
-                    if row["n"] >= 100 and row["batch"] not in seen:
+                    if row["n"] >= BATCH and row["batch"] not in seen:
                         seen[row["batch"]] = now
             if all_written():
                 poll_until = poll_until or time.monotonic() + 10
@@ -171,15 +179,22 @@ def freshness(ctx: Context, section: Section) -> None:
     missing = len(sent) - len(latencies)
     if not latencies:
         raise RuntimeError("no batch became queryable")
-    p50 = latencies[len(latencies) // 2]
-    p95 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))]
-    rate = len(sent) * 100 / write_seconds
-    t = Table(["writer rate (records/s)", "batches", "not seen in time", "p50 latency s", "p95 latency s", "max s"],
-              caption="put_records → queryable through the runner; polled every 100 ms (adds up to 0.1 s).")
-    t.add(rate, len(sent), missing, p50, p95, latencies[-1])
+    after_ack = sorted(seen[b] - acked[b] for b in seen if b in acked)
+    put_secs = sorted(acked[b] - sent[b] for b in acked)
+
+    def pct(values: list, q: float) -> float:
+        return values[min(len(values) - 1, int(len(values) * q))]
+
+    p50, p95 = pct(latencies, 0.5), pct(latencies, 0.95)
+    rate = len(sent) * BATCH / write_seconds
+    t = Table(["measured from", "writer rate (records/s)", "batches", "not seen in time", "p50 latency s", "p95 latency s", "max s"],
+              caption="→ queryable through the runner; polled every 100 ms (adds up to 0.1 s). The put_records call itself "
+                      f"took p50 {pct(put_secs, 0.5):.2f} s / p95 {pct(put_secs, 0.95):.2f} s on kinesis-mock (AWS: tens of ms).")
+    t.add("put_records called", rate, len(sent), missing, p50, p95, latencies[-1])
+    t.add("put_records returned", rate, len(sent), missing, pct(after_ack, 0.5), pct(after_ack, 0.95), after_ack[-1])
     section.tables.append(t)
     section.targets.append(Target("follow freshness p95 (put → queryable)", f"{p95:.2f} s (p50 {p50:.2f} s) at {rate:,.0f} records/s", "≤ 2 s at 1,000 records/s",
-                                  None if ctx.smoke else (p95 <= 2.0 and missing == 0)))
+                                  None if ctx.smoke else (p95 <= 2.0 and missing == 0 and rate >= 950)))
 
 
 def run(ctx: Context) -> Section:
