@@ -77,7 +77,11 @@ class Transformation:
                 self.referenced.update(n for n in star.get("exclude_list") or [] if isinstance(n, str))
         self.referenced.discard(ROW_COLUMN)
         self.explicit_names = self._explicit_names()
-        self.validate_by_dry_run()
+        try:
+            self.validate_by_dry_run()
+        except BaseException:
+            self.close()  # a refused statement must not leave its sandbox process behind
+            raise
 
     # -- checking ---------------------------------------------------------------------------------------------
     def _parse(self) -> dict:

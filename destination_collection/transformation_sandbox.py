@@ -84,6 +84,8 @@ class Sandbox:
         if self._proc is not None and self._proc.poll() is None:
             return
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "HOME": "/nonexistent"}
+        if os.environ.get("LD_LIBRARY_PATH"):  # some Python builds need it to load libpython
+            env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
         # -I: no environment variables, no user site, no script directory on sys.path. The child gets the parent's
         # sys.path and loads this file directly, without the package's __init__ (which imports the Airbyte CDK: ~3 s).
         proc = subprocess.Popen(
@@ -199,7 +201,9 @@ def _die_with_parent(parent_pid: int) -> None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        # PR_SET_PDEATHSIG: fires when the parent *thread* that started us ends; a transformation is started and used
+        # by the thread running the write loop, which closes it before it ends
+        libc.prctl(1, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: EOF on stdin still ends the child
         pass
     if os.getppid() != parent_pid:  # the parent died before prctl took effect

@@ -137,3 +137,19 @@ def test_close_ends_the_child():
     t.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _children() -> set:
+    found = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/children") as handle:
+            found.update(int(pid) for pid in handle.read().split())
+    return {pid for pid in found if open(f"/proc/{pid}/stat").read().split()[2] != "Z"}
+
+
+def test_a_statement_refused_by_the_dry_run_leaves_no_process_behind():
+    before = _children()
+    with pytest.raises(AirbyteTracedException) as info:
+        Transformation("SELECT *, no_such_function(a) AS b FROM _input", "orders")
+    assert info.value.failure_type == FailureType.config_error and "no_such_function" in info.value.message
+    assert _children() - before == set()
