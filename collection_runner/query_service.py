@@ -72,6 +72,7 @@ class QueryService:
             view = copy.copy(self.store)
             view.con = self._con  # type: ignore[attr-defined]
             view._in_tx = False  # type: ignore[attr-defined]
+            view._pending = None  # type: ignore[attr-defined]  # the writer's background COMMIT is not the view's to wait for
             view.con.execute("BEGIN TRANSACTION")
             try:
                 return inspect_cmd.render_command(

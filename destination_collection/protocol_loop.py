@@ -141,6 +141,9 @@ class WriteLoop:
         # writers whose buffer reached batch_size: committed before the next message is handled, or together with
         # it when that message is a STATE covering them (one transaction for records + state, not two)
         self._full: list[CollectionWriter] = []
+        # state echoes whose transaction was handed to the store; yielded once the store says its COMMIT finished
+        # (the DuckDB store commits on a background thread while the next batch is read and prepared)
+        self._echoes: list[dict[str, Any]] = []
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -200,20 +203,29 @@ class WriteLoop:
                 if kind == "RECORD":
                     self._on_record(message)
                 elif kind == "STATE":
-                    yield self._on_state(message)
+                    self._echoes.append(self._on_state(message))
                 elif kind == "TRACE":
                     self._on_trace(message)
                 self._maybe_flush_on_interval()
+                if self._echoes and not self.store.commit_pending():
+                    yield from self._release_echoes()
             self._full = []
             self._commit(list(self.writers.values()))
             for writer in self.writers.values():
                 purge_expired(writer)
+            self.store.settle()
+            yield from self._release_echoes()
             self._report()
         finally:
             for writer in self.writers.values():
                 writer.close()
             if self._own_store and self.store is not None:
                 self.store.close()
+
+    def _release_echoes(self) -> Iterator[dict[str, Any]]:
+        """Yield the echoes of committed states, in order (the caller checked the store has no COMMIT running)."""
+        echoes, self._echoes = self._echoes, []
+        yield from echoes
 
     def _decode(self, item: Any, line_number: int) -> dict[str, Any] | None:
         message = self._parse(item, line_number)

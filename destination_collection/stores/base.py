@@ -51,6 +51,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def commit_pending(self) -> bool:
+        """Whether the last transaction's COMMIT is still running (stores that commit in the background); a finished
+        one that failed raises here. Synchronous stores: always False."""
+        return False
+
+    def settle(self) -> None:
+        """Wait for a background COMMIT and raise its error, if any (synchronous stores: nothing to do)."""
+
     @abc.abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
+import threading
 from typing import Any, Iterator, Sequence
 
 import duckdb
@@ -39,6 +41,26 @@ MEMORY_LIMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_MEMORY_LIMIT", "256
 # WAL size that triggers a checkpoint (DuckDB's default, 16 MB, when unset). A checkpoint's cost grows with the
 # collection (measured: 0.2 s at 30k rows, 0.8 s at 150k), so a larger threshold (64MB, 128MB) writes big backlogs faster, for more memory.
 CHECKPOINT_THRESHOLD = os.environ.get("DESTINATION_COLLECTION_DUCKDB_CHECKPOINT_THRESHOLD", "")
+# COMMIT runs on a background thread (DuckDB releases the GIL while it writes the WAL and checkpoints), so the write
+# loop parses and prepares the next batch meanwhile; every later use of the connection waits for it first, and the
+# write loop echoes a state only once its COMMIT has finished. "0" commits synchronously.
+BACKGROUND_COMMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_BACKGROUND_COMMIT", "1") != "0"
+logger = logging.getLogger("airbyte")
+
+
+class _Commit:
+    """One COMMIT running on its own (non-daemon: the interpreter waits for it at exit) thread."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(con,), name="duckdb-commit")
+        self.thread.start()
+
+    def _run(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            con.execute("COMMIT")
+        except BaseException as exc:  # handed to the writer's thread by settle()
+            self.error = exc
 
 
 class DuckDBStore(Store):
@@ -78,15 +100,37 @@ class DuckDBStore(Store):
             if CHECKPOINT_THRESHOLD:
                 self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._in_tx = False
+        self._pending: _Commit | None = None
+        self.background_commit = BACKGROUND_COMMIT and not read_only
 
     def close(self) -> None:
+        try:
+            self.settle()
+        except Exception as exc:  # the caller is already failing, or settled (and raised) before closing
+            logger.warning(f"The last commit to DuckDB file {self.path} failed: {exc}")
         self.con.close()
+
+    def settle(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.thread.join()
+            if pending.error is not None:
+                raise pending.error
+
+    def commit_pending(self) -> bool:
+        if self._pending is None:
+            return False
+        if self._pending.thread.is_alive():
+            return True
+        self.settle()
+        return False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         if self._in_tx:
             yield
             return
+        self.settle()
         self.con.execute("BEGIN TRANSACTION")
         self._in_tx = True
         try:
@@ -96,15 +140,23 @@ class DuckDBStore(Store):
             self.con.execute("ROLLBACK")
             raise
         self._in_tx = False
-        self.con.execute("COMMIT")
+        if self.background_commit:
+            self._pending = _Commit(self.con)
+        else:
+            self.con.execute("COMMIT")
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        if self._pending is not None:
+            self.settle()
         self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
+        if self._pending is not None:
+            self.settle()
         return (self.con.execute(sql, params) if params is not None else self.con.execute(sql)).fetchall()
 
     def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
+        self.settle()
         cursor = self.con.execute(sql)
         rows = cursor.fetchall()
         return [d[0] for d in cursor.description or []], rows
@@ -125,6 +177,7 @@ class DuckDBStore(Store):
         )
 
     def _register(self, table: pa.Table) -> str:
+        self.settle()
         name = f"__kc_stage_{next(_names)}"
         self.con.register(name, table)
         return name
@@ -178,6 +231,7 @@ class DuckDBStore(Store):
             return None
 
     def iter_documents(self, table: str, batch: int = 10_000) -> Iterator[tuple[str, Any, str, str]]:
+        self.settle()
         cursor = self.con.cursor()
         cursor.execute(f"SELECT _id, _event_time, _meta, _doc FROM {self.q(table)}")
         while True:
