@@ -181,18 +181,24 @@ class Sandbox:
 
 
 def _stop(proc: subprocess.Popen, graceful: bool = True) -> None:
-    if proc.poll() is not None:
-        return
-    if graceful:
-        try:
-            assert proc.stdin is not None
-            proc.stdin.close()  # EOF: the child exits on its own
-            proc.wait(timeout=2)
-            return
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    proc.kill()
-    proc.wait()
+    try:
+        if proc.poll() is None and graceful:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.close()  # EOF: the child exits on its own
+                proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    finally:
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except OSError:  # unflushed input to a child that is gone
+                pass
 
 
 # -- the child's side ---------------------------------------------------------------------------------------------
