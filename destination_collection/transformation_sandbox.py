@@ -70,6 +70,23 @@ class SandboxError(Exception):
         self.kind = kind
 
 
+def _ipc(table: pa.Table) -> pa.Buffer:
+    """The table as an Arrow IPC stream (a buffer: written to the pipe as is, without a copy into bytes)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _write_frame(pipe: Any, header: bytes, body: Any) -> None:
+    """One frame: both lengths, the JSON header, the body (bytes or an Arrow buffer), then flush."""
+    pipe.write(_FRAME.pack(len(header), len(body)))
+    pipe.write(header)
+    if len(body):
+        pipe.write(body)
+    pipe.flush()
+
+
 # -- the parent's side --------------------------------------------------------------------------------------------
 class Sandbox:
     """One child process; ``run`` sends a statement and an input table and returns the result table."""
@@ -109,17 +126,11 @@ class Sandbox:
         self.start()
         proc = self._proc
         assert proc is not None
-        body = b""
-        if table is not None:
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            body = sink.getvalue().to_pybytes()
+        body = _ipc(table) if table is not None else b""
         header = orjson.dumps({"sql": sql})
         try:
             assert proc.stdin is not None
-            proc.stdin.write(_FRAME.pack(len(header), len(body)) + header + body)
-            proc.stdin.flush()
+            _write_frame(proc.stdin, header, body)
             reply = self._read_reply(proc, deadline)
         except SandboxError:
             raise
@@ -237,10 +248,8 @@ def _serve(stdin: Any, stdout: Any) -> None:
             raise EOFError
         return data
 
-    def reply(head: dict, body: bytes = b"") -> None:
-        encoded = orjson.dumps(head)
-        stdout.write(_FRAME.pack(len(encoded), len(body)) + encoded + body)
-        stdout.flush()
+    def reply(head: dict, body: Any = b"") -> None:
+        _write_frame(stdout, orjson.dumps(head), body)
 
     # the first Arrow round trip loads lazily imported modules (~0.5 s): pay for it before saying ready, not inside
     # the first batch's deadline
@@ -264,12 +273,7 @@ def _serve(stdin: Any, stdout: Any) -> None:
             del body
             cursor = con.execute(request["sql"])
             json_columns = [d[0] for d in cursor.description if str(d[1]) == "JSON"]
-            result = cursor.to_arrow_table()
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, result.schema) as writer:
-                writer.write_table(result)
-            del result
-            reply({"json_columns": json_columns}, sink.getvalue().to_pybytes())
+            reply({"json_columns": json_columns}, _ipc(cursor.to_arrow_table()))
         except (duckdb.Error, MemoryError, pa.ArrowException) as exc:
             reply({"error": type(exc).__name__, "message": str(exc)[:2000]})
         finally:
