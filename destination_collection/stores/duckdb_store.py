@@ -146,13 +146,11 @@ class DuckDBStore(Store):
             self.con.execute("COMMIT")
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        if self._pending is not None:
-            self.settle()
+        self.settle()
         self.con.execute(sql, params) if params is not None else self.con.execute(sql)
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
-        if self._pending is not None:
-            self.settle()
+        self.settle()
         return (self.con.execute(sql, params) if params is not None else self.con.execute(sql)).fetchall()
 
     def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
