@@ -375,16 +375,20 @@ class Orchestrator:
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def _periodic(self) -> Iterator[AirbyteMessage]:
-        now = self.clock()
-        for run in self.runs.values():
-            if not run.done and now - run.last_checkpoint >= self.config.checkpoint_interval_seconds:
-                yield self._state_message(run)
+        yield from self._checkpoint_due(self.config.checkpoint_interval_seconds, with_records_only=False)
         self.progress.maybe_log()
 
     def _caught_up(self) -> Iterator[AirbyteMessage]:
+        yield from self._checkpoint_due(FOLLOW_DRAINED_CHECKPOINT_SECONDS, with_records_only=True)
+
+    def _checkpoint_due(self, every: float, with_records_only: bool) -> Iterator[AirbyteMessage]:
+        """A state for each running stream last checkpointed at least ``every`` seconds ago (and, if asked, that
+        emitted records since)."""
         now = self.clock()
         for run in self.runs.values():
-            if not run.done and run.records_since_checkpoint and now - run.last_checkpoint >= FOLLOW_DRAINED_CHECKPOINT_SECONDS:
+            if run.done or (with_records_only and not run.records_since_checkpoint):
+                continue
+            if now - run.last_checkpoint >= every:
                 yield self._state_message(run)
 
     def _refresh_shards(self) -> Iterator[AirbyteMessage]:
