@@ -96,19 +96,21 @@ def shape_problem(message: dict[str, Any]) -> str | None:
         if not _is_object(message.get("record")):
             return "a RECORD whose 'record' is not an object"
     elif kind == "STATE":
-        state = message.get("state")
-        if not _is_object(state):
-            return "a STATE whose 'state' is not an object"
-        stream = (state or {}).get("stream")
-        if stream is not None and not (_is_object(stream) and _is_object(stream.get("stream_descriptor") or {})):
-            return "a STATE whose 'stream' or 'stream_descriptor' is not an object"
+        return _described_part_problem(message, "STATE", "state", "stream")
     elif kind == "TRACE":
-        trace = message.get("trace")
-        if not _is_object(trace):
-            return "a TRACE whose 'trace' is not an object"
-        status = (trace or {}).get("stream_status")
-        if status is not None and not (_is_object(status) and _is_object(status.get("stream_descriptor") or {})):
-            return "a TRACE whose 'stream_status' or 'stream_descriptor' is not an object"
+        return _described_part_problem(message, "TRACE", "trace", "stream_status")
+    return None
+
+
+def _described_part_problem(message: dict[str, Any], kind: str, part: str, described: str) -> str | None:
+    """``message[part]`` must be an object; its ``described`` member, when present, an object whose
+    ``stream_descriptor`` (when present) is an object too."""
+    value = message.get(part)
+    if not _is_object(value):
+        return f"a {kind} whose '{part}' is not an object"
+    inner = (value or {}).get(described)
+    if inner is not None and not (_is_object(inner) and _is_object(inner.get("stream_descriptor") or {})):
+        return f"a {kind} whose '{described}' or 'stream_descriptor' is not an object"
     return None
 
 
