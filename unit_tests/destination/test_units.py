@@ -217,9 +217,11 @@ def test_flush_after_max_interval_without_state(harness):
         yield json.dumps(record("s", {"k": 1}))
         now[0] = 2.0
         yield json.dumps(record("s", {"k": 2}))
+        loop.store.settle()  # the DuckDB store commits in the background: wait for any COMMIT before looking
         seen.append(len(harness.docs("s")))  # not yet due
         now[0] = 5.5
         yield json.dumps(record("s", {"k": 3}))  # the first record is now 5.5 s old: flush
+        loop.store.settle()
         seen.append(len(harness.docs("s")))
         yield json.dumps(record("s", {"k": 4}))
 
