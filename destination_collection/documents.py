@@ -239,8 +239,6 @@ class DocumentBuilder:
         use_primary_key = self.use_primary_key
         primary_key = self.primary_key
         parse = parse_event_time
-        epoch, delta = EPOCH, dt.timedelta
-        lo, hi = _MIN_EMITTED_MS, _MAX_EMITTED_MS
         for data, emitted_at in batch:
             if not isinstance(data, dict):
                 data = {"_value": data}
@@ -264,10 +262,7 @@ class DocumentBuilder:
                     event_time = parse(arrival)
             if event_time is None:
                 event_time = ingested_at
-            if type(emitted_at) in (int, float) and lo <= emitted_at <= hi:
-                extracted_at = epoch + delta(milliseconds=emitted_at)
-            else:
-                extracted_at = ingested_at
+            extracted_at = extracted_time(emitted_at, ingested_at)
             append(Change(doc_id, "UPSERT", fields, event_time, meta, take(), extracted_at, [], generated))
         return changes
 
@@ -326,9 +321,7 @@ class DocumentBuilder:
                 op_error = f"unknown _op {jsonio.dumps(op_value)}; expected one of {', '.join(OPS)} (any case)"
                 op = ERROR_OP
 
-        extracted_at = (
-            extracted_time(emitted_at_ms, ingested_at)
-        )
+        extracted_at = extracted_time(emitted_at_ms, ingested_at)
         return Change(
             id=doc_id,
             op=op,
