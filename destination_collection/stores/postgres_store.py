@@ -174,11 +174,10 @@ class PostgresStore(Store):
         stage = quote_ident(f"__kc_stage_{next(_names)}")
         self.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
         self._copy(stage, names, columns, data)
-        sql = f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {stage}"
-        if not plain_insert:
-            updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
-            sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
-        self.execute(sql)
+        updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
+        self.execute(
+            f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {stage} ON CONFLICT (_id) DO UPDATE SET {updates}"
+        )
         self.execute(f"DROP TABLE {stage}")
 
     def _copy(self, target: str, names: str, columns: list[tuple[str, str]], data: dict[str, list]) -> None:
