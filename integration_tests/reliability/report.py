@@ -28,6 +28,8 @@ PARTS: List[Tuple[str, str]] = [
     ("integration_tests/reliability/test_crash_resume.py", "2. Crash and resume"),
     ("integration_tests/reliability/test_resharding_chaos.py", "3. Resharding chaos"),
     ("integration_tests/reliability/test_iterator_expiry.py", "4. Iterator expiry (real, 300 s)"),
+    ("unit_tests/hostile/test_hardening_", "7. Hardening (adversarial review, issue 15)"),
+    ("integration_tests/reliability/test_hardening_", "7. Hardening (adversarial review, issue 15)"),
     ("unit_tests/hostile/test_security", "6. Security"),
     ("integration_tests/reliability/test_security", "6. Security"),
     ("unit_tests/hostile/", "5. Hostile input"),
