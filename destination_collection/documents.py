@@ -10,7 +10,8 @@
   deterministic, collision-free, unicode kept as is); else a random UUID.
 * ``_event_time``: the configured field; else the record's ``_event_time``; else ``_kinesis_arrival_time``; else
   the ingestion time. Numbers are epoch values in the configured unit (``auto``: by magnitude).
-* ``_op`` (not stored): case-insensitive; missing means UPSERT; anything else unknown becomes an ERROR change.
+* ``_op`` (not stored): case-insensitive in ASCII only (``"ınsert"`` is unknown, not INSERT), surrounding ASCII
+  blanks ignored; missing means UPSERT; anything else unknown becomes an ERROR change.
 """
 from __future__ import annotations
 
@@ -316,7 +317,7 @@ class DocumentBuilder:
         if op_value is None:
             op = "UPSERT"
         else:
-            op = op_value.strip().upper() if isinstance(op_value, str) else None
+            op = _ascii_upper(op_value.strip(_ASCII_SPACE)) if isinstance(op_value, str) else None
             if op not in OPS:
                 op_error = f"unknown _op {jsonio.dumps(op_value)}; expected one of {', '.join(OPS)} (any case)"
                 op = ERROR_OP
@@ -335,6 +336,34 @@ class DocumentBuilder:
             op_error=op_error,
             record=original if op_error else None,
         )
+
+
+    def build_failed(
+        self,
+        original: dict[str, Any],
+        meta: dict[str, Any],
+        emitted_at_ms: int | float | None,
+        ingested_at: dt.datetime,
+        reason: str,
+    ) -> Change:
+        """The change for a record the ingest transformation failed on: an ERROR change (see ``operations``) for the
+        document the untransformed record names, so a stored document's data stays untouched, the record itself is
+        kept in ``_meta.error.record`` with the reason, and the sync goes on."""
+        fields = {k: v for k, v in strip_metadata(original).items() if k != "_op"}
+        change = self.build(fields, original, meta, emitted_at_ms, ingested_at)
+        change.op = ERROR_OP
+        change.op_error = f"ingest transformation failed for this record: {reason}"
+        change.record = original
+        return change
+
+
+def _ascii_upper(text: str) -> str:
+    """Upper-case ASCII letters only: ``str.upper`` maps 'ı' to 'I' and 'ſ' to 'S', so "ınsert" would become INSERT."""
+    return text.translate(_ASCII_UPPER)
+
+
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_SPACE = " \t\n\r\f\v"
 
 
 def _change(field_name: str, detail: str) -> dict[str, Any]:

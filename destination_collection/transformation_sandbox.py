@@ -121,8 +121,9 @@ class Sandbox:
         if not head.get("ready"):
             raise SandboxError("Crashed", f"the transformation process did not start: {head}")
 
-    def run(self, sql: str, table: pa.Table | None, deadline: float) -> tuple[pa.Table, list[str]]:
-        """Returns (result, names of JSON-typed result columns); raises SandboxError."""
+    def run(self, sql: str, table: pa.Table | None, deadline: float) -> tuple[pa.Table, list[dict]]:
+        """Returns (result, one ``{"name", "type", "kind"}`` per result column: see ``output_kind``); raises
+        SandboxError."""
         self.start()
         proc = self._proc
         assert proc is not None
@@ -140,7 +141,7 @@ class Sandbox:
         if head.get("error"):
             raise SandboxError(head["error"], head.get("message", ""))
         result = pa.ipc.open_stream(payload).read_all()
-        return result, list(head.get("json_columns", []))
+        return result, list(head.get("columns", []))
 
     def _read_reply(self, proc: subprocess.Popen, deadline: float) -> tuple[dict, bytes]:
         assert proc.stdout is not None
@@ -239,6 +240,66 @@ def _cap_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+# How each DuckDB result type crosses to the parent, where ``transformation`` turns it into a JSON value.
+# "plain": Arrow converts it exactly (booleans, integers within 64 bits signed, floats, text, blobs, intervals);
+# "number": exact decimal text (UBIGINT, HUGEINT, UHUGEINT, BIGNUM, DECIMAL: Arrow would wrap or round some of these);
+# "json": JSON text (JSON, and nested types through to_json, so that MAP, STRUCT, LIST, ARRAY and UNION values keep
+# their shape and their nested numbers stay exact); "temporal": DuckDB's text (dates beyond Python's years 1..9999,
+# infinity, nanoseconds and time-zone offsets survive); "text": DuckDB's text (ENUM, UUID, BIT, anything else).
+_PLAIN_TYPES = {
+    "boolean", "tinyint", "smallint", "integer", "bigint", "utinyint", "usmallint", "uinteger", "float", "double",
+    "varchar", "blob", "interval", "null", '"null"',
+}
+_NUMBER_TYPES = {"ubigint", "hugeint", "uhugeint", "decimal", "bignum", "varint"}
+_NESTED_TYPES = {"struct", "list", "array", "map", "union"}
+_TEMPORAL_TYPES = {
+    "date", "time", "timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone",
+    "time with time zone", "time_ns",
+}
+
+
+def output_kind(type_name: str, type_id: str) -> str:
+    """How a result column of this DuckDB type is sent to the parent (see above)."""
+    if type_name == "JSON":
+        return "json"
+    if type_id in _PLAIN_TYPES:
+        return "plain"
+    if type_id in _NUMBER_TYPES:
+        return "number"
+    if type_id in _NESTED_TYPES:
+        return "json"
+    if type_id in _TEMPORAL_TYPES:
+        return "temporal"
+    return "text"
+
+
+def _encoded(column: str, kind: str, type_name: str) -> str:
+    if kind == "plain":
+        return column
+    if kind == "json" and type_name != "JSON":
+        return f"CAST(to_json({column}) AS VARCHAR)"
+    return f"CAST({column} AS VARCHAR)"
+
+
+def _run_encoded(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[dict], pa.Table]:
+    """Run ``sql``; returns a description of each result column (name, DuckDB type, kind) and the result with each
+    column encoded for its kind (positionally renamed inside, so odd or duplicate names cannot break the wrapper)."""
+    relation = con.sql(sql)
+    if relation is None:  # not a query (the statement check lets only SELECTs through; tests send others)
+        return [], pa.table({})
+    names = list(relation.columns)
+    types = [(str(t), str(t.id).lower()) for t in relation.types]
+    columns = [{"name": n, "type": t, "kind": output_kind(t, i)} for n, (t, i) in zip(names, types)]
+    if all(c["kind"] == "plain" for c in columns):
+        return columns, relation.to_arrow_table()
+    positional = ", ".join(f'"c{i}"' for i in range(len(names)))
+    select = ", ".join(
+        _encoded(f'"c{i}"', c["kind"], c["type"]) + ' AS "' + c["name"].replace('"', '""') + '"'
+        for i, c in enumerate(columns)
+    )
+    return columns, con.sql(f"SELECT {select} FROM ({sql}) AS __kc_result({positional})").to_arrow_table()
+
+
 def _serve(stdin: Any, stdout: Any) -> None:
     con = sandbox_connection()
 
@@ -271,9 +332,8 @@ def _serve(stdin: Any, stdout: Any) -> None:
                 con.register(ARROW_INPUT, pa.ipc.open_stream(body).read_all())
                 registered = True
             del body
-            cursor = con.execute(request["sql"])
-            json_columns = [d[0] for d in cursor.description if str(d[1]) == "JSON"]
-            reply({"json_columns": json_columns}, _ipc(cursor.to_arrow_table()))
+            columns, table = _run_encoded(con, request["sql"])
+            reply({"columns": columns}, _ipc(table))
         except (duckdb.Error, MemoryError, pa.ArrowException) as exc:
             reply({"error": type(exc).__name__, "message": str(exc)[:2000]})
         finally:
