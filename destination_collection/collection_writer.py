@@ -72,6 +72,7 @@ class CollectionWriter:
         self.plan = GenerationPlan(self.generation_id, None)
         self.buffer: list[tuple[dict[str, Any], Any]] = []
         self.first_buffered_at: float | None = None
+        self._buffered_bytes = 0  # input bytes of the records in ``buffer`` (valid while it is not empty)
         self.records_since_state = 0
         self.complete = False
         self.stats = WriterStats()
@@ -109,12 +110,19 @@ class CollectionWriter:
         if self.transformation:
             self.transformation.close()
 
-    def add(self, data: dict[str, Any], emitted_at: Any, now: float) -> None:
-        if not self.buffer:
+    def add(self, data: dict[str, Any], emitted_at: Any, now: float, size: int = 0) -> None:
+        """Buffer one record; ``size`` is its input size in bytes (its RECORD line), for ``batch_max_bytes``."""
+        if not self.buffer:  # the first record of a new batch (taking the changes emptied the buffer)
             self.first_buffered_at = now
+            self._buffered_bytes = 0
+        self._buffered_bytes += size
         self.buffer.append((data, emitted_at))
         self.records_since_state += 1
         self.stats.records += 1
+
+    def buffered_bytes(self) -> int:
+        """Input bytes of the buffered records (0 when the buffer is empty)."""
+        return self._buffered_bytes if self.buffer else 0
 
     # -- batch processing -------------------------------------------------------------------------------------
     def take_changes(self) -> list[Change]:
@@ -127,15 +135,33 @@ class CollectionWriter:
         if self.transformation is None:
             return self.builder.build_many(batch, now)
         originals = [data if isinstance(data, dict) else {"_value": data} for data, _ in batch]
-        output = self.transformation.apply(originals)
-        self.stats.filtered += len(batch) - len(output)
-        changes = []
+        result = self.transformation.run(originals)
+        produced = {index for index, _, _ in result.rows}
+        self.stats.filtered += len(batch) - len(produced) - len(result.failed)
+        ordered: list[tuple[int, Change]] = []  # by source record: _op folding follows arrival order
         metas: dict[int, dict[str, Any]] = {}
-        for index, row in output:
+        for index, row, notes in result.rows:
             if index not in metas:
                 metas[index] = split_metadata(originals[index])[1]
-            changes.append(build(strip_metadata(row), originals[index], metas[index], batch[index][1], now))
-        return changes
+            change = build(strip_metadata(row), originals[index], metas[index], batch[index][1], now)
+            if notes:
+                change.changes = notes + change.changes
+            ordered.append((index, change))
+        if result.failed:
+            # a record the statement fails on for its values (a cast, an out-of-range date, error()) becomes an
+            # ERROR change: its document's data stays untouched, the record and the reason go to _meta.error, apply
+            # counts it with the errors, and the rest of the batch goes on
+            for index, reason in result.failed.items():
+                meta = split_metadata(originals[index])[1]
+                ordered.append((index, self.builder.build_failed(originals[index], meta, batch[index][1], now, reason)))
+            ordered.sort(key=lambda pair: pair[0])
+            kinds = sorted({reason.split(":", 1)[0] for reason in result.failed.values()})
+            logger.warning(
+                f"Stream '{self.name}': the ingest transformation failed on {len(result.failed)} of {len(batch)} "
+                f"record(s) ({', '.join(kinds)}); each is kept with the reason in _meta.error of its document in "
+                f"{self.table}, and the sync goes on."
+            )
+        return [change for _, change in ordered]
 
     def apply(self, changes: list[Change]) -> None:
         """Apply changes to the store; the caller holds the transaction."""
@@ -163,7 +189,7 @@ class CollectionWriter:
                 stats.samples.append(sample)
         if result.errors:
             logger.warning(
-                f"Stream '{self.name}': {result.errors} record(s) with an unknown _op were not applied; the error is "
+                f"Stream '{self.name}': {result.errors} record(s) with an unknown _op or a failed ingest transformation were not applied; the error is "
                 f"recorded in _meta.error of their documents in {self.table} (e.g. {result.error_samples[0]})."
             )
         store.delete_documents(self.table, result.deletes)

@@ -3,20 +3,40 @@
 ``DESTINATION_COLLECTION_IN_DOCKER=1`` (set by the Docker image) confines DuckDB paths to ``/local``, the folder
 Airbyte mounts for local-file destinations: ``x.duckdb``, ``/x.duckdb`` and ``/local/x.duckdb`` all become
 ``/local/x.duckdb`` and a path that escapes ``/local`` (``../``, a symlink) is a config error.
-``DESTINATION_COLLECTION_LOCAL_ROOT`` overrides ``/local`` (tests use a temporary folder).
+``DESTINATION_COLLECTION_LOCAL_ROOT`` overrides ``/local`` (tests use a temporary folder). The same rules apply
+to the DuckDB ``temp_directory``.
+
+Memory: ``batch_max_bytes`` bounds a batch by the bytes of its RECORD lines (as well as ``batch_size`` by records);
+the DuckDB store's ``memory_limit`` bounds DuckDB's buffer manager and ``temp_directory`` is where it spills.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal, Mapping, Union
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 IN_DOCKER_ENV = "DESTINATION_COLLECTION_IN_DOCKER"
 LOCAL_ROOT_ENV = "DESTINATION_COLLECTION_LOCAL_ROOT"
 DEFAULT_LOCAL_ROOT = "/local"
+MiB = 1024 * 1024
+# DuckDB's memory units: KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024 (case-insensitive)
+_MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]I?B|B)\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+DEFAULT_MEMORY_LIMIT = "256MB"
+MIN_MEMORY_BYTES = 64 * 10**6
+DEFAULT_BATCH_MAX_BYTES = 16 * MiB
+
+
+def memory_bytes(text: str) -> int:
+    """Bytes of a DuckDB memory size such as ``256MB`` or ``1.5GiB``; ValueError when it is not one."""
+    match = _MEMORY.match(text)
+    if not match:
+        raise ValueError("expected a size such as 256MB, 512MiB or 1GB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 class _Model(BaseModel):
@@ -26,9 +46,38 @@ class _Model(BaseModel):
 class DuckDBStoreConfig(_Model):
     store_type: Literal["duckdb"]
     path: str = Field(min_length=1)
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    temp_directory: str | None = None
+
+    @field_validator("path", "temp_directory")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+        return value
+
+    @field_validator("temp_directory")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a folder path (leave it out for DuckDB's default, <database file>.tmp)")
+        return value
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if memory_bytes(value) < MIN_MEMORY_BYTES:
+            raise ValueError("must be at least 64MB (DuckDB cannot write batches with less)")
+        return value.strip()
 
     def resolved_path(self) -> str:
         return resolve_duckdb_path(self.path)
+
+    def resolved_temp_directory(self) -> str | None:
+        """Where DuckDB spills; None = DuckDB's default (``<database file>.tmp`` next to the file)."""
+        if self.temp_directory is None:
+            return None
+        return resolve_local_path(self.temp_directory, "DuckDB temp_directory")
 
 
 class PostgresStoreConfig(_Model):
@@ -40,6 +89,36 @@ class PostgresStoreConfig(_Model):
     username: str
     password: str | None = Field(default=None, repr=False)
     ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return check_schema_name(value)
+
+
+# PostgreSQL reserves these schemas and the pg_ prefix (CREATE SCHEMA pg_x is refused); matched without regard to
+# case, since "PG_CATALOG" is a legal but surely mistaken twin of pg_catalog
+RESERVED_SCHEMAS = ("information_schema", "pg_catalog", "pg_toast")
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names (NAMEDATALEN - 1)
+
+
+def check_schema_name(value: str) -> str:
+    """A PostgreSQL schema the destination may create and write; ValueError (naming the rule) otherwise."""
+    if not value.strip():
+        raise ValueError("must name a schema (it is empty); leave it out for 'public'")
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (PostgreSQL names cannot hold it)")
+    if value != value.strip():
+        raise ValueError("must not start or end with whitespace (PostgreSQL would create a different schema)")
+    if len(value.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise ValueError(f"is longer than {MAX_IDENTIFIER_BYTES} bytes, PostgreSQL's limit for names (it would truncate it)")
+    lowered = value.lower()
+    if lowered in RESERVED_SCHEMAS or lowered.startswith("pg_"):
+        raise ValueError(
+            "names a PostgreSQL system schema (pg_catalog, information_schema, pg_toast and pg_* are reserved); "
+            "use a schema of your own, e.g. 'public' or 'collections'"
+        )
+    return value
 
 
 class CollectionConfig(_Model):
@@ -57,6 +136,7 @@ class DestinationConfig(_Model):
     collection_prefix: str = Field("", pattern=r"^[A-Za-z0-9_]*$")
     collections: tuple[CollectionConfig, ...] = ()
     batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    batch_max_bytes: int = Field(DEFAULT_BATCH_MAX_BYTES, ge=64 * 1024, le=1024 * MiB)
     flush_interval_secs: float = Field(5.0, ge=0)
 
     def collection(self, stream: str) -> CollectionConfig:
@@ -98,6 +178,11 @@ def resolve_duckdb_path(path: str) -> str:
             message=f"DuckDB path '{path}' points to MotherDuck; this destination writes local files only.",
             failure_type=FailureType.config_error,
         )
+    return resolve_local_path(path, "DuckDB path")
+
+
+def resolve_local_path(path: str, what: str) -> str:
+    """An absolute path; in the Docker image confined to ``/local`` (a path leaving it is a config_error)."""
     if os.environ.get(IN_DOCKER_ENV, "").strip().lower() in ("1", "true", "yes"):
         root = os.path.realpath(os.environ.get(LOCAL_ROOT_ENV) or DEFAULT_LOCAL_ROOT)
         relative = path
@@ -107,7 +192,7 @@ def resolve_duckdb_path(path: str) -> str:
         if os.path.commonpath([root, candidate]) != root or candidate == root:
             raise AirbyteTracedException(
                 message=(
-                    f"DuckDB path '{path}' leaves {DEFAULT_LOCAL_ROOT}, the only folder the Docker image may write; "
+                    f"{what} '{path}' leaves {DEFAULT_LOCAL_ROOT}, the only folder the Docker image may write; "
                     f"use a path such as {DEFAULT_LOCAL_ROOT}/collections.duckdb."
                 ),
                 failure_type=FailureType.config_error,

@@ -11,13 +11,18 @@ Guarantees:
 * The echo is the state exactly as received (``state.id`` and unknown fields included: the raw JSON is kept, not
   the CDK model, which drops unknown fields), plus ``destinationStats.recordCount`` = records of that stream (all
   streams for a GLOBAL state) received since its previous state.
-* Flushes: a stream's buffer reaches ``batch_size``; a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
+* Flushes: a stream's buffer reaches ``batch_size`` records or ``batch_max_bytes`` input bytes (a record that would
+  take a non-empty buffer past ``batch_max_bytes`` first commits the buffer, so a batch holds at most
+  ``batch_max_bytes``, or one record bigger than that on its own: never refused); a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
   all streams, one transaction); the oldest buffered record is older than ``flush_interval_secs`` (checked as
   messages arrive); the stream's ``STREAM_STATUS COMPLETE`` (then older generations are removed in the same
   transaction); end of input. A full buffer is committed before the next message is handled, or in the same
   transaction as that message when it is a STATE covering the stream.
 * Malformed lines and records of streams missing from the catalog are counted and skipped; once everything else
   is committed the run fails with a message giving the counts.
+* A batch the store cannot hold in memory (``MemoryError``, e.g. DuckDB past ``store.memory_limit``) fails the run
+  with a ``config_error`` naming the stream(s), the batch and the settings to change: the same batch would fail the
+  same way on a retry, so Airbyte must not retry it unchanged.
 """
 from __future__ import annotations
 
@@ -37,9 +42,11 @@ from airbyte_cdk.models import (
 )
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+import orjson
+
 from . import jsonio
 from .collection_writer import CollectionWriter, stream_key
-from .config import DestinationConfig, parse_config
+from .config import DestinationConfig, DuckDBStoreConfig, parse_config
 from .retention import PURGE_EVERY_SECS, purge_expired
 from .stores import GLOBAL_STATE_KEY, Store, open_store
 
@@ -81,6 +88,17 @@ def write_messages(
 ) -> Iterator[dict[str, Any]]:
     """Write ``messages``; yield each echoed STATE message (a dict) once its data is committed."""
     yield from WriteLoop(config, catalog, store=store).run(messages)
+
+
+def record_size(data: Any) -> int:
+    """Input bytes of a record given as an object (in-process callers): its data's JSON length, as in a line."""
+    try:
+        return len(orjson.dumps(data))
+    except (TypeError, orjson.JSONEncodeError):  # integers past 64 bits, unusual types: the exact encoder
+        try:
+            return len(jsonio.dumps(data))
+        except Exception:
+            return 0
 
 
 def _is_object(value: Any) -> bool:
@@ -203,7 +221,7 @@ class WriteLoop:
                 if self._full and not (kind == "STATE" and self._state_covers_full(message)):
                     self._commit_full()
                 if kind == "RECORD":
-                    self._on_record(message)
+                    self._on_record(message, len(item) if type(item) is bytes or type(item) is str else None)
                 elif kind == "STATE":
                     self._echoes.append(self._on_state(message))
                 elif kind == "TRACE":
@@ -268,7 +286,8 @@ class WriteLoop:
             logger.warning(f"Skipping input line {line_number}: {reason}.")
         return None
 
-    def _on_record(self, message: dict[str, Any]) -> None:
+    def _on_record(self, message: dict[str, Any], size: int | None = None) -> None:
+        """``size``: the RECORD line's length (None for a message given as an object: then measured here)."""
         record = message.get("record") or {}
         writer = self._writer(record.get("stream"), record.get("namespace"))
         if writer is None:
@@ -277,12 +296,22 @@ class WriteLoop:
                 logger.warning(f"Record for stream '{key}', which is not in the configured catalog: skipped.")
             self.unknown_streams[key] = self.unknown_streams.get(key, 0) + 1
             return
+        data = record.get("data")
+        if size is None:
+            size = record_size(data)
+        max_bytes = self.config.batch_max_bytes
+        if writer.buffer and writer.buffered_bytes() + size > max_bytes:
+            # this record would take the batch past batch_max_bytes: commit what is buffered first (a full writer
+            # was committed before this message was handled, so this one is not in ``_full``)
+            self._commit([writer])
         now = self.clock()
-        writer.add(record.get("data"), record.get("emitted_at"), now)
+        writer.add(data, record.get("emitted_at"), now, size)
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs
         self.records_since_global_state += 1
-        if len(writer.buffer) >= self.config.batch_size and writer not in self._full:
+        if (
+            len(writer.buffer) >= self.config.batch_size or writer.buffered_bytes() >= max_bytes
+        ) and writer not in self._full:
             self._full.append(writer)
 
     def _commit_full(self) -> None:
@@ -365,22 +394,52 @@ class WriteLoop:
         remove_old_generations: bool = False,
     ) -> None:
         """One transaction: the writers' buffered records (+ the state, + generation cleanup)."""
-        prepared = [(writer, writer.take_changes()) for writer in writers]
-        if not state and not remove_old_generations and not any(changes for _, changes in prepared):
-            return
-        store = self.store
-        with store.transaction():
-            for writer, changes in prepared:
-                writer.apply(changes)
-                if remove_old_generations:
-                    writer.remove_old_generations()
-            if state:
-                store.save_state(*state)
+        batches = [(writer, len(writer.buffer), writer.buffered_bytes()) for writer in writers]
+        try:
+            prepared = [(writer, writer.take_changes()) for writer in writers]
+            if not state and not remove_old_generations and not any(changes for _, changes in prepared):
+                return
+            store = self.store
+            with store.transaction():
+                for writer, changes in prepared:
+                    writer.apply(changes)
+                    if remove_old_generations:
+                        writer.remove_old_generations()
+                if state:
+                    store.save_state(*state)
+        except MemoryError as exc:
+            raise self._out_of_memory(batches, exc) from None
         now = self.clock()
         if self._last_purge is None or now - self._last_purge >= PURGE_EVERY_SECS:
             self._last_purge = now
             for writer, _ in prepared:
                 purge_expired(writer)
+
+    def _out_of_memory(self, batches: list[tuple[CollectionWriter, int, int]], exc: MemoryError) -> AirbyteTracedException:
+        """The config_error for a batch that did not fit in memory: the streams, the batch, the settings to change."""
+        streams = ", ".join(
+            f"'{w.key}' (collection {w.table}: {count} record(s), {size / 1048576:.1f} MiB)" for w, count, size in batches if count
+        ) or ", ".join(f"'{w.key}'" for w, _, _ in batches) or "(no records buffered)"
+        detail = getattr(exc, "detail", None) or str(exc) or type(exc).__name__
+        config = self.config
+        if isinstance(config.store, DuckDBStoreConfig):
+            advice = (
+                f"raise store.memory_limit (now {config.store.memory_limit}) or lower batch_max_bytes (now "
+                f"{config.batch_max_bytes} bytes) or batch_size (now {config.batch_size})"
+            )
+        else:
+            advice = (
+                f"lower batch_max_bytes (now {config.batch_max_bytes} bytes) or batch_size (now {config.batch_size}), "
+                f"or give the destination more memory"
+            )
+        return AirbyteTracedException(
+            message=(
+                f"Out of memory writing a batch of stream(s) {streams}: {detail}. Nothing of this batch was committed; "
+                f"{advice}, then retry (the same batch would fail the same way with the same settings)."
+            ),
+            internal_message=detail,
+            failure_type=FailureType.config_error,
+        )
 
     def _report(self) -> None:
         for writer in self.writers.values():

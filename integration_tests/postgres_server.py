@@ -122,6 +122,12 @@ class PostgresServer:
 
         return psycopg.connect(host=self._socket_dir, port=self.port, user="postgres", dbname="postgres", autocommit=True)
 
+    def admin_connect(self, database: str | None = None):
+        """A superuser connection (autocommit) to the test database (or ``database``) for test set-up: roles, grants."""
+        import psycopg
+
+        return psycopg.connect(host=self._socket_dir, port=self.port, user="postgres", dbname=database or self.database, autocommit=True)
+
     def _wait_ready(self, timeout: float = 30.0) -> None:
         import psycopg
 

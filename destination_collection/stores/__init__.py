@@ -9,7 +9,10 @@ def open_store(config: DestinationConfig, read_only: bool = False) -> Store:
     if isinstance(config.store, DuckDBStoreConfig):
         from .duckdb_store import DuckDBStore
 
-        return DuckDBStore(config.store.resolved_path(), read_only=read_only)
+        return DuckDBStore(
+            config.store.resolved_path(), read_only=read_only, memory_limit=config.store.memory_limit,
+            temp_directory=config.store.resolved_temp_directory(),
+        )
     from .postgres_store import PostgresStore
 
     return PostgresStore(config.store, read_only=read_only)

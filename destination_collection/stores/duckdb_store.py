@@ -1,10 +1,20 @@
-"""DuckDB store: one embedded database file; batches are staged as Arrow tables (zero-copy scans)."""
+"""DuckDB store: one embedded database file; batches are staged as Arrow tables (zero-copy scans).
+
+Memory: ``memory_limit`` (config ``store.memory_limit``) bounds DuckDB's buffer manager, not the process. DuckDB's
+``INSERT … ON CONFLICT DO UPDATE`` needs several times the staged bytes when values are large (measured with 1.5:
+25 × 1 MB documents, one 20 MB document, or 16 documents of 256 typed 1 kB fields do not fit in 256 MB), so a
+staged batch bigger than ``memory_limit / UPSERT_SHARE``, or whose rows average more than ``UPSERT_ROW_BYTES``, is
+upserted as ``DELETE`` of its ids + plain ``INSERT`` (same result: every column is
+written), which stays within the limit. An out-of-memory error that still happens is raised as
+``DuckDBOutOfMemory`` (a ``MemoryError``), which the write loop reports naming the stream and the settings.
+"""
 from __future__ import annotations
 
 import contextlib
 import itertools
 import logging
 import os
+import stat
 import threading
 from typing import Any, Iterator, Sequence
 
@@ -14,6 +24,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from .. import jsonio
+from ..config import DEFAULT_MEMORY_LIMIT, memory_bytes
 from ..naming import quote_ident
 from ..operations import Stored
 from .base import Store
@@ -37,7 +48,10 @@ _ARROW = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 _names = itertools.count()
-MEMORY_LIMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_MEMORY_LIMIT", "256MB")
+# a staged batch above memory_limit / UPSERT_SHARE bytes, or of rows above UPSERT_ROW_BYTES on average, is upserted
+# as DELETE + INSERT (see the module docstring); ordinary batches (small rows) keep ON CONFLICT, faster there
+UPSERT_SHARE = 8
+UPSERT_ROW_BYTES = 32 * 1024
 # WAL size that triggers a checkpoint (DuckDB's default, 16 MB, when unset). A checkpoint's cost grows with the
 # collection (measured: 0.2 s at 30k rows, 0.8 s at 150k), so a larger threshold (64MB, 128MB) writes big backlogs faster, for more memory.
 CHECKPOINT_THRESHOLD = os.environ.get("DESTINATION_COLLECTION_DUCKDB_CHECKPOINT_THRESHOLD", "")
@@ -46,6 +60,56 @@ CHECKPOINT_THRESHOLD = os.environ.get("DESTINATION_COLLECTION_DUCKDB_CHECKPOINT_
 # write loop echoes a state only once its COMMIT has finished. "0" commits synchronously.
 BACKGROUND_COMMIT = os.environ.get("DESTINATION_COLLECTION_DUCKDB_BACKGROUND_COMMIT", "1") != "0"
 logger = logging.getLogger("airbyte")
+
+
+class DuckDBOutOfMemory(MemoryError):
+    """DuckDB refused an allocation past ``memory_limit``; the write loop names the stream and the settings."""
+
+    def __init__(self, detail: str, memory_limit: str):
+        super().__init__(detail)
+        self.detail = detail
+        self.memory_limit = memory_limit
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_database_path(path: str, temp_directory: str | None = None) -> None:
+    """Refuse, before DuckDB opens anything, a database path (or its ``.wal``) that exists but is not a regular file
+    (following symlinks): DuckDB would block forever opening a FIFO, and fail obscurely on a directory, a socket or
+    a device. Also a ``temp_directory`` that exists but is not a directory. ``os.stat`` never blocks on a FIFO."""
+    for candidate, what in ((path, "DuckDB path"), (path + ".wal", "DuckDB write-ahead log of")):
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:  # missing (created by DuckDB), a dangling symlink or no permission: DuckDB reports those
+            continue
+        if not stat.S_ISREG(mode):
+            shown = path if candidate == path else f"{path} ({candidate})"
+            raise AirbyteTracedException(
+                message=(
+                    f"{what} {shown} is {_file_kind(mode)}, not a database file; point store.path at a regular file "
+                    f"(it is created when missing)."
+                ),
+                failure_type=FailureType.config_error,
+            )
+    if temp_directory:
+        try:
+            mode = os.stat(temp_directory).st_mode
+        except OSError:
+            return
+        if not stat.S_ISDIR(mode):
+            raise AirbyteTracedException(
+                message=(
+                    f"DuckDB temp_directory {temp_directory} is {_file_kind(mode)}, not a directory; point "
+                    f"store.temp_directory at a folder (created when missing) or leave it out."
+                ),
+                failure_type=FailureType.config_error,
+            )
 
 
 class _Commit:
@@ -66,10 +130,18 @@ class _Commit:
 class DuckDBStore(Store):
     name = "duckdb"
     param = "?"
+    memory_limit = DEFAULT_MEMORY_LIMIT
+    upsert_bytes = memory_bytes(DEFAULT_MEMORY_LIMIT) // UPSERT_SHARE
 
-    def __init__(self, path: str, read_only: bool = False):
+    def __init__(
+        self, path: str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        temp_directory: str | None = None,
+    ):
         self.path = path
+        self.memory_limit = memory_limit
+        self.upsert_bytes = memory_bytes(memory_limit) // UPSERT_SHARE
         if path != ":memory:":
+            check_database_path(path, temp_directory)
             parent = os.path.dirname(path)
             if parent and not os.path.isdir(parent):
                 try:
@@ -79,8 +151,9 @@ class DuckDBStore(Store):
                         message=f"Cannot create the folder for DuckDB file {path}: {exc.strerror}. Check the path and permissions.",
                         failure_type=FailureType.config_error,
                     ) from None
+        settings = {"temp_directory": temp_directory} if temp_directory else {}
         try:
-            self.con = duckdb.connect(path, read_only=read_only)
+            self.con = duckdb.connect(path, read_only=read_only, config=settings)
         except duckdb.IOException as exc:
             text = str(exc)
             hint = (
@@ -96,7 +169,7 @@ class DuckDBStore(Store):
         if not read_only:
             # bound the buffer pool (DuckDB's default is 80 % of RAM: the cache grows with the file). A flush needs
             # far less; DuckDB spills to disk beyond the limit rather than failing.
-            self.con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+            self.con.execute(f"SET memory_limit = '{memory_limit}'")
             if CHECKPOINT_THRESHOLD:
                 self.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._in_tx = False
@@ -114,6 +187,8 @@ class DuckDBStore(Store):
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.thread.join()
+            if isinstance(pending.error, duckdb.OutOfMemoryException):
+                raise self._out_of_memory(pending.error)
             if pending.error is not None:
                 raise pending.error
 
@@ -147,11 +222,20 @@ class DuckDBStore(Store):
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         self.settle()
-        self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        try:
+            self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory(exc) from None
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
         self.settle()
-        return (self.con.execute(sql, params) if params is not None else self.con.execute(sql)).fetchall()
+        try:
+            return (self.con.execute(sql, params) if params is not None else self.con.execute(sql)).fetchall()
+        except duckdb.OutOfMemoryException as exc:
+            raise self._out_of_memory(exc) from None
+
+    def _out_of_memory(self, exc: BaseException) -> DuckDBOutOfMemory:
+        return DuckDBOutOfMemory(str(exc).splitlines()[0], self.memory_limit)
 
     def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
         self.settle()
@@ -211,10 +295,15 @@ class DuckDBStore(Store):
         staged = self._register(arrow)
         names = ", ".join(quote_ident(name) for name, _ in columns)
         sql = f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {staged}"
-        if not plain_insert:
-            updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
-            sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
         try:
+            size = arrow.nbytes
+            if not plain_insert and (size > self.upsert_bytes or size > UPSERT_ROW_BYTES * arrow.num_rows):
+                # big values: ON CONFLICT would need several times memory_limit; DELETE + INSERT writes the same rows
+                # (every column of the collection is in ``columns``) within it
+                self.execute(f"DELETE FROM {self.q(table)} WHERE _id IN (SELECT _id FROM {staged})")
+            elif not plain_insert:
+                updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
+                sql += f" ON CONFLICT (_id) DO UPDATE SET {updates}"
             self.execute(sql)
         finally:
             self.con.unregister(staged)
@@ -238,5 +327,60 @@ class DuckDBStore(Store):
                 break
             yield from rows
         cursor.close()
+
+    # -- read-only view (inspect commands; see read_only_query.py) ------------------------------------------
+    def read_only_view(self) -> "DuckDBStore":
+        """A second connection (a cursor) to this database for statement text from users.
+
+        DuckDB refuses a second read-only connection to a file this process has open read-write, and a cursor shares
+        the database's settings; so: the view runs only statements that ``read_only_query.check_duckdb_select``
+        accepts, each inside a transaction it rolls back, and external access (files, network, extension loading) is
+        switched off for the database (the writer needs none: it stages batches as registered Arrow tables, spills
+        to the database's own temporary folder). A database opened read-only (no runner) also gets its configuration
+        locked, so not even a parser bug could change a setting. Create it on the thread that owns this store."""
+        self.settle()
+        cursor = self.con.cursor()
+        cursor.execute("SET enable_external_access = false")
+        cursor.execute("SET autoinstall_known_extensions = false")
+        cursor.execute("SET autoload_known_extensions = false")
+        if self._read_only_file():
+            cursor.execute("SET lock_configuration = true")
+        view = object.__new__(DuckDBStore)
+        view.path = self.path
+        view.con = cursor
+        view._in_tx = False
+        view._pending = None
+        view.background_commit = False
+        return view
+
+    def _read_only_file(self) -> bool:
+        try:
+            return bool(self.con.execute("SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
+        except duckdb.Error:
+            return False
+
+    @contextlib.contextmanager
+    def read_only_snapshot(self) -> Iterator[None]:
+        self.settle()
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        finally:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:  # an interrupted statement can leave the transaction already aborted
+                pass
+
+    def run_read_only(self, sql: str, timeout_secs: float) -> tuple[list[str], list[tuple]]:
+        from ..read_only_query import check_duckdb_select
+
+        with self.read_only_snapshot():
+            check_duckdb_select(self.con, sql)
+            cursor = self.con.execute(sql)
+            rows = cursor.fetchall()
+            return [d[0] for d in cursor.description or []], rows
+
+    def interrupt(self) -> None:
+        self.con.interrupt()
 
 

@@ -4,6 +4,10 @@
 ``{"$base64_utf8": "<base64 of its UTF-8>"}`` (lossless) and listed in ``_airbyte_meta.changes`` with reason
 ``DESTINATION_SERIALIZATION_ERROR``; a text column gets NULL for it. An object key containing NUL turns the whole
 document into ``{"$document_base64_utf8": …}``.
+
+A statement refused for lack of a privilege (no ``CREATE`` on the database or schema, no ``USAGE`` on the schema,
+none on a table) is a ``config_error`` naming the user, database and schema and the ``GRANT`` to run, for ``check``
+and ``write`` alike.
 """
 from __future__ import annotations
 
@@ -90,10 +94,30 @@ class PostgresStore(Store):
                 self._tx = None
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
-        self.conn.execute(sql, params)
+        try:
+            self.conn.execute(sql, params)
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReservedName) as exc:
+            raise self._not_allowed(exc) from None
 
     def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple]:
-        return self.conn.execute(sql, params).fetchall()
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReservedName) as exc:
+            raise self._not_allowed(exc) from None
+
+    def _not_allowed(self, exc: psycopg.Error) -> AirbyteTracedException:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        user, schema, database = self.config.username, self.schema, self.config.database
+        return AirbyteTracedException(
+            message=(
+                f"PostgreSQL refused user '{user}' on schema '{schema}' of database '{database}': {text}. The user "
+                f"needs USAGE and CREATE on the schema (GRANT USAGE, CREATE ON SCHEMA {quote_ident(schema)} TO "
+                f"{quote_ident(user)}), and CREATE on the database while the schema does not exist yet (GRANT CREATE "
+                f"ON DATABASE {quote_ident(database)} TO {quote_ident(user)}), or use a schema it owns."
+            ),
+            internal_message=text,
+            failure_type=FailureType.config_error,
+        )
 
     def fetch_with_columns(self, sql: str) -> tuple[list[str], list[tuple]]:
         cursor = self.conn.execute(sql)
@@ -196,6 +220,74 @@ class PostgresStore(Store):
                 cursor.itersize = batch
                 cursor.execute(f"SELECT _id, _event_time, _meta::text, _doc::text FROM {self.q(table)}")
                 yield from cursor
+
+    # -- read-only view (inspect commands; see read_only_query.py) ------------------------------------------
+    def read_only_view(self) -> "PostgresStore":
+        """A new session whose transactions are READ ONLY by default (each query also sets it explicitly); dates and
+        timestamps Python cannot hold (``infinity``, years past 9999 or BC) come back as their text."""
+        from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+        view = PostgresStore(self.config, read_only=True)
+        for oid_name, base in (("date", DateLoader), ("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader)):
+            loader = type(f"Lenient{base.__name__}", (base,), {"load": _lenient_load(base)})
+            view.conn.adapters.register_loader(oid_name, loader)
+        return view
+
+    @contextlib.contextmanager
+    def read_only_snapshot(self) -> Iterator[None]:
+        # BEGIN; SET TRANSACTION READ ONLY first (before any query: it cannot be switched back to READ WRITE after a
+        # query ran); always rolled back
+        with self.conn.transaction(force_rollback=True):
+            self.conn.execute("SET TRANSACTION READ ONLY")
+            yield
+
+    def run_read_only(self, sql: str, timeout_secs: float) -> tuple[list[str], list[tuple]]:
+        """One statement via the extended query protocol (``prepare=True``: Parse/Bind/Execute, which refuses several
+        statements in one text) inside a READ ONLY transaction with ``statement_timeout`` set for it, rolled back.
+        The session is the caller's own and closed after the command, so session-level effects that a read-only
+        transaction permits (``set_config``, advisory locks, ``LISTEN``, ``PREPARE``) end with it."""
+        if not sql.strip():
+            raise AirbyteTracedException(message="Query refused: the statement is empty.", failure_type=FailureType.config_error)
+        with self.read_only_snapshot():
+            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(max(1, int(timeout_secs * 1000)))])
+            with self.conn.cursor() as cursor:
+                try:
+                    cursor.execute(sql, prepare=True)
+                except psycopg.errors.SyntaxError as exc:
+                    if "multiple commands" in str(exc):
+                        raise AirbyteTracedException(
+                            message=f"Query refused: it holds several statements; send exactly one per request. SQL: {sql}",
+                            failure_type=FailureType.config_error,
+                        ) from None
+                    raise
+                except psycopg.errors.ReadOnlySqlTransaction as exc:
+                    raise AirbyteTracedException(
+                        message=f"Query refused: {str(exc).strip().splitlines()[0]} (inspect queries are read-only). SQL: {sql}",
+                        failure_type=FailureType.config_error,
+                    ) from None
+                except psycopg.errors.QueryCanceled:
+                    raise AirbyteTracedException(
+                        message=(
+                            f"Query stopped after {timeout_secs:g} s (its time limit, statement_timeout); narrow it or "
+                            f"raise --timeout. SQL: {sql}"
+                        ),
+                        failure_type=FailureType.config_error,
+                    ) from None
+                rows = cursor.fetchall() if cursor.description else []
+                return [d.name for d in cursor.description or []], rows
+
+    def interrupt(self) -> None:
+        self.conn.cancel_safe(timeout=2.0)
+
+
+def _lenient_load(base: Any) -> Any:
+    def load(self: Any, data: Any) -> Any:
+        try:
+            return base.load(self, data)
+        except psycopg.DataError:
+            return bytes(data).decode("utf-8", "replace")
+
+    return load
 
 
 class _NulKey(Exception):
