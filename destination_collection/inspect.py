@@ -1,31 +1,36 @@
 """Inspect commands: ``query`` (SQL), ``describe`` (field paths, types, occurrence counts) and ``stats``.
 
-They open the store read-only (a DuckDB file is opened in read-only mode; a PostgreSQL session is made read-only),
-so they can never change a collection.
+They run on a read-only view of the store (``Store.read_only_view``; see ``read_only_query``): a ``query`` must be
+one read-only statement, refused otherwise, and runs inside a transaction that is rolled back; every command has a
+time limit (``timeout_secs``, default 60 s) and can be stopped from another thread (``poll``).
 """
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
+import uuid
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import jsonio
+from .read_only_query import DEFAULT_TIMEOUT_SECS, Deadline
 from .stores.base import Store
 
 
-def run_query(store: Store, sql: str) -> tuple[list[str], list[tuple]]:
+def run_query(view: Store, sql: str, timeout_secs: float = DEFAULT_TIMEOUT_SECS) -> tuple[list[str], list[tuple]]:
+    """``sql`` on a read-only view (``Store.read_only_view()``): one read-only statement, else a config_error."""
     try:
-        return store.fetch_with_columns(sql)
+        return view.run_read_only(sql, timeout_secs)
     except AirbyteTracedException:
         raise
     except Exception as exc:  # the database's own message is the useful part
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AirbyteTracedException(
-            message=f"Query failed: {str(exc).strip().splitlines()[0]}. SQL: {sql}",
-            failure_type=FailureType.config_error,
+            message=f"Query failed: {text}. SQL: {sql}", internal_message=str(exc), failure_type=FailureType.config_error
         ) from None
 
 
@@ -125,16 +130,68 @@ def stats(store: Store) -> dict[str, Any]:
 
 
 # -- rendering ------------------------------------------------------------------------------------------------
+# Every value a database hands back renders in both formats: JSON gets JSON types where they are exact (numbers,
+# booleans, strings, objects, arrays) and text otherwise (NaN/Infinity, decimals a double cannot hold, UUIDs, BLOBs
+# as \\x-hex, INTERVALs as ISO 8601 durations, times/dates as ISO 8601, anything else as its text).
+def _duration(value: dt.timedelta) -> str:
+    micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    sign, micros = ("-", -micros) if micros < 0 else ("", micros)
+    days, rest = divmod(micros, 86_400 * 1_000_000)
+    hours, rest = divmod(rest, 3_600 * 1_000_000)
+    minutes, rest = divmod(rest, 60 * 1_000_000)
+    seconds, fraction = divmod(rest, 1_000_000)
+    time_part = "".join(
+        f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n
+    ) + (f"{seconds}.{fraction:06d}".rstrip("0").rstrip(".") + "S" if seconds or fraction else "")
+    text = f"{sign}P" + (f"{days}D" if days else "") + (f"T{time_part}" if time_part else "")
+    return text if text not in ("P", "-P") else "PT0S"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            return "NaN" if value.is_nan() else ("Infinity" if value > 0 else "-Infinity")
+        if value == value.to_integral_value():
+            return int(value)
+        as_float = float(value)
+        return as_float if decimal.Decimal(repr(as_float)) == value else str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return _duration(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else _text(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    """A value as text (a MAP key, a table cell)."""
+    converted = _jsonable(value)
+    if isinstance(converted, str):
+        return converted
+    return jsonio.dumps(converted)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
+    if value is True or value is False:
         return str(value)
-    if isinstance(value, (dict, list)):
-        return jsonio.dumps(value)
-    return str(value)
+    return _text(value)
 
 
 def render_table(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
@@ -155,45 +212,47 @@ def render_json(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
     return "\n".join(jsonio.dumps({c: _jsonable(v) for c, v in zip(columns, row)}) for row in rows)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def render_command(
-    store: Store,
+    view: Store,
     command: str,
     *,
     sql: str | None = None,
     collection: str | None = None,
     limit: int | None = None,
     fmt: str = "table",
+    timeout_secs: float = DEFAULT_TIMEOUT_SECS,
+    poll: Callable[[], str | None] | None = None,
+    deadline: Deadline | None = None,
 ) -> str:
     """The text the inspect commands print (``query``, ``describe``, ``stats``), as a table or JSON.
 
-    Shared by ``destination-collection`` and the runner, which answers these through its own connection while it
-    holds a DuckDB file."""
-    if command == "query":
-        columns, rows = run_query(store, sql or "")
-    elif command == "describe":
-        _total, described = describe(store, collection or "", limit)
-        columns = ["field", "type", "occurrences", "total"]
-        rows = [[r["field"], r["type"], r["occurrences"], r["total"]] for r in described]
-    elif command == "stats":
-        result = stats(store)
+    ``view`` is a read-only view of the store (``Store.read_only_view()``). Shared by ``destination-collection`` and
+    the runner, which answers these on its own view while it holds a DuckDB file. The command runs under a
+    ``Deadline`` (``timeout_secs``; ``poll`` may stop it, e.g. when the client has gone; pass ``deadline`` to be
+    able to ``cancel`` it from another thread)."""
+    if command not in ("query", "describe", "stats"):
+        raise AirbyteTracedException(
+            message=f"Unknown inspect command {command!r}: use query, describe or stats.", failure_type=FailureType.config_error
+        )
+    deadline = deadline or Deadline(view, timeout_secs, poll=poll)
+
+    def work() -> str:
+        if command == "query":
+            columns, rows = run_query(view, sql or "", deadline.timeout_secs)
+            return render_json(columns, rows) if fmt == "json" else render_table(columns, rows)
+        with view.read_only_snapshot():
+            if command == "describe":
+                _total, described = describe(view, collection or "", limit)
+                columns = ["field", "type", "occurrences", "total"]
+                rows = [[r["field"], r["type"], r["occurrences"], r["total"]] for r in described]
+                return render_json(columns, rows) if fmt == "json" else render_table(columns, rows)
+            result = stats(view)
         if fmt == "json":
             return jsonio.dumps(_jsonable(result))
         columns = ["collection", "stream", "documents", "bytes", "last_write_at", "purged_documents", "state_committed_at", "state"]
         rows = [[c[k] for k in columns] for c in result["collections"]]
         if result["global_state"] is not None:
             rows.append(["(global state)", "", None, None, None, None, None, result["global_state"]])
-    else:
-        raise ValueError(f"unknown inspect command {command!r}")
-    return render_json(columns, rows) if fmt == "json" else render_table(columns, rows)
+        return render_table(columns, rows)
+
+    return deadline.run(work, what={"query": "Query", "describe": "describe", "stats": "stats"}[command])

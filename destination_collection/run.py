@@ -41,6 +41,7 @@ from . import inspect as inspect_cmd
 from . import jsonio
 from .config import parse_config
 from .destination import DestinationCollection, raw_spec
+from .read_only_query import DEFAULT_TIMEOUT_SECS
 from .stores import open_store
 
 logger = logging.getLogger("airbyte")
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="run SQL against the store (read-only)")
     query.add_argument("--config", required=True)
     query.add_argument("--format", choices=("table", "json"), default="table")
-    query.add_argument("sql")
+    query.add_argument("sql", help="one read-only SELECT statement")
     describe = sub.add_parser("describe", help="field paths, types and occurrence counts of a collection")
     describe.add_argument("--config", required=True)
     describe.add_argument("--format", choices=("table", "json"), default="table")
@@ -68,7 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="documents, bytes, last write and committed state per collection")
     stats.add_argument("--config", required=True)
     stats.add_argument("--format", choices=("table", "json"), default="table")
+    for inspect_command in (query, describe, stats):
+        inspect_command.add_argument(
+            "--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT_SECS, help="time limit in seconds (default 60)"
+        )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= 86_400):
+        raise argparse.ArgumentTypeError(f"--timeout must be a number of seconds between 0 and 86400, not {text!r}")
+    return value
 
 
 def _emit(message: AirbyteMessage | dict[str, Any]) -> None:
@@ -124,16 +139,21 @@ def _inspect(args: argparse.Namespace) -> int:
     config = parse_config(_load_config(args.config))
     store = open_store(config, read_only=True)
     try:
-        print(
-            inspect_cmd.render_command(
-                store,
-                args.command,
-                sql=getattr(args, "sql", None),
-                collection=getattr(args, "collection", None),
-                limit=getattr(args, "limit", None),
-                fmt=args.format,
+        view = store.read_only_view()
+        try:
+            print(
+                inspect_cmd.render_command(
+                    view,
+                    args.command,
+                    sql=getattr(args, "sql", None),
+                    collection=getattr(args, "collection", None),
+                    limit=getattr(args, "limit", None),
+                    fmt=args.format,
+                    timeout_secs=args.timeout,
+                )
             )
-        )
+        finally:
+            view.close()
         return 0
     finally:
         store.close()

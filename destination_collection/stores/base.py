@@ -252,6 +252,28 @@ class Store(abc.ABC):
     def iter_documents(self, table: str, batch: int = 10_000) -> Iterator[tuple[str, Any, str, str]]:
         """Yield (_id, _event_time, _meta JSON text, _doc JSON text) for every document."""
 
+    # -- read-only view (inspect commands: statement text from a user) ---------------------------------------
+    def read_only_view(self) -> "Store":
+        """A view of this store for the inspect commands: its own connection to the same database, on which
+        ``run_read_only``, ``read_only_snapshot`` and ``interrupt`` work, and through which nothing can be changed
+        (DuckDB: a cursor with external access off; PostgreSQL: a read-only session). Create it on the thread that
+        owns this store; use it from one thread at a time; close it with ``close()``."""
+        raise NotImplementedError(f"{type(self).__name__} has no read-only view")
+
+    def read_only_snapshot(self) -> contextlib.AbstractContextManager[None]:
+        """(Views) A transaction that sees committed data and is always rolled back."""
+        raise NotImplementedError(f"{type(self).__name__} is not a read-only view")
+
+    def run_read_only(self, sql: str, timeout_secs: float) -> tuple[list[str], list[tuple]]:
+        """(Views) One statement of user text, refused unless it is a single read-only query, run inside
+        ``read_only_snapshot``; its columns and rows. ``timeout_secs`` is also given to the database where it has its
+        own limit (PostgreSQL ``statement_timeout``); the caller enforces it with ``interrupt``."""
+        raise NotImplementedError(f"{type(self).__name__} is not a read-only view")
+
+    def interrupt(self) -> None:
+        """(Views) Stop the statement running on this connection, from another thread (it then raises there)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a read-only view")
+
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
