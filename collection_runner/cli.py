@@ -7,9 +7,10 @@
     kinesis-collection describe --destination destination.json [--format table|json] [--limit N] COLLECTION
     kinesis-collection stats    --destination destination.json [--format table|json]
 
-Exit codes: 0 done (follow: stopped by SIGINT/SIGTERM after a final commit), 2 configuration error (fix the
-config, access or catalog), 3 transient error (retry later: throttling past the budget, an outage, the store busy
-with another runner), 1 anything else.
+Exit codes: 0 done (sync or follow stopped by SIGINT/SIGTERM: after a final commit of what was read, whatever the
+endpoint is doing), 2 configuration error (fix the config, access or catalog), 3 transient error (retry later:
+throttling past the budget, an outage, the store busy with another runner), 1 anything else. ``exit_code`` is the
+one place that maps an error to its code.
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--source", required=True, help="source-kinesis config (JSON)")
         cmd.add_argument("--destination", required=True, help="destination-collection config (JSON)")
         cmd.add_argument("--catalog", help="configured catalog (JSON); default: every discovered stream, incremental + deduplicated")
+        cmd.add_argument(
+            "--query-timeout", type=_seconds, default=60.0,
+            help="time limit in seconds of query/describe/stats answered by this runner (default 60)",
+        )
     reset = sub.add_parser("reset", help="forget a stream's committed state (its next sync starts over)")
     reset.add_argument("--destination", required=True)
     reset.add_argument("--stream", required=True)
@@ -78,7 +83,49 @@ def _parser() -> argparse.ArgumentParser:
     stats = sub.add_parser("stats", help="documents, bytes, last write and committed state per collection")
     stats.add_argument("--destination", required=True)
     stats.add_argument("--format", choices=("table", "json"), default="table")
+    for inspect_command in (query, describe, stats):
+        inspect_command.add_argument(
+            "--timeout", type=_seconds, default=60.0,
+            help="time limit in seconds (default 60; a runner answering it allows at most its --query-timeout)",
+        )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value <= 86_400):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds between 0 and 86400, not {text!r}")
+    return value
+
+
+def _outage_cause(exc: BaseException) -> Optional[BaseException]:
+    """A connection-level error (refused, reset, timed out, throttled) in the chain of ``exc``, if any: an outage is
+    transient whatever label a layer gave it."""
+    from source_kinesis.errors import is_retryable
+
+    seen = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if not isinstance(current, AirbyteTracedException) and is_retryable(current):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an error: config_error 2, transient_error 3 (and any outage, even mislabelled), else 1."""
+    if isinstance(exc, AirbyteTracedException):
+        kind = exc.failure_type or FailureType.system_error
+        if kind == FailureType.transient_error:
+            return EXIT_TRANSIENT
+        if _outage_cause(exc) is not None:
+            return EXIT_TRANSIENT
+        return EXIT_CONFIG if kind == FailureType.config_error else EXIT_SYSTEM
+    return EXIT_TRANSIENT if _outage_cause(exc) is not None else EXIT_SYSTEM
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -97,12 +144,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _run(args)
     except AirbyteTracedException as exc:
-        kind = exc.failure_type or FailureType.system_error
+        code = exit_code(exc)
+        kind = FailureType.transient_error if code == EXIT_TRANSIENT else (exc.failure_type or FailureType.system_error)
         logger.error(f"{kind.value}: {exc.message}")
-        return {FailureType.config_error: EXIT_CONFIG, FailureType.transient_error: EXIT_TRANSIENT}.get(kind, EXIT_SYSTEM)
+        return code
     except KeyboardInterrupt:
         logger.error("Interrupted.")
         return EXIT_SYSTEM
+    except Exception as exc:  # noqa: BLE001 - an unexpected error still gets its exit code (an outage: 3)
+        code = exit_code(exc)
+        kind = "transient_error" if code == EXIT_TRANSIENT else "system_error"
+        logger.error(f"{kind}: {type(exc).__name__}: {filter_secrets(str(exc))}")
+        logger.debug("Traceback of the error above:", exc_info=True)
+        return code
 
 
 def run() -> None:

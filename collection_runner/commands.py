@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -20,22 +21,51 @@ from destination_collection.naming import STATE_TABLE
 from destination_collection.stores import open_store
 
 logger = logging.getLogger("airbyte")
+T = TypeVar("T")
+
+
+def _until_stopped(work: Callable[[], T], stop_event: threading.Event, what: str) -> Optional[T]:
+    """``work()``'s result, run on a daemon thread; None if the stop is requested first (a discovery against an
+    endpoint that stopped answering must not hold a SIGTERM for its retry budget)."""
+    result: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name=what, daemon=True)
+    thread.start()
+    while thread.is_alive() and not stop_event.is_set():
+        thread.join(0.1)
+    if thread.is_alive():
+        return None
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def sync(args: argparse.Namespace) -> int:
     follow_mode = args.command == "follow"
+    stop_event = threading.Event()
+    install_stop_handlers(stop_event)
     source_config = load_source_config(args.source)
     destination_config = load_destination_config(args.destination)
     if follow_mode:
         source_config, destination_config = follow_tuned(source_config, destination_config)
-    catalog = load_catalog(args.catalog, source_config, logger)
-    stop_event = threading.Event()
-    install_stop_handlers(stop_event)
+    catalog = _until_stopped(lambda: load_catalog(args.catalog, source_config, logger), stop_event, "discovery")
+    if catalog is None:
+        logger.info("Stopped before reading anything (during discovery): nothing to commit.")
+        return EXIT_OK
     progress = RunnerProgress(logger)
     summary = run_pipeline(
-        source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stop_event, logger=logger, progress=progress
+        source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stop_event, logger=logger, progress=progress,
+        query_timeout=args.query_timeout,
     )
-    logger.info(f"{'Follow stopped' if follow_mode else 'Sync done'}: {summary.text}")
+    logger.info(f"{'Follow stopped' if follow_mode else 'Sync stopped' if summary.stopped else 'Sync done'}: {summary.text}")
+    if summary.stopped:
+        return EXIT_OK  # SIGINT/SIGTERM: what was read is committed; errors of the source after the stop are logged
     return EXIT_OK if not summary.errors else EXIT_SYSTEM
 
 
@@ -68,6 +98,7 @@ def inspect(args: argparse.Namespace) -> int:
         "collection": getattr(args, "collection", None),
         "limit": getattr(args, "limit", None),
         "format": args.format,
+        "timeout": args.timeout,
     }
     if isinstance(config.store, DuckDBStoreConfig):
         holder = read_holder(config.store.resolved_path())
@@ -77,7 +108,7 @@ def inspect(args: argparse.Namespace) -> int:
                     message=f"A runner (pid {holder.get('pid', '?')}) is starting up on this store; try again in a moment.",
                     failure_type=FailureType.transient_error,
                 )
-            response = ask(holder["socket"], request)
+            response = ask(holder["socket"], request, timeout=args.timeout + 15.0)
             if not response.get("ok"):
                 failure = FailureType(response.get("failure_type", "system_error"))
                 raise AirbyteTracedException(message=response.get("error", "query failed"), failure_type=failure)
@@ -85,11 +116,15 @@ def inspect(args: argparse.Namespace) -> int:
             return EXIT_OK
     store = open_store(config, read_only=True)
     try:
-        print(
-            inspect_cmd.render_command(
-                store, args.command, sql=request["sql"], collection=request["collection"], limit=request["limit"], fmt=args.format
+        view = store.read_only_view()
+        try:
+            output = inspect_cmd.render_command(
+                view, args.command, sql=request["sql"], collection=request["collection"], limit=request["limit"],
+                fmt=args.format, timeout_secs=args.timeout,
             )
-        )
+        finally:
+            view.close()
+        print(output)
     finally:
         store.close()
     return EXIT_OK

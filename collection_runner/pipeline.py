@@ -4,6 +4,10 @@ The state lives in the store: the destination commits each flush's latest state 
 transaction as its data, and the runner starts the source from those committed states. A crash can therefore
 never separate data from state; whatever was read but not committed is read again, and the deterministic ``_id``
 of ``append_dedup`` absorbs the re-delivery.
+
+A stop request (SIGINT/SIGTERM) never waits on the source for long: the source runs on its own thread
+(``SourcePump``), gets a short grace to emit its final checkpoints, and is then left behind while the write loop
+commits what it already emitted (an endpoint that stopped answering cannot hold the runner for its retry budget).
 """
 from __future__ import annotations
 
@@ -16,12 +20,18 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalog
 
 from collection_runner.locking import StoreLock
 from collection_runner.progress import RunnerProgress
-from collection_runner.query_service import QueryService
+from collection_runner.query_service import QUERY_TIMEOUT_SECS, QueryService
+from collection_runner.source_pump import SourcePump
 from destination_collection.config import DuckDBStoreConfig, parse_config as parse_destination_config
 from destination_collection.protocol_loop import write_messages
 from destination_collection.stores import open_store
 from source_kinesis.follow import follow
 from source_kinesis.source import SourceKinesis
+
+
+# After a stop request, how long the source may take to emit its final checkpoints before the runner commits what it
+# already has without them. The runner exits within 5 s of SIGTERM: this grace, the last commit, closing the store.
+STOP_GRACE_SECONDS = 1.5
 
 
 def _stream_name(state: Mapping[str, Any]) -> Optional[str]:
@@ -40,6 +50,8 @@ class RunSummary:
     records: int
     commits: int
     errors: int
+    stopped: bool = False  # ended by the stop request (SIGINT/SIGTERM)
+    source_abandoned: bool = False  # the source was still busy when the stop grace ran out
 
 
 def run_pipeline(
@@ -51,16 +63,19 @@ def run_pipeline(
     stop_event: threading.Event,
     logger: logging.Logger,
     progress: RunnerProgress,
+    stop_grace_seconds: float = STOP_GRACE_SECONDS,
+    query_timeout: float = QUERY_TIMEOUT_SECS,
 ) -> RunSummary:
-    """Run one bounded sync, or follow until ``stop_event`` is set. Source errors re-raise after the committed part."""
+    """Run one bounded sync, or follow until ``stop_event`` is set. Source errors re-raise after the committed part
+    (what the source emitted before failing is committed first), except an error after the stop request."""
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
-    with StoreLock(destination, {"mode": mode}) as lock:
+    with StoreLock(destination, {"mode": mode}, logger=logger) as lock:
         store = open_store(destination)
         service: Optional[QueryService] = None
         try:
             if isinstance(destination.store, DuckDBStoreConfig):
-                service = QueryService(store, logger).start()
+                service = QueryService(store, logger, timeout_secs=query_timeout).start()
                 lock.update(socket=service.socket_path, mode=mode)
             states = committed_source_states(store, catalog)
             names = [s.stream.name for s in catalog.streams]
@@ -72,10 +87,18 @@ def run_pipeline(
                 messages = follow(source_config, states, streams=names, stop_event=stop_event, logger=logger)
             else:
                 messages = SourceKinesis(stop_event=stop_event).read(logger, source_config, catalog, states)
-            for echo in write_messages(destination, catalog, progress.observe(messages), store=store):
-                progress.on_commit(echo)
+            pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds).start()
+            try:
+                for echo in write_messages(destination, catalog, progress.observe(pump.messages()), store=store):
+                    progress.on_commit(echo)
+            finally:
+                pump.close()
+            pump.raise_error()
         finally:
             if service is not None:
                 service.stop()
             store.close()
-    return RunSummary(progress.finish(), progress.records, progress.commits, progress.errors)
+    return RunSummary(
+        progress.finish(), progress.records, progress.commits, progress.errors,
+        stopped=stop_event.is_set(), source_abandoned=pump.abandoned_source,
+    )
