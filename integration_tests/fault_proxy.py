@@ -471,3 +471,156 @@ class FaultProxy:
             handler.send(response, truncate_to=min(len(response.body) // 2, max(len(response.body) - 1, 0)))
             return
         handler.send(response)
+
+
+# ------------------------------------------------------------------------------------------ hostile endpoints
+HOSTILE_KINDS = ("drip", "silent", "endless_next_token", "repeated_next_token", "garbage_json")
+
+
+class HostileEndpoint:
+    """A loopback "Kinesis" endpoint that misbehaves in one way, for the deadline and pagination tests:
+
+    * ``drip``: answers every request one byte every ``drip_seconds`` (status line, headers, then an endless body),
+      so no socket read ever times out but no response ever completes;
+    * ``silent``: accepts connections and reads requests, never answers;
+    * ``endless_next_token`` / ``repeated_next_token``: a valid ``DescribeStream``; ``ListShards`` pages of one new
+      shard with a fresh ``NextToken`` each time (or always the same token);
+    * ``garbage_json``: every request answered 200 with a body that is not JSON.
+
+    Listens on 127.0.0.1 only (port 0), answers no one else, and stops itself after ``max_lifetime_seconds``.
+    ``requests`` counts requests per operation.
+    """
+
+    def __init__(self, kind: str, *, drip_seconds: float = 2.0, max_lifetime_seconds: float = 120.0) -> None:
+        if kind not in HOSTILE_KINDS:
+            raise ValueError(f"unknown hostile kind {kind!r}; known: {HOSTILE_KINDS}")
+        self.kind = kind
+        self.drip_seconds = drip_seconds
+        self.max_lifetime_seconds = max_lifetime_seconds
+        self.requests: Counter = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener: Optional[socket.socket] = None
+        self._port: Optional[int] = None
+        self._threads: List[threading.Thread] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        assert self._port is not None, "not started"
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> "HostileEndpoint":
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._port = self._listener.getsockname()[1]
+        self._listener.settimeout(0.2)
+        self._spawn(self._accept)
+        timer = threading.Timer(self.max_lifetime_seconds, self._stop.set)
+        timer.daemon = True
+        timer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join(timeout=2)
+        if self._listener is not None:
+            self._listener.close()
+
+    def __enter__(self) -> "HostileEndpoint":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"hostile-{self.kind}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self._spawn(self._serve, conn)
+
+    def _read_request(self, conn: socket.socket, buffer: bytes) -> Tuple[Optional[str], bytes]:
+        """(operation, leftover bytes) of the next request, or (None, b"") when the client is gone or we stop."""
+        while b"\r\n\r\n" not in buffer:
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                if self._stop.is_set():
+                    return None, b""
+                continue
+            except OSError:
+                return None, b""
+            if not chunk:
+                return None, b""
+            buffer += chunk
+        head, rest = buffer.split(b"\r\n\r\n", 1)
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length") or 0)
+        while len(rest) < length and not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return None, b""
+            if not chunk:
+                return None, b""
+            rest += chunk
+        operation = headers.get("x-amz-target", "").rsplit(".", 1)[-1]
+        with self._lock:
+            self.requests[operation] += 1
+        return operation, rest[length:]
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        buffer = b""
+        pages = 0
+        try:
+            while not self._stop.is_set():
+                operation, buffer = self._read_request(conn, buffer)
+                if operation is None:
+                    return
+                if self.kind == "silent":
+                    self._stop.wait()
+                    return
+                if self.kind == "drip":
+                    wire = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 1000000\r\n\r\n{" + b" " * 999_999
+                    for i in range(len(wire)):
+                        conn.sendall(wire[i:i + 1])
+                        if self._stop.wait(self.drip_seconds):
+                            return
+                    return
+                if self.kind == "garbage_json":
+                    response = Response.raw_json(b"<html>\xff not json {{{")
+                elif operation == "DescribeStream":
+                    response = Response.json({"StreamDescription": {
+                        "StreamName": "hostile", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/hostile",
+                        "StreamStatus": "ACTIVE", "StreamCreationTimestamp": 1_700_000_000, "Shards": [], "HasMoreShards": True,
+                        "RetentionPeriodHours": 24, "EnhancedMonitoring": [], "EncryptionType": "NONE"}})
+                elif operation == "ListShards":
+                    pages += 1
+                    token = "same-token" if self.kind == "repeated_next_token" else f"token-{pages}-{uuid.uuid4()}"
+                    response = Response.json({"Shards": [{"ShardId": f"shardId-{pages:012d}",
+                                                          "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "1"},
+                                                          "SequenceNumberRange": {"StartingSequenceNumber": "1"}}],
+                                              "NextToken": token})
+                else:
+                    response = Response.error(400, "InvalidArgumentException", f"{operation} is not served here.")
+                head, body = response.encode()
+                conn.sendall(head + body)
+        except OSError:
+            return
+        finally:
+            conn.close()

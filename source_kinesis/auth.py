@@ -5,10 +5,12 @@ credentials: botocore calls ``_assume`` again shortly before the temporary crede
 outlive the one-hour default session.
 
 Clients are built with botocore's own retries off (``total_max_attempts=1``): the shard reader owns retries and
-backoff in one place (tenacity), so throttle counts and backoff are exact.
+backoff in one place (tenacity), so throttle counts and backoff are exact. Every call, Kinesis and STS alike, runs
+under a total deadline (``deadlines.py``): ``kinesis()`` returns a ``GuardedClient``.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from typing import Any, Callable, Dict, Optional
@@ -21,7 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from botocore.utils import parse_timestamp
 
 from source_kinesis.config import AccessKeys, IamRole, SourceConfig
-from source_kinesis.errors import BAD_CREDENTIALS, config_error, error_code, translate
+from source_kinesis.deadlines import CALL_DEADLINE_SECONDS, CallDeadlineExceeded, CallGuard, GuardedClient
+from source_kinesis.errors import BAD_CREDENTIALS, config_error, error_code, transient_error, translate
 
 # Ask for credentials valid this long; botocore refreshes them 15 (advisory) / 10 (mandatory) minutes before expiry.
 ROLE_SESSION_SECONDS = 3600
@@ -70,7 +73,13 @@ def assume_role_fetcher(sts_client: Any, role: IamRole, duration: int = ROLE_SES
     return fetch
 
 
-def build_session(config: SourceConfig) -> boto3.Session:
+# botocore's per-socket-read timeouts; the total per call is the guard's (CALL_DEADLINE_SECONDS). The read timeout
+# also frees the thread of a call abandoned at its deadline once the server goes quiet.
+CONNECT_TIMEOUT_SECONDS = 10
+READ_TIMEOUT_SECONDS = int(CALL_DEADLINE_SECONDS)
+
+
+def build_session(config: SourceConfig, guard: Optional[CallGuard] = None) -> boto3.Session:
     creds = config.credentials
     if isinstance(creds, AccessKeys):
         return boto3.Session(
@@ -81,10 +90,25 @@ def build_session(config: SourceConfig) -> boto3.Session:
         )
     base = boto3.Session(region_name=config.region)
     if isinstance(creds, IamRole):
-        sts = base.client("sts", region_name=config.region, config=Config(retries={"total_max_attempts": 3, "mode": "standard"}))
+        sts = base.client(
+            "sts",
+            region_name=config.region,
+            config=Config(
+                retries={"total_max_attempts": 3, "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                read_timeout=READ_TIMEOUT_SECONDS,
+            ),
+        )
         fetch = assume_role_fetcher(sts, creds)
+        # The first AssumeRole runs under the guard's deadline here; refreshes run inside a Kinesis call, so under
+        # that call's deadline.
+        sts_guard = dataclasses.replace(guard, endpoint="AWS STS") if guard is not None else CallGuard(endpoint="AWS STS")
+        try:
+            first = sts_guard.call("AssumeRole", fetch, {})
+        except CallDeadlineExceeded as exc:
+            raise transient_error(f"Could not assume role {creds.role_arn}: {exc}. Check the network route to AWS STS, then try again.") from None
         refreshable = RefreshableCredentials.create_from_metadata(
-            metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+            metadata=first, refresh_using=fetch, method="sts-assume-role"
         )
         core = botocore.session.get_session()
         core._credentials = refreshable  # botocore's documented way to plug refreshable credentials into a session
@@ -103,17 +127,21 @@ def epoch_timestamp(value: Any) -> float:
 
 
 class ClientFactory:
-    """Builds the Kinesis client once per config (boto3 clients are thread-safe; sessions are not)."""
+    """Builds the Kinesis client once per config (boto3 clients are thread-safe; sessions are not), guarded: every
+    call ends within its deadline, within ``total_seconds`` of the factory's creation when given (check), and at once
+    when ``stop`` is set."""
 
-    def __init__(self, config: SourceConfig) -> None:
+    def __init__(self, config: SourceConfig, *, stop: Optional[threading.Event] = None, total_seconds: Optional[float] = None) -> None:
         self.config = config
+        guard = CallGuard(endpoint=config.endpoint_url or f"the Kinesis endpoint of {config.region}").with_stops(stop)
+        self.guard = guard.with_total(total_seconds) if total_seconds is not None else guard
         self._lock = threading.Lock()
         self._client: Optional[Any] = None
 
     def kinesis(self) -> Any:
         with self._lock:
             if self._client is None:
-                session = build_session(self.config)
+                session = build_session(self.config, self.guard)
                 # The documented parser-defaults hook of botocore's response parser factory (per session).
                 session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=epoch_timestamp)
                 self._client = session.client(
@@ -122,10 +150,11 @@ class ClientFactory:
                     endpoint_url=self.config.endpoint_url or None,
                     config=Config(
                         retries={"total_max_attempts": 1},
-                        connect_timeout=10,
-                        read_timeout=60,
+                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        read_timeout=READ_TIMEOUT_SECONDS,
                         max_pool_connections=self.config.max_parallel_shards + 4,
                         user_agent_extra="airbyte-source-kinesis",
                     ),
                 )
+                self._client = GuardedClient(self._client, self.guard)
             return self._client

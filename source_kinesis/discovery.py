@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Mapping, Optional
 from airbyte_cdk.models import AirbyteStream, SyncMode
 
 from source_kinesis.config import SourceConfig, StreamRef
-from source_kinesis.errors import ACCESS_DENIED, config_error, error_code, translate
+from source_kinesis.errors import ACCESS_DENIED, MalformedResponse, config_error, error_code, translate
+from source_kinesis.pagination import Pagination
 from source_kinesis.records import CURSOR_FIELD, PRIMARY_KEY
 from source_kinesis.state import iso_ms
 from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
@@ -34,6 +35,8 @@ class KinesisStream:
 def describe(client: Any, ref: Mapping[str, str], name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> KinesisStream:
     try:
         desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1), budget_seconds=retry_budget_seconds)["StreamDescription"]
+        if not isinstance(desc, dict) or not isinstance(desc.get("StreamName"), str) or not isinstance(desc.get("StreamARN"), str):
+            raise MalformedResponse(f"DescribeStream returned a StreamDescription without a StreamName and StreamARN: {str(desc)[:100]}")
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "DescribeStream", name) from None
     created = desc.get("StreamCreationTimestamp")
@@ -54,16 +57,29 @@ def describe(client: Any, ref: Mapping[str, str], name: str, retry_budget_second
 
 
 def list_stream_names(client: Any, pattern: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[str]:
+    """Every stream name of the account/region, across pages, under the pagination bounds of ``pagination.py``."""
     names: List[str] = []
     kwargs: Dict[str, Any] = {"Limit": 100}
+    pages = Pagination("ListStreams", "the account's stream list", retry_budget_seconds)
     try:
         while True:
-            response = call_kinesis("ListStreams", client.list_streams, kwargs, budget_seconds=retry_budget_seconds)
-            names.extend(response.get("StreamNames", []))
+            response = call_kinesis("ListStreams", client.list_streams, kwargs, budget_seconds=pages.call_budget())
+            page_names = response.get("StreamNames")
+            if not isinstance(page_names, list) or not all(isinstance(n, str) for n in page_names):
+                raise MalformedResponse(f"ListStreams returned StreamNames that are not a list of names: {str(page_names)[:100]}")
+            pages.add_items(len(page_names))
+            names.extend(page_names)
             if not response.get("HasMoreStreams"):
                 return names
             token = response.get("NextToken")
-            kwargs = {"Limit": 100, "NextToken": token} if token else {"Limit": 100, "ExclusiveStartStreamName": names[-1]}
+            if token:
+                pages.next_token(token)
+                kwargs = {"Limit": 100, "NextToken": token}
+            else:
+                if not page_names:
+                    raise MalformedResponse("ListStreams said HasMoreStreams but returned no stream name to continue after")
+                pages.next_token(f"after:{names[-1]}")
+                kwargs = {"Limit": 100, "ExclusiveStartStreamName": names[-1]}
     except Exception as exc:  # noqa: BLE001
         if error_code(exc) in ACCESS_DENIED:
             raise config_error(
@@ -103,7 +119,7 @@ def resolve_catalog_stream(client: Any, config: SourceConfig, name: str) -> Kine
     """A stream the catalog asks for, without ListStreams: names and patterns resolve by name, ARNs by ARN."""
     for stream_ref in config.stream_refs:
         if stream_ref.matches(name):
-            return describe(client, ref_for(stream_ref, name), name)
+            return describe(client, ref_for(stream_ref, name), name, config.retry_budget_seconds)
     raise config_error(
         f"The catalog asks for stream '{name}', which no entry of the source's 'streams' setting matches. "
         "Refresh the source schema or add the stream to the configuration."

@@ -24,6 +24,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from source_kinesis.deadlines import CallDeadlineExceeded, EndpointStalled
+
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError", "403"}
 BAD_CREDENTIALS = {
     "UnrecognizedClientException",
@@ -47,6 +49,11 @@ THROTTLING = {
     "TooManyRequestsException",
 }
 SERVER_ERRORS = {"InternalFailure", "InternalFailureException", "InternalError", "ServiceUnavailable", "ServiceUnavailableException"}
+
+
+class MalformedResponse(Exception):
+    """A Kinesis response whose content cannot be what Kinesis sends (e.g. a sequence number that is not decimal
+    digits, a ListShards that repeats its NextToken). A broken or hostile endpoint: retried, then transient."""
 
 
 class IncompleteResponse(Exception):
@@ -82,6 +89,8 @@ def is_retryable(exc: BaseException) -> bool:
     # (a body cut short while streaming) and ReadTimeoutError: botocore's own standard retry mode treats the whole
     # family as transient, and so do we (botocore's retries are off in our client, so this is the only retry layer).
     if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ReadTimeoutError, HTTPClientError, IncompleteReadError, IncompleteResponse)):
+        return True
+    if isinstance(exc, (CallDeadlineExceeded, EndpointStalled, MalformedResponse)):
         return True
     # urllib3/http.client errors that botocore did not wrap (connection reset mid-body, truncated responses).
     return isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in {
@@ -132,8 +141,15 @@ def translate(exc: BaseException, action: str, stream: Optional[str] = None, sha
     if isinstance(exc, NoRegionError):
         return config_error("No AWS region configured. Set the region.")
     if isinstance(exc, EndpointConnectionError):
-        return config_error(
-            f"Could not reach the Kinesis endpoint while calling kinesis:{action} on {where}: {exc}. Check the region, the endpoint URL and the network."
+        # An outage (retry later) during a sync; check turns it into a config_error (see source.check_connection).
+        return transient_error(
+            f"Could not reach the Kinesis endpoint while calling kinesis:{action} on {where} for the whole retry budget: {exc}. "
+            "Check the region, the endpoint URL and the network; if they are right, the endpoint is down: try again later."
+        )
+    if isinstance(exc, (CallDeadlineExceeded, EndpointStalled, IncompleteResponse, MalformedResponse)):
+        return transient_error(
+            f"kinesis:{action} on {where} failed: {exc}. The endpoint is not answering like Kinesis "
+            "(an outage, a proxy or a wrong endpoint URL): check the endpoint URL and the network, then try again later."
         )
     if is_retryable(exc):
         return transient_error(f"kinesis:{action} on {where} kept failing with {code} past the retry budget. Try again later; if it is throttling, lower the read budget or the number of consumers of the stream.")

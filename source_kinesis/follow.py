@@ -14,9 +14,10 @@ from airbyte_cdk.models import AirbyteMessage
 
 from source_kinesis.auth import ClientFactory
 from source_kinesis.config import parse_config
+from source_kinesis.deadlines import Stopped
 from source_kinesis.discovery import resolve_catalog_stream, resolve_streams
 from source_kinesis.orchestrator import Orchestrator
-from source_kinesis.source import states_by_stream
+from source_kinesis.source import states_by_stream, unique_stream_names
 
 
 def follow(
@@ -35,7 +36,10 @@ def follow(
     """
     cfg = parse_config(config)
     log = logger or logging.getLogger("airbyte")
-    client = ClientFactory(cfg).kinesis()
-    names = list(streams) if streams is not None else [s.name for s in resolve_streams(client, cfg)]
+    try:
+        client = ClientFactory(cfg, stop=stop_event).kinesis()
+        names = unique_stream_names(streams) if streams is not None else [s.name for s in resolve_streams(client, cfg, retry_budget_seconds=cfg.retry_budget_seconds)]
+    except Stopped:
+        return  # stopped before reading anything: nothing to emit, nothing to checkpoint
     orchestrator = Orchestrator(cfg, client, log, follow=True, stop_event=stop_event, progress_interval=progress_interval)
     yield from orchestrator.run(names, lambda name: resolve_catalog_stream(client, cfg, name), states_by_stream(state))

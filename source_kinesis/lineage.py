@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from source_kinesis.errors import translate
+from source_kinesis.errors import MalformedResponse, translate
+from source_kinesis.pagination import Pagination
 from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
 
 
@@ -37,23 +38,44 @@ def _hash_range(raw: Optional[Mapping[str, Any]]) -> Optional[Tuple[int, int]]:
 
 
 def list_shards(client: Any, stream_ref: Mapping[str, str], stream_name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[ShardInfo]:
-    """Every shard still in retention (open and closed), across all pages.
+    """Every shard still in retention (open and closed), across all pages, under the bounds of ``pagination.py``
+    (a repeated NextToken, a page/item limit, a total time bound).
 
     ``stream_ref`` is ``{"StreamName": ...}`` or ``{"StreamARN": ...}``. A call that carries ``NextToken`` must not
     also carry the stream name/ARN (Kinesis rejects it), so later pages send the token alone.
     """
-    shards: List[ShardInfo] = []
+    shards: Dict[str, ShardInfo] = {}
     kwargs: Dict[str, Any] = dict(stream_ref)
+    pages = Pagination("ListShards", f"stream '{stream_name}'", retry_budget_seconds)
     try:
         while True:
-            response = call_kinesis("ListShards", client.list_shards, dict(kwargs, MaxResults=1000), budget_seconds=retry_budget_seconds)
-            shards.extend(ShardInfo.from_list_shards(s) for s in response.get("Shards", []))
+            response = call_kinesis("ListShards", client.list_shards, dict(kwargs, MaxResults=1000), budget_seconds=pages.call_budget())
+            page = response.get("Shards")
+            if not isinstance(page, list):
+                raise MalformedResponse(f"ListShards returned Shards that are not a list: {str(page)[:100]}")
+            pages.add_items(len(page))
+            for raw in page:
+                info = _shard_info(raw)
+                shards.setdefault(info.shard_id, info)
             token = response.get("NextToken")
             if not token:
-                return shards
+                return list(shards.values())
+            if not isinstance(token, str):
+                raise MalformedResponse(f"ListShards returned a NextToken that is not a string: {str(token)[:100]}")
+            pages.next_token(token)
             kwargs = {"NextToken": token}
     except Exception as exc:  # noqa: BLE001 - translated into an actionable Airbyte error
         raise translate(exc, "ListShards", stream_name) from None
+
+
+def _shard_info(raw: Any) -> ShardInfo:
+    try:
+        info = ShardInfo.from_list_shards(raw)
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise MalformedResponse(f"ListShards returned a shard that is not a Kinesis shard ({type(exc).__name__}: {str(raw)[:100]})") from None
+    if not isinstance(info.shard_id, str) or not all(isinstance(p, str) for p in info.parents):
+        raise MalformedResponse(f"ListShards returned a shard whose ShardId/parents are not strings: {str(raw)[:100]}")
+    return info
 
 
 @dataclass

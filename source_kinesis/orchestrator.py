@@ -34,6 +34,7 @@ from airbyte_cdk.utils.stream_status_utils import as_airbyte_message as stream_s
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.config import SourceConfig
+from source_kinesis.deadlines import Stopped, guarded
 from source_kinesis.decoding import PayloadDecoder
 from source_kinesis.discovery import KinesisStream
 from source_kinesis.errors import config_error
@@ -93,10 +94,13 @@ class Orchestrator:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self.config = config
-        self.client = client
         self.logger = logger
         self.follow = follow
         self.stop_event = stop_event or threading.Event()
+        # Set when this run shuts down (stop request, max duration, the end, the consumer closing us): every call
+        # in flight or in backoff is abandoned at once instead of at its deadline.
+        self._halt = threading.Event()
+        self.client = guarded(client, self.stop_event, self._halt)
         self.clock = clock
         self.now = now
         self.progress = ProgressReporter(logger, interval=progress_interval, clock=clock)
@@ -127,9 +131,13 @@ class Orchestrator:
         self.pool = ShardPool(self._workers, self.queue, clock=self.clock)
         try:
             for name in names:
+                if self.stop_event.is_set():
+                    break
                 yield stream_status_message(StreamDescriptor(name=name), AirbyteStreamStatus.STARTED)
                 try:
                     run = self._prepare(resolve(name), states.get(name))
+                except Stopped:
+                    break
                 except AirbyteTracedException as exc:
                     yield from self._fail_before_start(name, exc)
                     continue
@@ -161,6 +169,7 @@ class Orchestrator:
                     yield from self._refresh_shards()
             yield from self._shutdown()
         finally:
+            self._halt.set()
             if self.pool is not None:
                 self.pool.stop()
                 self.pool.join(timeout=5)
@@ -397,6 +406,8 @@ class Orchestrator:
                 continue
             try:
                 listed = list_shards(self.client, run.info.api_ref, run.name, self.config.retry_budget_seconds)
+            except Stopped:
+                return
             except AirbyteTracedException as exc:
                 self.logger.warning(f"Stream '{run.name}': could not refresh the shard list ({exc.message}); will try again.")
                 continue
@@ -442,6 +453,7 @@ class Orchestrator:
     def _shutdown(self) -> Iterator[AirbyteMessage]:
         """Stop the readers, emit what they already fetched (in order), then checkpoint every stream."""
         self._stopping = True
+        self._halt.set()
         assert self.pool is not None
         self.pool.stop()
         while self.pool.alive() or not self.queue.empty():

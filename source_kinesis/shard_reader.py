@@ -17,8 +17,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from source_kinesis.errors import config_error, error_code, translate
+from source_kinesis.deadlines import Stopped
+from source_kinesis.errors import MalformedResponse, config_error, error_code, translate
 from source_kinesis.records import epoch_seconds
+from source_kinesis.state import is_sequence_number
 from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
 
 
@@ -159,6 +161,9 @@ class ShardReader:
         """One GetRecords (plus an iterator request when needed). Never raises: errors come back in the Page."""
         try:
             return self._poll()
+        except Stopped:
+            # The sync is stopping: nothing was fetched by this poll; the emitter checkpoints what it emitted.
+            return Page(self)
         except AirbyteTracedException as exc:
             return Page(self, error=exc)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the emitting thread
@@ -190,6 +195,10 @@ class ShardReader:
         size = 0
         for record in records:
             size += len(record["Data"]) + len(record.get("PartitionKey", ""))
+            if not is_sequence_number(record.get("SequenceNumber")):
+                raise MalformedResponse(
+                    f"GetRecords returned a record whose SequenceNumber is not decimal digits: {str(record.get('SequenceNumber'))[:80]!r}"
+                )
         self.budget.record_call(started, size)
         self.stats.calls += 1
         self.stats.records += len(records)

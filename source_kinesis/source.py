@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from airbyte_cdk.models import (
     AirbyteCatalog,
+    FailureType,
     AirbyteMessage,
     AirbyteStateMessage,
     AirbyteStateType,
@@ -26,6 +27,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.auth import ClientFactory
 from source_kinesis.config import SourceConfig, parse_config
+from source_kinesis.deadlines import Stopped
 from source_kinesis.discovery import KinesisStream, airbyte_stream, record_schema, resolve_catalog_stream, resolve_streams
 from source_kinesis.errors import config_error, translate
 from source_kinesis.lineage import list_shards
@@ -37,6 +39,9 @@ from source_kinesis.throttling import call_kinesis
 SCHEMA_SAMPLE_SECONDS = 10
 # check answers within seconds (the Airbyte UI waits on it): transient errors are retried this long, not a sync's budget.
 CHECK_RETRY_SECONDS = 10.0
+# ... and the whole check (every call, its retries and backoff, for every stream) ends within this many seconds, on
+# any endpoint: a slow-dripping or silent one included (the issue's bound is 30 s; process start-up takes the rest).
+CHECK_TOTAL_SECONDS = 25.0
 
 
 def states_by_stream(state: Optional[List[Any]]) -> Dict[str, Optional[Mapping[str, Any]]]:
@@ -66,14 +71,14 @@ class SourceKinesis(AbstractSource):
     def check_connection(self, logger: logging.Logger, config: Mapping[str, Any]) -> Tuple[bool, Optional[Any]]:
         cfg = parse_config(config)
         try:
-            client = ClientFactory(cfg).kinesis()
+            client = ClientFactory(cfg, stop=self.stop_event, total_seconds=CHECK_TOTAL_SECONDS).kinesis()
             streams = resolve_streams(client, cfg, require_matches=True, retry_budget_seconds=CHECK_RETRY_SECONDS)
             for stream in streams:
                 probe_reads(client, stream, CHECK_RETRY_SECONDS)
-        except AirbyteTracedException:
-            raise
+        except AirbyteTracedException as exc:
+            raise check_failure(exc, cfg) from None
         except Exception as exc:  # noqa: BLE001 - anything else still gets an actionable message
-            raise translate(exc, "DescribeStream") from None
+            raise check_failure(translate(exc, "DescribeStream"), cfg) from None
         logger.info(f"Check succeeded: {len(streams)} stream(s) readable: {', '.join(s.name for s in streams)}")
         return True, None
 
@@ -110,16 +115,44 @@ class SourceKinesis(AbstractSource):
         state: Optional[List[AirbyteStateMessage]] = None,
     ) -> Iterator[AirbyteMessage]:
         cfg = parse_config(config)
-        client = ClientFactory(cfg).kinesis()
+        names = unique_stream_names(configured.stream.name for configured in catalog.streams)
+        try:
+            client = ClientFactory(cfg, stop=self.stop_event).kinesis()
+        except Stopped:
+            return  # stopped before reading anything (while assuming the role): nothing to emit
         saved = states_by_stream(state)
-        names: List[str] = []
         for configured in catalog.streams:
-            name = configured.stream.name
-            names.append(name)
             if configured.sync_mode == SyncMode.full_refresh:
-                saved[name] = None
+                saved[configured.stream.name] = None
         orchestrator = Orchestrator(cfg, client, logger, stop_event=self.stop_event)
         yield from orchestrator.run(names, lambda name: resolve_catalog_stream(client, cfg, name), saved)
+
+
+def unique_stream_names(names: Iterable[str]) -> List[str]:
+    """The catalog's stream names in order; a name listed twice would emit every record twice: a config_error."""
+    result: List[str] = []
+    for name in names:
+        if name in result:
+            raise config_error(
+                f"The configured catalog lists stream '{name}' more than once; each stream may appear once. "
+                "Remove the duplicate entry (refresh the connection's streams)."
+            )
+        result.append(name)
+    return result
+
+
+def check_failure(exc: AirbyteTracedException, cfg: SourceConfig) -> AirbyteTracedException:
+    """What check reports. An endpoint that cannot be reached, stalls or does not answer like Kinesis within check's
+    time limit is reported as a config_error (a FAILED connection status: check the endpoint URL, region, network),
+    since at setup time that is what the user can fix; during a sync the same failures are transient errors."""
+    if exc.failure_type != FailureType.transient_error:
+        return exc
+    endpoint = cfg.endpoint_url or f"the AWS endpoints of region {cfg.region}"
+    message = (
+        f"Check could not complete against {endpoint} (check's time limit is {CHECK_TOTAL_SECONDS:.0f} s): {exc.message} "
+        "(If the endpoint URL and region are right and it is only temporarily unavailable, test again later.)"
+    )
+    return config_error(message)
 
 
 def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger: logging.Logger, limit: int, seconds: int) -> List[Dict[str, Any]]:

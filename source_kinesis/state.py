@@ -13,15 +13,25 @@
 - ``parents``: lineage, kept so a child can be judged ready even after its parents were pruned.
 - ``started_at``: for shards that emitted nothing yet under LATEST/AT_TIMESTAMP, the time reading began; the next
   sync resumes ``AT_TIMESTAMP`` there instead of jumping to the new tip.
-Sequence numbers are compared as integers, never as strings.
+Sequence numbers are compared as integers, never as strings. Everywhere one is parsed (a saved state, a GetRecords
+response) it must be ASCII decimal digits only (``[0-9]+``): ``int()`` alone would also take ``" 12 "``, ``"1_000"``
+or other scripts' digits (``"١٢"``), which Kinesis never sends. A state that breaks a rule is a config_error naming
+the stream, the shard and the field.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 STATE_VERSION = 1
+SEQUENCE_NUMBER_RE = re.compile(r"[0-9]{1,256}")
+
+
+def is_sequence_number(value: Any) -> bool:
+    """A Kinesis sequence number: a string of ASCII decimal digits."""
+    return isinstance(value, str) and SEQUENCE_NUMBER_RE.fullmatch(value) is not None
 
 
 def iso_ms(value: dt.datetime) -> str:
@@ -37,6 +47,12 @@ def parse_iso(value: str) -> dt.datetime:
 
 def position_key(sequence_number: str, sub_sequence_number: int) -> Tuple[int, int]:
     return int(sequence_number), int(sub_sequence_number)
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: its JSON-ish repr, cut short (states hold no secrets, but may be huge)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass
@@ -58,20 +74,36 @@ class ShardState:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "ShardState":
+        """Parse one shard's saved position; a ValueError names the field that breaks the documented shape."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"must be an object, not {_shown(raw)}")
         seq = raw.get("sequence_number")
-        if seq is not None:
+        if type(seq) is int and seq >= 0:  # a JSON number of digits (hand-written states): exact in Python
             seq = str(seq)
-            int(seq)  # must be a decimal integer
+        if seq is not None and not is_sequence_number(seq):
+            raise ValueError(f"'sequence_number' must be null or a string of decimal digits 0-9, not {_shown(seq)}")
+        sub = raw.get("sub_sequence_number", 0)
+        if sub is None:
+            sub = 0
+        if isinstance(sub, str) and SEQUENCE_NUMBER_RE.fullmatch(sub):
+            sub = int(sub)
+        if isinstance(sub, bool) or not isinstance(sub, int) or sub < 0:
+            raise ValueError(f"'sub_sequence_number' must be a non-negative integer, not {_shown(sub)}")
         finished = raw.get("finished", False)
         if not isinstance(finished, bool):
-            raise ValueError(f"'finished' must be true or false, not {finished!r}")
-        return cls(
-            sequence_number=seq,
-            sub_sequence_number=int(raw.get("sub_sequence_number") or 0),
-            finished=finished,
-            parents=[str(p) for p in raw.get("parents") or []],
-            started_at=raw.get("started_at"),
-        )
+            raise ValueError(f"'finished' must be true or false, not {_shown(finished)}")
+        parents = raw.get("parents") or []
+        if not isinstance(parents, list) or not all(isinstance(p, str) and p for p in parents):
+            raise ValueError(f"'parents' must be a list of shard ids, not {_shown(parents)}")
+        started_at = raw.get("started_at")
+        if started_at is not None:
+            if not isinstance(started_at, str):
+                raise ValueError(f"'started_at' must be null or an ISO-8601 timestamp string, not {_shown(started_at)}")
+            try:
+                parse_iso(started_at)
+            except ValueError:
+                raise ValueError(f"'started_at' must be null or an ISO-8601 timestamp like 2026-11-25T21:30:38.123Z, not {_shown(started_at)}") from None
+        return cls(sequence_number=seq, sub_sequence_number=sub, finished=finished, parents=list(parents), started_at=started_at)
 
     def is_after(self, sequence_number: str, sub_sequence_number: int) -> bool:
         """True if the user record (sequence_number, sub_sequence_number) comes after the checkpoint."""
@@ -101,16 +133,28 @@ class StreamState:
             return None
         from source_kinesis.errors import config_error
 
+        if not isinstance(raw, Mapping):
+            raise config_error(f"The saved state of stream '{stream}' is not an object ({_shown(raw)}). Reset the stream's state.")
         version = raw.get("version")
-        if version != STATE_VERSION:
+        if type(version) is not int or version != STATE_VERSION:
             raise config_error(
                 f"The saved state of stream '{stream}' has version {version!r}; this connector reads version {STATE_VERSION}. "
                 "Reset the stream's state, or use the connector version that wrote it."
             )
-        try:
-            shards = {str(k): ShardState.from_dict(v) for k, v in (raw.get("shards") or {}).items()}
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise config_error(f"The saved state of stream '{stream}' is malformed ({exc}). Reset the stream's state.") from None
+        for name in ("stream_arn", "stream_created_at"):
+            if raw.get(name) is not None and not isinstance(raw.get(name), str):
+                raise config_error(f"The saved state of stream '{stream}' is malformed: '{name}' must be a string, not {_shown(raw.get(name))}. Reset the stream's state.")
+        raw_shards = raw.get("shards") or {}
+        if not isinstance(raw_shards, Mapping):
+            raise config_error(f"The saved state of stream '{stream}' is malformed: 'shards' must be an object, not {_shown(raw_shards)}. Reset the stream's state.")
+        shards: Dict[str, ShardState] = {}
+        for shard_id, value in raw_shards.items():
+            try:
+                shards[str(shard_id)] = ShardState.from_dict(value)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise config_error(
+                    f"The saved state of stream '{stream}' is malformed: shard {str(shard_id)[:100]}: {exc}. Reset the stream's state."
+                ) from None
         return cls(stream_arn=raw.get("stream_arn"), stream_created_at=raw.get("stream_created_at"), shards=shards)
 
     def prune(self, listed_shard_ids: set) -> List[str]:

@@ -7,7 +7,12 @@ request counts, not "this response cost N bytes, so wait N/rate before the next 
 
 Retries: botocore's own retries are off (see auth.py), so this is the only layer that retries: throttling
 (ProvisionedThroughputExceeded, LimitExceeded, KMS throttling), 5xx and connection errors are retried with
-exponential backoff and full jitter (tenacity) until the retry budget (seconds) is spent.
+exponential backoff and full jitter (tenacity) until the retry budget (seconds) is spent. A backoff never runs past
+the budget, so the last try starts within it and a call that keeps failing ends within the budget plus one call's
+deadline (``deadlines.CALL_DEADLINE_SECONDS``). Through a ``GuardedClient`` (always, in check/discover/read/follow)
+the budget also counts from the first failure of *any* call to the endpoint: once nothing succeeded for a whole
+budget, calls fail without another try, so N sequential calls against a dead endpoint do not take N budgets; a stop
+request ends a backoff at once.
 """
 from __future__ import annotations
 
@@ -17,7 +22,10 @@ from typing import Any, Callable, Mapping, Optional
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from source_kinesis.errors import IncompleteResponse, is_retryable, is_throttling
+from source_kinesis.deadlines import EndpointStalled, guard_of
+from botocore.parsers import ResponseParserError
+
+from source_kinesis.errors import IncompleteResponse, MalformedResponse, is_retryable, is_throttling
 
 # A member every successful response of the call carries. botocore does not enforce Content-Length (its urllib3
 # session passes enforce_content_length=False) and its JSON parser turns an unparseable body into {}: a 200 response
@@ -60,6 +68,7 @@ def retrying(
     counters: RetryCounters,
     sleep: Callable[[float], None] = time.sleep,
     max_backoff: float = 10.0,
+    give_up: Optional[Callable[[], bool]] = None,
 ) -> Retrying:
     """A tenacity policy: retry retryable AWS errors with full-jitter exponential backoff within the budget.
 
@@ -75,10 +84,18 @@ def retrying(
     def count_retry(state: RetryCallState) -> None:
         counters.retries += 1
 
+    backoff = wait_random_exponential(multiplier=0.1, max=max_backoff)
+
+    def wait(state: RetryCallState) -> float:  # never sleep past the budget: the last try starts within it
+        return max(0.0, min(backoff(state), budget_seconds - (state.seconds_since_start or 0.0)))
+
+    def stop(state: RetryCallState) -> bool:
+        return stop_after_delay(budget_seconds)(state) or (give_up is not None and give_up())
+
     return Retrying(
         retry=retry_if_exception(classify),
-        wait=wait_random_exponential(multiplier=0.1, max=max_backoff),
-        stop=stop_after_delay(budget_seconds),
+        wait=wait,
+        stop=stop,
         sleep=sleep,
         before_sleep=count_retry,
         reraise=True,
@@ -97,12 +114,50 @@ def call_kinesis(
     """One Kinesis call (``action`` e.g. "ListShards") under the retry policy, with the response checked for the
     member every complete response carries. Raises the last error once the budget is spent."""
     required = REQUIRED_MEMBER.get(action)
+    guard = guard_of(method)
 
-    def attempt(**call_kwargs: Any) -> Any:
-        response = method(**call_kwargs)
-        if required is not None and required not in response:
-            raise IncompleteResponse(action, required)
+    def parsed(**call_kwargs: Any) -> Any:
+        try:
+            return method(**call_kwargs)
+        except (UnicodeDecodeError, ResponseParserError) as exc:  # a body that is not Kinesis JSON at all
+            raise MalformedResponse(f"{action} returned a body that is not Kinesis JSON ({type(exc).__name__})") from None
+
+    if guard is None:
+
+        def attempt(**call_kwargs: Any) -> Any:
+            response = parsed(**call_kwargs)
+            if required is not None and (not isinstance(response, dict) or required not in response):
+                raise IncompleteResponse(action, required)
+            return response
+
+        return retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=sleep)(attempt, **kwargs)
+
+    outage = guard.outage
+    if outage.outage_seconds() >= budget_seconds:
+        raise EndpointStalled(action, guard.endpoint, outage.outage_seconds(), outage.last_error)
+
+    def guarded_attempt(**call_kwargs: Any) -> Any:
+        try:
+            response = parsed(**call_kwargs)
+            if required is not None and (not isinstance(response, dict) or required not in response):
+                raise IncompleteResponse(action, required)
+        except Exception as exc:
+            if is_retryable(exc):
+                outage.failure(exc)
+            raise
+        outage.success()
         return response
 
-    policy = retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=sleep)
-    return policy(attempt, **kwargs)
+    def guarded_sleep(seconds: float) -> None:
+        guard.check_stop(action)
+        if sleep is time.sleep:
+            guard.sleep(seconds, action)
+        else:  # an injected sleep (tests) still honours a stop on both sides
+            sleep(seconds)
+            guard.check_stop(action)
+
+    def give_up() -> bool:
+        return guard.expired() or outage.outage_seconds() >= budget_seconds
+
+    policy = retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=guarded_sleep, give_up=give_up)
+    return policy(guarded_attempt, **kwargs)
