@@ -23,13 +23,15 @@ The statement is then rewritten, not string-patched:
 * A reference the batch lacks is NULL (documents are schemaless); a field missing from a record stays missing.
 
 Input column types: integers BIGINT (DECIMAL(38,0) beyond 64 bits), floats DOUBLE, booleans, strings VARCHAR;
-objects, arrays and fields whose type varies within the batch are JSON (use ``->``/``->>``). Output values convert
+objects and arrays JSON (use ``->``/``->>``). Records whose referenced fields hold different kinds of values run in
+separate groups (``_type_groups``), so a record's types, and its result, never depend on its batch. Output values convert
 exactly (see ``_decode``) or are noted in ``_airbyte_meta.changes`` (NaN/Infinity become null; a DECIMAL a double
 cannot hold is rounded).
 
 Errors: one that depends on a record's values (a failed cast, an out-of-range value, ``error()``) belongs to that
 record: the failing chunk is split until the records that fail are alone, they are reported in ``BatchResult.failed``
-and the rest runs. Any other error (parse, bind, unknown column or function, memory, time) is the statement's.
+and the rest runs. So does a bind error at run time (the dry run bound the statement with every field NULL, so it
+is about the field types of a group's records: ``upper(n)`` where ``n`` is a number). Any other error (parse, bind, unknown column or function, memory, time) is the statement's.
 """
 from __future__ import annotations
 
@@ -147,7 +149,13 @@ class Transformation:
         err = self._err
         if not self.sql:
             raise err("it is empty.")
-        serialized = jsonio.loads(self._parser.execute("SELECT json_serialize_sql($1)", [self.sql]).fetchone()[0])
+        try:
+            serialized = jsonio.loads(self._parser.execute("SELECT json_serialize_sql($1)", [self.sql]).fetchone()[0])
+        except ValueError:  # DuckDB writes a literal beyond DOUBLE's range (1e309) as Infinity, which is not JSON
+            raise err(
+                "it holds a numeric literal beyond the range of DOUBLE (such as 1e309); write 'Infinity'::DOUBLE or "
+                "a DECIMAL literal instead."
+            ) from None
         if serialized.get("error"):
             message = serialized.get("error_message", "")
             if "Only SELECT" in message:
@@ -243,6 +251,13 @@ class Transformation:
                 explicit.append(name)
             items.append(_Output(name, len(select), bare))
             select.append(expr)
+        for item in items:
+            if isinstance(item, _Star):
+                targets = list(item.rename.values())
+                for target in targets:
+                    # two fields renamed to one name, or a rename onto an explicit output: one value would be lost
+                    if targets.count(target) > 1 or target in explicit:
+                        raise self._err(f"the output field '{target}' is defined twice (by RENAME).")
         for sub in _walk(select + [node.get("where_clause")]):
             if sub.get("class") == "STAR":
                 raise self._err("'*' inside an expression (e.g. struct_pack(*), * LIKE ...) is not supported; name the fields.")
@@ -321,6 +336,9 @@ class Transformation:
         result = BatchResult()
         for start in range(0, max(len(rows), 1), CHUNK_ROWS):
             self._apply_chunk(rows, list(range(start, min(start + CHUNK_ROWS, len(rows)))), deadline, result)
+        # back into arrival order (type groups and isolation run records out of it; _op folding needs it); stable,
+        # so the rows one record produced (unnest) keep their order
+        result.rows.sort(key=lambda row: row[0])
         return result
 
     def _input_sql(self, json_columns: set[int], query: str) -> str:
@@ -334,6 +352,13 @@ class Transformation:
     def _apply_chunk(self, all_rows, indexes: list[int], deadline: float, result: BatchResult, detect: bool = True) -> None:
         if time.monotonic() >= deadline:
             raise self._translate(SandboxError("Timeout", "deadline passed"))
+        groups = self._type_groups(all_rows, indexes)
+        if len(groups) > 1:
+            # records whose referenced fields hold different JSON kinds run apart, so that each one's column types
+            # (and so its result) never depend on which other records share its batch
+            for group in groups:
+                self._apply_chunk(all_rows, group, deadline, result, detect)
+            return
         rows = [all_rows[i] for i in indexes]
         table, json_columns, notes = self._input_table(rows)
         if table.nbytes > CHUNK_BYTES and len(rows) > 1:
@@ -349,11 +374,33 @@ class Transformation:
         try:
             output, columns = self._sandbox.run(self._input_sql(json_columns, self._sql_cache), table, deadline)
         except SandboxError as exc:
+            if exc.kind == "BinderException" and rows:
+                # the statement bound in the dry run (every field NULL), so this is about the types of these
+                # records' values, which all records of a chunk share (see _type_groups): they fail, the rest runs
+                first = str(exc).splitlines()[0] if str(exc) else exc.kind
+                for index in indexes:
+                    result.failed[index] = f"{exc.kind}: {first} (the statement does not apply to this record's field types)"
+                return
             if exc.kind not in VALUE_ERRORS or not rows:
                 raise self._translate(exc) from None
             self._isolate(all_rows, indexes, deadline, result, exc, table, json_columns, detect)
             return
         self._assemble(rows, indexes, output, columns, notes, result)
+
+    def _type_groups(self, all_rows, indexes: list[int]) -> list[list[int]]:
+        """``indexes`` split by the JSON kinds (see ``_kind``) of the referenced fields, in first-seen order. Each
+        group becomes one ``_input`` whose column types follow from each record's own values alone: a string never
+        becomes JSON text (``"a"`` with quotes) or an integer a DOUBLE because another record of the batch holds
+        something else there."""
+        if not self._bound:
+            return [indexes]
+        groups: dict[tuple, list[int]] = {}
+        bound = self._bound
+        for index in indexes:
+            row = all_rows[index]
+            key = tuple(_kind(_bound_value(row, ref)) for ref in bound)
+            groups.setdefault(key, []).append(index)
+        return list(groups.values())
 
     def _isolate(self, all_rows, indexes, deadline, result, exc, table, json_columns, detect) -> None:
         """A value error in a chunk: find the records it belongs to and run the rest. First one query flags every
@@ -470,15 +517,21 @@ class Transformation:
                     if changes[item.position][r]:
                         doc_changes.extend(changes[item.position][r])
                     continue
-                excluded = {_resolve_key(source, n) for n in item.exclude}
+                # EXCLUDE drops the field of exactly that name, else every field equal to it ignoring case (as DuckDB
+                # would: dropping is what was asked for, e.g. of a secret, whatever the record's spelling)
+                excluded = {key for n in item.exclude for key in _matching_keys(source, n)}
                 replaced = {_resolve_key(source, n): p for n, p in item.replace.items()}
                 renamed = {_resolve_key(source, n): new for n, new in item.rename.items()}
+                renamed.pop(None, None)
+                taken = set(renamed.values())
                 for key, value in source.items():
                     if key in excluded:
                         continue
                     name = renamed.get(key, key)
                     if name in explicit:
                         continue  # an explicit projection of exactly this name wins over '*'
+                    if key not in renamed and key in taken:
+                        continue  # so does a field renamed to exactly this name (RENAME (k AS id) replaces 'id')
                     position = replaced.get(key)
                     if position is not None:
                         value = values[position][r]
@@ -531,6 +584,20 @@ def _resolve_key(row: dict[str, Any], name: str) -> str | None:
     folded = _fold(name)
     found = [key for key in row if _fold(key) == folded]
     return found[0] if len(found) == 1 else None
+
+
+def _matching_keys(row: dict[str, Any], name: str) -> list[str]:
+    """``[name]`` if the record has it, else every key equal to it ignoring ASCII case and normalisation."""
+    if name in row:
+        return [name]
+    folded = _fold(name)
+    return [key for key in row if _fold(key) == folded]
+
+
+def _bound_value(row: dict[str, Any], name: str) -> Any:
+    """The value a reference reads from ``row`` (as ``_input_table`` binds it; None if absent or ambiguous)."""
+    value = row.get(name, _ABSENT)
+    return _fallback_value(row, name, []) if value is _ABSENT else value
 
 
 def _fallback_value(row: dict[str, Any], name: str, notes: list[dict]) -> Any:
@@ -637,9 +704,14 @@ def _number(text: str, type_name: str) -> tuple[Any, str | None]:
 
 def _json_value(text: str, type_name: str) -> tuple[Any, str | None]:
     try:
-        return jsonio.loads(text), None
+        value = jsonio.loads(text)
     except ValueError:
         pass
+    else:
+        if not _has_nonfinite(value):
+            return value, None
+        # a number beyond DOUBLE's range in JSON text (1e400) is read as inf: not JSON, so null, noted
+        return _replace_nonfinite(value), "a number beyond the range of a double inside the value stored as null"
     found = []
 
     def constant(name: str) -> Any:
@@ -647,11 +719,23 @@ def _json_value(text: str, type_name: str) -> tuple[Any, str | None]:
         return _NONFINITE
 
     value = json.loads(text, parse_constant=constant)  # DuckDB writes NaN/Infinity inside nested values
+    if _has_nonfinite(value):  # json reads 1e400 as inf without calling parse_constant
+        found.append("a number beyond the range of a double")
     return _replace_nonfinite(value), f"{', '.join(sorted(set(found)))} inside the value stored as null"
 
 
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nonfinite(v) for v in value)
+    return False
+
+
 def _replace_nonfinite(value: Any) -> Any:
-    if value is _NONFINITE:
+    if value is _NONFINITE or (isinstance(value, float) and not math.isfinite(value)):
         return None
     if isinstance(value, dict):
         return {k: _replace_nonfinite(v) for k, v in value.items()}

@@ -239,3 +239,102 @@ def test_op_keywords_match_in_ascii_only(tmp_path, reliability, op, applied):
         assert row["_doc"] == {"k": 1, "v": 1}
     else:
         assert row["_doc"] == {} and "unknown _op" in row["_meta"]["error"]["reason"]
+
+
+# -- round 2: a record's result never depends on the other records of its batch ---------------------------------------
+@pytest.mark.parametrize(
+    "sql, value, expected",
+    [
+        ("SELECT *, s || '!' AS x FROM _input", "a", "a!"),  # was '"a"!' (JSON text) next to a number
+        ("SELECT *, upper(s) AS x FROM _input", "a", "A"),  # was '"A"'
+        ("SELECT *, length(s) AS x FROM _input", "abc", 3),  # was 5 (the quotes counted)
+        ("SELECT *, s AS x FROM _input", 1, 1),  # was 1.0 next to a float
+        ("SELECT *, s || '' AS x FROM _input", 7, "7"),  # was '7.0' next to a float
+    ],
+)
+def test_a_records_result_does_not_depend_on_its_batch(transform, reliability, sql, value, expected):
+    t = transform(sql)
+    alone = t.run([{"s": value}]).rows
+    for others in ([1], [1.5], ["b"], [[1]], [{"a": 1}], [2**70], [None, True]):
+        rows = [{"s": value}] + [{"s": o} for o in others]
+        mixed = [(doc, changes) for i, doc, changes in t.run(rows).rows if i == 0]
+        assert repr(mixed) == repr([(alone[0][1], alone[0][2])]), (others, mixed)
+    reliability(cases=7)
+    assert repr(alone[0][1]["x"]) == repr(expected)
+
+
+def test_a_field_type_the_statement_cannot_bind_fails_only_those_records(transform, reliability):
+    """upper(n) binds for strings, not numbers: the records with numbers fail alone (BinderException in
+    ``failed``), whether or not strings share their batch; the statement is not a config_error."""
+    t = transform("SELECT *, upper(n) AS u FROM _input")
+    for batch in ([{"n": 1}], [{"n": "a"}, {"n": 1}, {"n": "b"}], [{"n": 1.5}, {"n": 2}]):
+        result = t.run(batch)
+        bad = {i for i, r in enumerate(batch) if not isinstance(r["n"], str)}
+        assert set(result.failed) == bad
+        assert all("BinderException" in reason and "upper" in reason for reason in result.failed.values())
+        assert [(i, doc["u"]) for i, doc, _ in result.rows] == [(i, r["n"].upper()) for i, r in enumerate(batch) if i not in bad]
+    reliability(cases=3)
+
+
+def test_output_rows_keep_arrival_order_across_type_groups(transform, reliability):
+    rows = [{"k": i, "s": "x" if i % 3 else i} for i in range(30)]
+    result = transform("SELECT *, s AS t FROM _input").run(rows)
+    reliability(cases=1)
+    assert [i for i, _, _ in result.rows] == list(range(30))
+
+
+def test_mixed_types_never_reorder_op_folding(tmp_path, reliability):
+    """An UPSERT then a DELETE of one document in one batch, their referenced fields of different kinds: applied in
+    arrival order (type groups must not reorder them), so the document is deleted."""
+    harness = Harness({"store_type": "duckdb", "path": str(tmp_path / "c.duckdb")})
+    harness.options = {"collections": [{"stream": S, "transformation_sql": "SELECT *, lower(op) AS _op FROM _input"}]}
+    harness.write([stream(S)], [
+        record(S, {"k": 1, "op": "UPSERT", "v": 1}),
+        record(S, {"k": 2, "op": None, "v": 2}),
+        record(S, {"k": 1, "op": "DELETE"}),
+        record(S, {"k": 2, "op": "Delete"}),
+        record(S, {"k": 3, "op": "upsert", "v": 3}),
+    ])
+    reliability(cases=1)
+    assert list(harness.rows(S)) == ["[3]"]
+
+
+@pytest.mark.parametrize(
+    "sql, fragment",
+    [
+        ("SELECT *, 1e309 AS big FROM _input", "beyond the range of DOUBLE"),
+        ("SELECT * FROM _input WHERE n < -1e400", "beyond the range of DOUBLE"),
+        ("SELECT * RENAME (a AS x, b AS x) FROM _input", "'x' is defined twice"),
+        ("SELECT * RENAME (a AS x), 1 AS x FROM _input", "'x' is defined twice"),
+        ("SELECT 1 AS x, * RENAME (a AS x) FROM _input", "'x' is defined twice"),
+    ],
+)
+def test_more_statements_refused_with_a_clear_config_error(sql, fragment, reliability):
+    with pytest.raises(AirbyteTracedException) as info:
+        Transformation(sql, S).close()
+    reliability(cases=1)
+    assert info.value.failure_type == FailureType.config_error
+    assert fragment in info.value.message and f"stream '{S}'" in info.value.message
+
+
+def test_rename_onto_an_existing_name_keeps_the_renamed_value(transform, reliability):
+    [(_, doc)] = transform("SELECT * RENAME (k AS id) FROM _input").apply([{"k": "a", "id": "lower", "ID": "UPPER"}])
+    [(_, swapped)] = transform("SELECT * RENAME (k AS id, id AS k) FROM _input").apply([{"k": "a", "id": "b"}])
+    reliability(cases=2)
+    assert doc == {"id": "a", "ID": "UPPER"}  # was {"id": "lower", ...}: the renamed value was lost
+    assert swapped == {"id": "a", "k": "b"}
+
+
+def test_exclude_without_an_exact_match_drops_every_case_variant(transform, reliability):
+    t = transform("SELECT * EXCLUDE (Card) FROM _input")
+    rows = t.apply([{"k": 1, "card": "4111", "CARD": "5500"}, {"k": 2, "Card": "x", "card": "kept"}, {"k": 3, "cArD": "y"}])
+    reliability(cases=3)
+    assert [doc for _, doc in rows] == [{"k": 1}, {"k": 2, "card": "kept"}, {"k": 3}]
+
+
+@pytest.mark.parametrize("expr", ["'1e400'::JSON", "'[1, -1e999]'::JSON", "json_object('a', '2e308'::JSON)"])
+def test_json_numbers_beyond_double_are_nulled_and_noted(transform, reliability, expr):
+    [(_, doc, changes)] = transform(f"SELECT {expr} AS v FROM _input").run([{"k": 1}]).rows
+    reliability(cases=1)
+    assert "inf" not in repr(doc["v"])
+    assert [(c["field"], c["change"]) for c in changes] == [("v", "NULLED")] and "double" in changes[0]["detail"]
