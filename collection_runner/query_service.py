@@ -59,6 +59,11 @@ class _Handler(socketserver.StreamRequestHandler):
         if not line:
             return
         try:
+            if len(line) >= MAX_REQUEST_BYTES and not line.endswith(b"\n"):
+                raise AirbyteTracedException(
+                    message=f"Bad request: larger than {MAX_REQUEST_BYTES // (1 << 20)} MiB; send a shorter statement.",
+                    failure_type=FailureType.config_error,
+                )
             try:
                 request = json.loads(line)
             except ValueError:
@@ -195,7 +200,10 @@ def ask(socket_path: str, request: Dict[str, Any], timeout: float = 300.0) -> Di
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(socket_path)
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):  # refused before reading it all (too large): read why
+            pass
         chunks = []
         while True:
             chunk = sock.recv(1 << 16)

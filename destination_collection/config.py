@@ -6,7 +6,7 @@ Airbyte mounts for local-file destinations: ``x.duckdb``, ``/x.duckdb`` and ``/l
 ``DESTINATION_COLLECTION_LOCAL_ROOT`` overrides ``/local`` (tests use a temporary folder). The same rules apply
 to the DuckDB ``temp_directory``.
 
-Memory: ``batch_max_bytes`` bounds a batch by the bytes of its RECORD lines (as well as ``batch_size`` by records);
+Memory: ``batch_max_bytes`` bounds the bytes of RECORD lines buffered over all streams (``batch_size`` a stream's records);
 the DuckDB store's ``memory_limit`` bounds DuckDB's buffer manager and ``temp_directory`` is where it spills.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ _MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]I?B|B)\s*$", re.IGNORE
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 DEFAULT_MEMORY_LIMIT = "256MB"
 MIN_MEMORY_BYTES = 64 * 10**6
+MAX_MEMORY_BYTES = 10**15  # 1000TB: more is surely a typo (DuckDB itself refuses some larger values with a parser error)
 DEFAULT_BATCH_MAX_BYTES = 16 * MiB
 
 
@@ -66,8 +67,11 @@ class DuckDBStoreConfig(_Model):
     @field_validator("memory_limit")
     @classmethod
     def _memory(cls, value: str) -> str:
-        if memory_bytes(value) < MIN_MEMORY_BYTES:
+        size = memory_bytes(value)
+        if size < MIN_MEMORY_BYTES:
             raise ValueError("must be at least 64MB (DuckDB cannot write batches with less)")
+        if size > MAX_MEMORY_BYTES:
+            raise ValueError("must be at most 1000TB (a size such as 256MB, 4GB)")
         return value.strip()
 
     def resolved_path(self) -> str:

@@ -11,9 +11,10 @@ Guarantees:
 * The echo is the state exactly as received (``state.id`` and unknown fields included: the raw JSON is kept, not
   the CDK model, which drops unknown fields), plus ``destinationStats.recordCount`` = records of that stream (all
   streams for a GLOBAL state) received since its previous state.
-* Flushes: a stream's buffer reaches ``batch_size`` records or ``batch_max_bytes`` input bytes (a record that would
-  take a non-empty buffer past ``batch_max_bytes`` first commits the buffer, so a batch holds at most
-  ``batch_max_bytes``, or one record bigger than that on its own: never refused); a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
+* Flushes: a stream's buffer reaches ``batch_size`` records, or the buffers of ALL streams together reach
+  ``batch_max_bytes`` input bytes (a record that would take them past ``batch_max_bytes`` first commits every
+  buffer, in one transaction, so memory is bounded by ``batch_max_bytes`` however many streams there are; a record
+  bigger than that is its own batch: never refused); a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
   all streams, one transaction); the oldest buffered record is older than ``flush_interval_secs`` (checked as
   messages arrive); the stream's ``STREAM_STATUS COMPLETE`` (then older generations are removed in the same
   transaction); end of input. A full buffer is committed before the next message is handled, or in the same
@@ -161,6 +162,9 @@ class WriteLoop:
         # writers whose buffer reached batch_size: committed before the next message is handled, or together with
         # it when that message is a STATE covering them (one transaction for records + state, not two)
         self._full: list[CollectionWriter] = []
+        # input bytes buffered over all writers: bounded by batch_max_bytes (one bound for the whole process, so 100
+        # streams cannot each hold a nearly full batch); recomputed after every commit
+        self._buffered_total = 0
         # state echoes whose transaction was handed to the store; yielded once the store says its COMMIT finished
         # (the DuckDB store commits on a background thread while the next batch is read and prepared)
         self._echoes: list[dict[str, Any]] = []
@@ -300,18 +304,19 @@ class WriteLoop:
         if size is None:
             size = record_size(data)
         max_bytes = self.config.batch_max_bytes
-        if writer.buffer and writer.buffered_bytes() + size > max_bytes:
-            # this record would take the batch past batch_max_bytes: commit what is buffered first (a full writer
-            # was committed before this message was handled, so this one is not in ``_full``)
-            self._commit([writer])
+        if self._buffered_total and self._buffered_total + size > max_bytes:
+            # this record would take the buffers past batch_max_bytes: commit what is buffered first, every stream
+            # in one transaction (full writers were committed before this message was handled)
+            self._commit([w for w in self.writers.values() if w.buffer])
         now = self.clock()
         writer.add(data, record.get("emitted_at"), now, size)
+        self._buffered_total += size
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs
         self.records_since_global_state += 1
-        if (
-            len(writer.buffer) >= self.config.batch_size or writer.buffered_bytes() >= max_bytes
-        ) and writer not in self._full:
+        if self._buffered_total >= max_bytes:
+            self._full.extend(w for w in self.writers.values() if w.buffer and w not in self._full)
+        elif len(writer.buffer) >= self.config.batch_size and writer not in self._full:
             self._full.append(writer)
 
     def _commit_full(self) -> None:
@@ -397,6 +402,7 @@ class WriteLoop:
         batches = [(writer, len(writer.buffer), writer.buffered_bytes()) for writer in writers]
         try:
             prepared = [(writer, writer.take_changes()) for writer in writers]
+            self._buffered_total = sum(w.buffered_bytes() for w in self.writers.values())
             if not state and not remove_old_generations and not any(changes for _, changes in prepared):
                 return
             store = self.store

@@ -13,12 +13,21 @@ Two parts:
   with external access (files, network, extensions) off.
   PostgreSQL has no parser here: its store sends one statement through the extended query protocol (which refuses
   several) inside a ``READ ONLY`` transaction with a ``statement_timeout``, then rolls back (see PostgresStore).
+  ``check_postgres_text`` first refuses statements a READ ONLY transaction still permits but that act outside it
+  (``DO``, ``CALL``, ``COPY``, session ``SET``; signalling or terminating other sessions, e.g. the writer's:
+  ``pg_terminate_backend``; advisory locks, large objects, server files, ``dblink``, ``set_config``; functions that
+  run SQL text, which could assemble any of these). Names are matched anywhere in the text, strings included.
+* ``check_statement_text`` (both stores): text with NUL or that is not valid UTF-8 is refused with a clear message
+  (DuckDB would stop reading at the NUL, so the text checked and the text run could differ).
+* ``ResultBound``: a query's result is fetched in chunks and refused once its rows exceed ``MAX_RESULT_BYTES``
+  (estimated from the Python values), so a huge result cannot grow the process (the runner writes meanwhile).
 * ``Deadline``: runs a function (a query, ``describe``, ``stats``) with a time limit and lets another thread stop
   it (client gone, shutdown): on expiry or ``cancel`` it calls ``view.interrupt()`` (DuckDB ``interrupt()``,
   PostgreSQL cancel), repeatedly until the function returns, and turns the resulting error into a message.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any, Callable, Iterable, TypeVar
@@ -29,6 +38,9 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from . import jsonio
 
 DEFAULT_TIMEOUT_SECS = 60.0
+# A query's rows may hold at most this many bytes (estimated from the fetched values); more is refused, with advice
+# to add a LIMIT. The rendered text is a few times this at most, so the runner stays within its memory budget.
+MAX_RESULT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 
 # Table functions that read only the database's own catalog or generate rows. Everything else (file and network
@@ -62,6 +74,104 @@ def _refused(sql: str, problem: str) -> AirbyteTracedException:
     )
 
 
+def check_statement_text(sql: str) -> None:
+    """Refuse text that is empty, holds NUL or is not valid UTF-8 (a lone surrogate from an undecodable argument)."""
+    if not sql.strip():
+        raise _refused(sql, "the statement is empty.")
+    if "\x00" in sql:
+        raise _refused(sql.replace("\x00", "\\x00"), "the text holds a NUL character (\\x00); remove it.")
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = sql.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise _refused(shown, "the text is not valid UTF-8; pass it as UTF-8 text.") from None
+
+
+# PostgreSQL: statements a READ ONLY transaction still runs but whose effect reaches outside it (see the module
+# docstring). Leading keywords other than these are refused; the names below are refused anywhere in the text.
+_PG_LEADING = frozenset({"select", "with", "values", "table", "explain", "show"})
+_PG_REFUSED_NAMES = re.compile(
+    r"\b(?:pg_terminate_backend|pg_cancel_backend|pg_signal_backend|pg_reload_conf|pg_rotate_logfile"
+    r"|pg_log_backend\w*|pg_(?:try_)?advisory\w*|pg_notify|set_config|pg_read_(?:binary_)?file|pg_ls_\w+"
+    r"|pg_stat_file|pg_file_\w+|lo_(?:import|export|open|close|creat|create|unlink|put|get|from_bytea|write|read"
+    r"|truncate\w*|lseek\w*|tell\w*)|loread|lowrite|dblink\w*|pg_promote|pg_switch_wal|pg_create_\w+|pg_drop_\w+"
+    r"|pg_replication_\w+|pg_logical_\w+|pg_stat_reset\w*|pg_backup_\w+|pg_wal_replay_\w+"
+    r"|pg_import_system_collations|query_to_xml\w*|cursor_to_xml\w*|ts_stat|nextval|setval)\b",
+    re.IGNORECASE,
+)
+
+
+def check_postgres_text(sql: str) -> None:
+    """Raise a config_error for PostgreSQL statement text that could act outside a READ ONLY transaction."""
+    check_statement_text(sql)
+    if re.search(r"\bu&['\"]|\buescape\b", sql, re.IGNORECASE):  # U&"pg\005fsleep": names spelt with escapes
+        raise _refused(sql, "Unicode-escaped names and strings (U&'...') are not accepted here; write them plainly.")
+    words = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.DOTALL).lstrip(" \t\r\n(").split(None, 1)
+    leading = re.split(r"\W", words[0].lower(), maxsplit=1)[0] if words else ""
+    if leading not in _PG_LEADING:
+        raise _refused(sql, f"only SELECT (or WITH, VALUES, TABLE, EXPLAIN, SHOW) statements may run here, not {leading.upper() or 'this'}.")
+    found = _PG_REFUSED_NAMES.search(sql)
+    if found:
+        raise _refused(
+            sql,
+            f"{found.group(0)} acts outside the query (on other sessions such as the writer's, locks, files, "
+            "sequences or the session's settings) or waits; it is not allowed here.",
+        )
+
+
+class ResultBound:
+    """Counts the estimated bytes of fetched rows; refuses a result past ``max_bytes`` (see ``MAX_RESULT_BYTES``).
+
+    ``chunk()`` is how many rows to fetch next: small at first, then about 1 MiB worth (rows can be megabytes)."""
+
+    def __init__(self, sql: str, max_bytes: int = MAX_RESULT_BYTES) -> None:
+        self.sql = sql
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.rows = 0
+
+    def chunk(self) -> int:
+        if not self.rows:
+            return 16
+        return max(1, min(2048, (1 << 20) * self.rows // max(1, self.bytes)))
+
+    def add(self, rows: list) -> None:
+        self.rows += len(rows)
+        self.bytes += sum(_size(value) for row in rows for value in row) + 8 * len(rows)
+        if self.bytes > self.max_bytes:
+            raise AirbyteTracedException(
+                message=(
+                    f"Query result too large: more than {self.max_bytes // (1 << 20)} MiB after {self.rows} row(s); "
+                    f"add a LIMIT, select fewer columns or aggregate (describe and stats summarise a collection). "
+                    f"SQL: {self.sql}"
+                ),
+                failure_type=FailureType.config_error,
+            )
+
+
+def _size(value: Any) -> int:
+    """Approximate bytes of a fetched value (its text length for strings and bytes, nested values summed)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value) + 1
+    if isinstance(value, dict):
+        return sum(_size(k) + _size(v) for k, v in value.items()) + 2
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value) + 2
+    return 8
+
+
+def fetch_bounded(cursor: Any, sql: str, max_bytes: int = MAX_RESULT_BYTES) -> list[tuple]:
+    """All rows of an executed cursor, fetched in chunks under a ``ResultBound``."""
+    bound = ResultBound(sql, max_bytes)
+    rows: list[tuple] = []
+    while True:
+        chunk = cursor.fetchmany(bound.chunk())
+        if not chunk:
+            return rows
+        bound.add(chunk)
+        rows.extend(chunk)
+
+
 def _walk(node: Any) -> Iterable[dict]:
     if isinstance(node, dict):
         yield node
@@ -74,8 +184,7 @@ def _walk(node: Any) -> Iterable[dict]:
 
 def check_duckdb_select(con: Any, sql: str) -> None:
     """Raise a config_error unless ``sql`` is a single read-only SELECT (``con``: a DuckDB connection or cursor)."""
-    if not sql.strip():
-        raise _refused(sql, "the statement is empty.")
+    check_statement_text(sql)
     parsed = jsonio.loads(con.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()[0])
     if parsed.get("error"):
         message = str(parsed.get("error_message") or "it could not be parsed")

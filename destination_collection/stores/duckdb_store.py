@@ -79,10 +79,12 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def check_database_path(path: str, temp_directory: str | None = None) -> None:
+def check_database_path(path: str, temp_directory: str | None = None, read_only: bool = False) -> None:
     """Refuse, before DuckDB opens anything, a database path (or its ``.wal``) that exists but is not a regular file
     (following symlinks): DuckDB would block forever opening a FIFO, and fail obscurely on a directory, a socket or
-    a device. Also a ``temp_directory`` that exists but is not a directory. ``os.stat`` never blocks on a FIFO."""
+    a device. Also a ``temp_directory`` that exists but is not a directory, or (for writing) that this process
+    cannot create or write: DuckDB creates it only when it first spills, deep inside a big batch, where the failure
+    would repeat on every retry. ``os.stat`` never blocks on a FIFO."""
     for candidate, what in ((path, "DuckDB path"), (path + ".wal", "DuckDB write-ahead log of")):
         try:
             mode = os.stat(candidate).st_mode
@@ -101,7 +103,17 @@ def check_database_path(path: str, temp_directory: str | None = None) -> None:
         try:
             mode = os.stat(temp_directory).st_mode
         except OSError:
+            if not read_only:
+                _check_creatable(temp_directory)
             return
+        if not read_only and stat.S_ISDIR(mode) and not os.access(temp_directory, os.W_OK | os.X_OK):
+            raise AirbyteTracedException(
+                message=(
+                    f"DuckDB temp_directory {temp_directory} is not writable by this process (user id {os.geteuid()}); "
+                    f"grant write access or point store.temp_directory at another folder."
+                ),
+                failure_type=FailureType.config_error,
+            )
         if not stat.S_ISDIR(mode):
             raise AirbyteTracedException(
                 message=(
@@ -110,6 +122,21 @@ def check_database_path(path: str, temp_directory: str | None = None) -> None:
                 ),
                 failure_type=FailureType.config_error,
             )
+
+
+def _check_creatable(folder: str) -> None:
+    """A missing temp_directory: its nearest existing ancestor must be a folder this process can write."""
+    parent = os.path.dirname(os.path.abspath(folder))
+    while parent and not os.path.lexists(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if not (os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)):
+        raise AirbyteTracedException(
+            message=(
+                f"DuckDB temp_directory {folder} cannot be created: {parent} is not a folder this process can write; "
+                f"point store.temp_directory at a writable folder or leave it out."
+            ),
+            failure_type=FailureType.config_error,
+        )
 
 
 class _Commit:
@@ -141,7 +168,7 @@ class DuckDBStore(Store):
         self.memory_limit = memory_limit
         self.upsert_bytes = memory_bytes(memory_limit) // UPSERT_SHARE
         if path != ":memory:":
-            check_database_path(path, temp_directory)
+            check_database_path(path, temp_directory, read_only)
             parent = os.path.dirname(path)
             if parent and not os.path.isdir(parent):
                 try:
@@ -372,12 +399,18 @@ class DuckDBStore(Store):
                 pass
 
     def run_read_only(self, sql: str, timeout_secs: float) -> tuple[list[str], list[tuple]]:
-        from ..read_only_query import check_duckdb_select
+        from ..read_only_query import check_duckdb_select, fetch_bounded
 
         with self.read_only_snapshot():
             check_duckdb_select(self.con, sql)
+            # execute() streams: rows are fetched in chunks and a result past MAX_RESULT_BYTES is refused, never
+            # collected whole (a query can produce gigabytes; the runner writes in the same process)
             cursor = self.con.execute(sql)
-            rows = cursor.fetchall()
+            try:
+                rows = fetch_bounded(cursor, sql)
+            except BaseException:
+                self.con.interrupt()  # stop the rest of the query now (else the rollback waits for all of it)
+                raise
             return [d[0] for d in cursor.description or []], rows
 
     def interrupt(self) -> None:

@@ -246,13 +246,26 @@ class PostgresStore(Store):
         statements in one text) inside a READ ONLY transaction with ``statement_timeout`` set for it, rolled back.
         The session is the caller's own and closed after the command, so session-level effects that a read-only
         transaction permits (``set_config``, advisory locks, ``LISTEN``, ``PREPARE``) end with it."""
-        if not sql.strip():
-            raise AirbyteTracedException(message="Query refused: the statement is empty.", failure_type=FailureType.config_error)
+        from ..read_only_query import ResultBound, check_postgres_text
+
+        check_postgres_text(sql)  # DO, CALL, COPY, pg_terminate_backend, advisory locks …: refused (see there)
+        bound = ResultBound(sql)
         with self.read_only_snapshot():
             self.conn.execute("SELECT set_config('statement_timeout', %s, true)", [str(max(1, int(timeout_secs * 1000)))])
             with self.conn.cursor() as cursor:
                 try:
-                    cursor.execute(sql, prepare=True)
+                    # stream(): the extended protocol (one statement) in single-row mode, so the result is never
+                    # held whole by libpq; past MAX_RESULT_BYTES it is refused (closing the stream cancels the rest)
+                    rows: list[tuple] = []
+                    stream = cursor.stream(sql)
+                    try:
+                        for row in stream:
+                            rows.append(row)
+                            if len(rows) % 256 == 0:
+                                bound.add(rows[-256:])
+                        bound.add(rows[len(rows) - len(rows) % 256:])
+                    finally:
+                        stream.close()
                 except psycopg.errors.SyntaxError as exc:
                     if "multiple commands" in str(exc):
                         raise AirbyteTracedException(
@@ -273,7 +286,6 @@ class PostgresStore(Store):
                         ),
                         failure_type=FailureType.config_error,
                     ) from None
-                rows = cursor.fetchall() if cursor.description else []
                 return [d.name for d in cursor.description or []], rows
 
     def interrupt(self) -> None:

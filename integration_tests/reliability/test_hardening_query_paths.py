@@ -153,3 +153,59 @@ def test_runner_socket_attacks_timeout_disconnect_and_sigterm(tmp_path, kinesis_
     assert "shutting down" in long_err or "closed the connection" in long_err, long_err
     assert "Traceback" not in err
     reliability(cases=len(DUCKDB_ATTACKS) + 3)
+
+
+# -- round 2: statements a READ ONLY transaction still runs but that act outside it --------------------------------
+PG_OUTSIDE = [
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()",
+    'SELECT "pg_terminate_backend"(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()',
+    "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
+    'SELECT U&"pg\\005fterminate_backend"(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()',
+    "SELECT query_to_xml('select pg_termin' || 'ate_backend(' || pid || ')', true, true, '') FROM pg_stat_activity",
+    "WITH p AS (SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()) SELECT pg_terminate_backend(pid) FROM p",
+    "SELECT pg_advisory_lock(42)",
+    "SELECT lo_import('/etc/hostname')",
+    "SELECT lo_export(0, '/tmp/kc_lo_export')",
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    "SELECT pg_read_file('/etc/hostname')",
+    "COPY (SELECT 1) TO '/tmp/kc_copy_out'",
+    "COPY (SELECT 1) TO STDOUT",
+    "DO $$ BEGIN PERFORM pg_terminate_backend(1); END $$",
+    "CALL p()",
+]
+
+
+def test_postgres_query_cannot_reach_other_sessions_or_outside_the_transaction(postgres, tmp_path, reliability):
+    """The writer and ``destination-collection query`` usually share a role, so before this a query could terminate
+    (or cancel) the writer's session: ``SELECT pg_terminate_backend(pid) FROM pg_stat_activity``. Such functions,
+    and statements a READ ONLY transaction still allows (COPY TO, DO, CALL, session settings, advisory locks, large
+    objects, server files), are refused; a huge result is refused in bounded memory; plain SELECTs still work."""
+    store_config = postgres.store_config(schema="hardening_q2")
+    harness = Harness(store_config)
+    harness.write([stream("orders")], [record("orders", {"k": i}) for i in range(10)] + [state("orders", {"c": 1})])
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(harness.config()))
+    table = '"hardening_q2".orders'
+    writer = psycopg.connect(host=store_config["host"], port=store_config["port"], dbname=store_config["database"],
+                             user=store_config["username"], password=store_config["password"], autocommit=True)
+    try:
+        for sql in PG_OUTSIDE:
+            result = subprocess.run([script("destination-collection"), "query", "--config", str(config), sql],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 2 and "Query refused" in result.stderr, (sql, result.stdout, result.stderr)
+            assert "Traceback" not in result.stderr
+            assert writer.execute("SELECT 1").fetchone() == (1,), f"the writer's session was ended by {sql!r}"
+        assert not Path("/tmp/kc_lo_export").exists() and not Path("/tmp/kc_copy_out").exists()
+        assert writer.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+        huge = subprocess.run([script("destination-collection"), "query", "--config", str(config),
+                               "SELECT repeat('x', 100) AS v FROM generate_series(1, 5000000)"], capture_output=True, text=True, timeout=120)
+        assert huge.returncode == 2 and "result too large" in huge.stderr, huge.stderr[-500:]
+        for sql in ("(SELECT count(*) AS n FROM {t})", "SELECT k AS lo_count, 'hello_world' AS w FROM {t} LIMIT 1",
+                    "-- a comment\nSELECT count(*) AS n FROM {t}", "TABLE {t} LIMIT 1", "VALUES (1)"):
+            ok = subprocess.run([script("destination-collection"), "query", "--config", str(config), "--format", "json",
+                                 sql.format(t=table)], capture_output=True, text=True, timeout=60)
+            assert ok.returncode == 0, (sql, ok.stderr)
+        assert writer.execute(f"SELECT count(*) FROM {table}").fetchone() == (10,)
+    finally:
+        writer.close()
+    reliability(cases=len(PG_OUTSIDE) + 6)

@@ -305,3 +305,70 @@ def test_temp_directory_that_is_a_file_is_a_config_error(tmp_path, reliability):
     assert caught.value.failure_type.value == "config_error"
     assert str(blocker) in caught.value.message and "temp_directory" in caught.value.message
     reliability(cases=1)
+
+
+# -- round 2: variants the first round's tests did not try ------------------------------------------------------
+def test_many_streams_share_one_byte_bound(tmp_path, monkeypatch, reliability):
+    """batch_max_bytes bounds the bytes buffered over ALL streams: 30 interleaved streams each nearly filling a batch
+    used to hold 30 × batch_max_bytes (measured: 40 streams of 100 KB records, 4.6 GB RSS with the defaults)."""
+    from destination_collection import collection_writer
+
+    outstanding = {"now": 0, "peak": 0}
+    real_add, real_take = collection_writer.CollectionWriter.add, collection_writer.CollectionWriter.take_changes
+
+    def add(self, data, emitted_at, now, size=0):
+        outstanding["now"] += size
+        outstanding["peak"] = max(outstanding["peak"], outstanding["now"])
+        return real_add(self, data, emitted_at, now, size)
+
+    def take(self):
+        outstanding["now"] -= self.buffered_bytes()
+        return real_take(self)
+
+    monkeypatch.setattr(collection_writer.CollectionWriter, "add", add)
+    monkeypatch.setattr(collection_writer.CollectionWriter, "take_changes", take)
+    streams, per_stream, bound = 30, 12, 256 * 1024
+    config = {"store": {"store_type": "duckdb", "path": str(tmp_path / "m.duckdb")}, "batch_max_bytes": bound}
+    catalog = {"streams": [stream(f"s{i}") for i in range(streams)]}
+    lines = []
+    for n in range(per_stream):
+        for i in range(streams):
+            lines.append(json.dumps(record(f"s{i}", {"k": n, "v": "x" * 20_000})).encode())
+    lines += [json.dumps(state(f"s{i}", "end")).encode() for i in range(streams)]
+    echoed = list(write_messages(config, catalog, lines))
+    assert len(echoed) == streams
+    biggest = max(len(line) for line in lines)
+    assert outstanding["peak"] <= bound + biggest, f"{outstanding['peak']} bytes buffered with batch_max_bytes={bound}"
+    store = open_store(parse_config(config), read_only=True)
+    try:
+        assert all(store.count_documents(f"s{i}") == per_stream for i in range(streams))  # nothing lost
+    finally:
+        store.close()
+    reliability(cases=1)
+
+
+@pytest.mark.parametrize("value", ["99999999TB", "1000000000000000000000000TB", "1001TB"])
+def test_absurd_memory_limits_are_config_errors(tmp_path, value, reliability):
+    """Before: DuckDB's own ParserException ("Memory value out of range") from write and check, no failure type."""
+    with pytest.raises(AirbyteTracedException) as caught:
+        parse_config({"store": {"store_type": "duckdb", "path": str(tmp_path / "x.duckdb"), "memory_limit": value}})
+    assert caught.value.failure_type.value == "config_error" and "store.duckdb.memory_limit" in caught.value.message
+    reliability(cases=1)
+
+
+def test_temp_directory_that_cannot_be_created_or_written_is_a_config_error(tmp_path, reliability):
+    """DuckDB creates temp_directory only when a big batch first spills; a folder it cannot create or write failed
+    there, on every retry. Now open (check and write) refuses it, naming it. A read-only open (query) does not care."""
+    for folder in ("/proc/self/kc-spill", "/proc/self/kc-spill/deeper", "/proc/self"):
+        with pytest.raises(AirbyteTracedException) as caught:
+            open_store(parse_config({"store": {"store_type": "duckdb", "path": str(tmp_path / "x.duckdb"), "temp_directory": folder}}))
+        assert caught.value.failure_type.value == "config_error", folder
+        assert folder in caught.value.message and "temp_directory" in caught.value.message, caught.value.message
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"store": {"store_type": "duckdb", "path": str(tmp_path / "x.duckdb"), "temp_directory": "/proc/self/kc-spill"}}))
+    done = _cli(["check", "--config", str(config)])
+    status = [json.loads(l) for l in done.stdout.splitlines() if '"CONNECTION_STATUS"' in l]
+    assert status[0]["connectionStatus"]["status"] == "FAILED" and "/proc/self/kc-spill" in status[0]["connectionStatus"]["message"]
+    fine = open_store(parse_config({"store": {"store_type": "duckdb", "path": str(tmp_path / "y.duckdb"), "temp_directory": str(tmp_path / "a" / "b")}}))
+    fine.close()
+    reliability(cases=4)

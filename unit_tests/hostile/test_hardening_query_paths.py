@@ -245,3 +245,75 @@ def test_every_value_renders_in_both_formats(store, service):
         assert json.loads(inspect_cmd.render_command(view, "query", sql=VALUES, fmt="json"))["iv"] == "P3DT2H"
     finally:
         view.close()
+
+
+# -- round 2: variants the first round's tests did not try ------------------------------------------------------
+ROUND2_ATTACKS = [
+    "FROM '/etc/hostname'",
+    "SELECT * FROM (FROM '/etc/hostname')",
+    "WITH c AS (SELECT * FROM read_text('/etc/hostname')) SELECT * FROM c",
+    "SELECT * FROM orders, LATERAL (SELECT * FROM read_text('/etc/hostname'))",
+    "PIVOT (SELECT * FROM read_text('/etc/hostname')) ON content USING count(*)",
+    "SUMMARIZE SELECT * FROM read_csv('/etc/passwd')",
+    "DESCRIBE SELECT * FROM read_text('/etc/hostname')",
+    "FROM sniff_csv('/etc/passwd')",
+    "FROM parquet_metadata('/tmp/x.parquet')",
+    "FROM sqlite_scan('/tmp/x.db', 't')",
+    "SELECT (SELECT count(*) FROM glob('/*'))",
+    "SELECT * FROM query('ATTACH ''/tmp/kc_evil.db'' AS e')",
+    "SELECT json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
+    "SELECT list_transform(['HOME'], x -> getenv(x))",
+    "SELECT COLUMNS(c -> getenv('HOME') IS NOT NULL) FROM orders",
+    "SELECT system.main.getenv('HOME')",
+    "FROM orders QUALIFY row_number() OVER () < (SELECT count(*) FROM read_blob('/etc/hostname'))",
+    "SELECT * FROM orders, unnest((SELECT list(content) FROM read_text('/etc/hostname')))",
+    "FROM orders SELECT i UNION BY NAME FROM read_text('/etc/hostname')",
+    # NUL (DuckDB stops reading at it) and text that is not UTF-8 (an undecodable argument)
+    "SELECT 1\x00; DELETE FROM orders",
+    "DELETE FROM orders\x00SELECT 1",
+    "SELECT '\ud800'",
+    "SELECT " + "(" * 10_000 + "1" + ")" * 10_000,
+]
+
+
+def test_round2_attacks_are_refused_and_change_nothing(store, service, reliability):
+    for sql in ROUND2_ATTACKS:
+        answer = ask(service.socket_path, {"command": "query", "sql": sql, "format": "json"})
+        assert answer["ok"] is False and answer["failure_type"] == "config_error", (sql, answer)
+        assert "Query refused" in answer["error"] or "no table or view named" in answer["error"], (sql, answer)
+        assert "pybind11" not in answer["error"] and "Traceback" not in answer["error"], (sql, answer)
+        assert _count(store) == DOCS
+    nul = ask(service.socket_path, {"command": "query", "sql": "SELECT 1\x00; DELETE FROM orders"})
+    assert "NUL" in nul["error"], nul
+    surrogate = ask(service.socket_path, {"command": "query", "sql": "SELECT '\ud800'"})
+    assert "UTF-8" in surrogate["error"], surrogate
+    reliability(cases=len(ROUND2_ATTACKS))
+
+
+def test_a_huge_result_is_refused_in_bounded_memory_and_the_runner_goes_on(store, service, reliability):
+    """A result is fetched in chunks and refused past MAX_RESULT_BYTES (64 MiB). Before: the whole result was
+    collected and rendered in the runner's process (300 MB of output: 1 GB RSS; 10 GB: the runner killed by the OOM
+    killer, its writes with it)."""
+    started = time.monotonic()
+    answer = ask(service.socket_path, {"command": "query", "sql": "SELECT repeat('x', 100) AS v, range AS i FROM range(100000000)", "format": "json"})
+    assert answer["ok"] is False and answer["failure_type"] == "config_error", answer
+    assert "result too large" in answer["error"] and "LIMIT" in answer["error"], answer
+    assert time.monotonic() - started < 20
+    # the runner answers the next query and its writer writes
+    assert json.loads(ask(service.socket_path, {"command": "query", "sql": "SELECT count(*) AS n FROM orders", "format": "json"})["output"]) == {"n": DOCS}
+    with store.transaction():
+        store.execute("INSERT INTO orders VALUES (-1)")
+        store.execute("DELETE FROM orders WHERE i = -1")
+    store.settle()
+    # a result just under the bound is answered whole
+    ok = ask(service.socket_path, {"command": "query", "sql": "SELECT repeat('x', 1000) AS v FROM range(20000)", "format": "json"})
+    assert ok["ok"] and ok["output"].count("\n") == 19_999
+    reliability(cases=2)
+
+
+def test_a_request_past_the_size_limit_gets_a_clear_answer(service, reliability):
+    """Before: the client died with BrokenPipeError (the service stops reading at 1 MiB and closes)."""
+    answer = ask(service.socket_path, {"command": "query", "sql": "SELECT 1 AS " + "x" * 3_000_000})
+    assert answer["ok"] is False and answer["failure_type"] == "config_error" and "larger than 1 MiB" in answer["error"], answer
+    assert ask(service.socket_path, {"command": "query", "sql": "SELECT 3 AS n", "format": "json"})["output"] == '{"n":3}'
+    reliability(cases=1)
