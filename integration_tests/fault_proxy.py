@@ -474,7 +474,10 @@ class FaultProxy:
 
 
 # ------------------------------------------------------------------------------------------ hostile endpoints
-HOSTILE_KINDS = ("drip", "silent", "endless_next_token", "repeated_next_token", "garbage_json")
+HOSTILE_KINDS = ("drip", "silent", "endless_next_token", "repeated_next_token", "garbage_json", "scripted")
+# A scripted endpoint's answer to one request: a Response, raw bytes sent as they are (then the connection is
+# closed), or None (never answer: wait until the endpoint stops).
+Script = Callable[[str, Dict[str, Any], int], Union[Response, bytes, None]]
 
 
 class HostileEndpoint:
@@ -485,16 +488,23 @@ class HostileEndpoint:
     * ``silent``: accepts connections and reads requests, never answers;
     * ``endless_next_token`` / ``repeated_next_token``: a valid ``DescribeStream``; ``ListShards`` pages of one new
       shard with a fresh ``NextToken`` each time (or always the same token);
-    * ``garbage_json``: every request answered 200 with a body that is not JSON.
+    * ``garbage_json``: every request answered 200 with a body that is not JSON;
+    * ``scripted``: every request answered by ``script(operation, request JSON, request number of that operation)``:
+      a ``Response``; raw ``bytes`` written as they are, after which the connection is closed (a lying
+      ``Content-Length``, a close after the headers, an endless chunked body as a generator of chunks via
+      ``script`` returning an iterator of bytes); or ``None`` (never answered).
 
     Listens on 127.0.0.1 only (port 0), answers no one else, and stops itself after ``max_lifetime_seconds``.
     ``requests`` counts requests per operation.
     """
 
-    def __init__(self, kind: str, *, drip_seconds: float = 2.0, max_lifetime_seconds: float = 120.0) -> None:
+    def __init__(self, kind: str, *, drip_seconds: float = 2.0, max_lifetime_seconds: float = 120.0, script: Optional[Script] = None) -> None:
         if kind not in HOSTILE_KINDS:
             raise ValueError(f"unknown hostile kind {kind!r}; known: {HOSTILE_KINDS}")
+        if (kind == "scripted") != (script is not None):
+            raise ValueError("a script is given with kind 'scripted', and only then")
         self.kind = kind
+        self.script = script
         self.drip_seconds = drip_seconds
         self.max_lifetime_seconds = max_lifetime_seconds
         self.requests: Counter = Counter()
@@ -503,6 +513,7 @@ class HostileEndpoint:
         self._listener: Optional[socket.socket] = None
         self._port: Optional[int] = None
         self._threads: List[threading.Thread] = []
+        self._local = threading.local()
 
     @property
     def endpoint_url(self) -> str:
@@ -549,7 +560,8 @@ class HostileEndpoint:
             self._spawn(self._serve, conn)
 
     def _read_request(self, conn: socket.socket, buffer: bytes) -> Tuple[Optional[str], bytes]:
-        """(operation, leftover bytes) of the next request, or (None, b"") when the client is gone or we stop."""
+        """(operation, leftover bytes) of the next request, or (None, b"") when the client is gone or we stop.
+        The request's JSON body is kept in ``self._last_body`` (per connection thread) for scripts."""
         while b"\r\n\r\n" not in buffer:
             try:
                 chunk = conn.recv(65536)
@@ -579,8 +591,13 @@ class HostileEndpoint:
                 return None, b""
             rest += chunk
         operation = headers.get("x-amz-target", "").rsplit(".", 1)[-1]
+        try:
+            self._local.body = json.loads(rest[:length] or b"{}")
+        except ValueError:
+            self._local.body = {}
         with self._lock:
             self.requests[operation] += 1
+            self._local.number = self.requests[operation]
         return operation, rest[length:]
 
     def _serve(self, conn: socket.socket) -> None:
@@ -594,6 +611,21 @@ class HostileEndpoint:
                     return
                 if self.kind == "silent":
                     self._stop.wait()
+                    return
+                if self.kind == "scripted":
+                    assert self.script is not None
+                    answer = self.script(operation, self._local.body, self._local.number)
+                    if answer is None:
+                        self._stop.wait()
+                        return
+                    if isinstance(answer, Response):
+                        head, body = answer.encode()
+                        conn.sendall(head + body)
+                        continue
+                    for chunk in ([answer] if isinstance(answer, bytes) else answer):
+                        if self._stop.is_set():
+                            return
+                        conn.sendall(chunk)
                     return
                 if self.kind == "drip":
                     wire = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 1000000\r\n\r\n{" + b" " * 999_999

@@ -84,7 +84,7 @@ def is_retryable(exc: BaseException) -> bool:
     """Throttling, KMS throttling, 5xx and connection-level errors: worth another try after a backoff."""
     if isinstance(exc, ClientError):
         code = error_code(exc)
-        return code in THROTTLING or code in SERVER_ERRORS or http_status(exc) >= 500
+        return code in THROTTLING or code in SERVER_ERRORS or http_status(exc) >= 500 or http_status(exc) == 429
     # HTTPClientError covers ConnectionClosedError (a reset or a close before the response), ResponseStreamingError
     # (a body cut short while streaming) and ReadTimeoutError: botocore's own standard retry mode treats the whole
     # family as transient, and so do we (botocore's retries are off in our client, so this is the only retry layer).
@@ -150,6 +150,14 @@ def translate(exc: BaseException, action: str, stream: Optional[str] = None, sha
         return transient_error(
             f"kinesis:{action} on {where} failed: {exc}. The endpoint is not answering like Kinesis "
             "(an outage, a proxy or a wrong endpoint URL): check the endpoint URL and the network, then try again later."
+        )
+    if isinstance(exc, ClientError) and code.isdigit() and not is_retryable(exc):
+        # botocore names an error by its bare HTTP status when the body carries no AWS error type: a redirect, a
+        # 404 or an HTML page from something that is not Kinesis (a proxy, a captive portal, a wrong endpoint URL).
+        # Like any answer that is not Kinesis', a transient_error (check reports it as a config_error).
+        return transient_error(
+            f"kinesis:{action} on {where} failed: the endpoint answered HTTP {code} without a Kinesis error (a redirect, "
+            "a proxy or a wrong endpoint URL). Check the endpoint URL and the network, then try again later."
         )
     if is_retryable(exc):
         return transient_error(f"kinesis:{action} on {where} kept failing with {code} past the retry budget. Try again later; if it is throttling, lower the read budget or the number of consumers of the stream.")

@@ -37,8 +37,8 @@ from source_kinesis.config import SourceConfig
 from source_kinesis.deadlines import Stopped, guarded
 from source_kinesis.decoding import PayloadDecoder
 from source_kinesis.discovery import KinesisStream
-from source_kinesis.errors import config_error
-from source_kinesis.lineage import ShardGraph, ShardInfo, list_shards
+from source_kinesis.errors import MalformedResponse, config_error, translate
+from source_kinesis.lineage import ShardGraph, list_shards
 from source_kinesis.progress import ProgressReporter, ShardProgress
 from source_kinesis.records import arrival_iso, build_record
 from source_kinesis.shard_pool import ShardPool
@@ -313,9 +313,13 @@ class Orchestrator:
             run.state.shards[shard_id].finished = True
             run.finished.add(shard_id)
             run.progress[shard_id].done = page.stop_reason or "shard gone"
-            for child in page.child_shards:
-                info = ShardInfo.from_child_shard(child)
-                if run.graph.add(info) and info.shard_id not in run.state.shards:
+            try:
+                new = [info for info in page.children if run.graph.add(info)]
+            except MalformedResponse as exc:  # ChildShards that would make a lineage cycle
+                yield from self._fail(run, translate(exc, "GetRecords", run.name, shard_id))
+                return
+            for info in new:
+                if info.shard_id not in run.state.shards:
                     run.state.shards[info.shard_id] = ShardState(parents=list(info.parents))
             yield self._state_message(run)
             yield from self._activate_ready(run)
@@ -413,8 +417,14 @@ class Orchestrator:
                 continue
             run.graph.listed = {s.shard_id for s in listed}
             for info in listed:
-                run.graph.add(info)
+                try:
+                    run.graph.add(info)
+                except MalformedResponse as exc:  # a new shard whose parents lead back to it
+                    yield from self._fail(run, translate(exc, "ListShards", run.name, info.shard_id))
+                    break
                 run.state.shards.setdefault(info.shard_id, ShardState(parents=list(info.parents)))
+            if run.done:
+                continue
             run.state.prune(run.graph.listed)
             yield from self._activate_ready(run)
 

@@ -106,6 +106,23 @@ def read(args: List[str]) -> None:
 
 def run(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    try:
+        _run(args)
+    except BrokenPipeError:
+        # Whoever reads stdout went away (a consumer that died, `| head`): nothing more can be delivered. Stop at
+        # once with one line on stderr instead of a traceback per buffered write; stdout now points at /dev/null so
+        # the interpreter's own flush at exit cannot fail again. Exit 1: the records were not all delivered (the
+        # last state the reader received, if any, still covers exactly what it received).
+        # (The CDK's PRINT_BUFFER may have failed in its own exit while standing in for sys.stdout/sys.stderr.)
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        sys.stderr.write("source-kinesis: stdout was closed by its reader; stopped.\n")
+        sys.exit(1)
+
+
+def _run(args: List[str]) -> None:
     if args and args[0] == "read":
         read(args)
         return
@@ -114,6 +131,7 @@ def run(argv: Optional[List[str]] = None) -> None:
     with PRINT_BUFFER:  # as the CDK's launch() does
         for line in entrypoint.run(parsed):
             print(f"{line}\n", end="")
+    sys.stdout.flush()  # a closed stdout shows here, inside run()'s BrokenPipeError handling, not at exit
 
 
 if __name__ == "__main__":

@@ -7,10 +7,22 @@ decodes the page, emits the records, advances the checkpoint and decides what ha
 Stop rules (bounded syncs, fixed at sync start): the shard ended (no ``NextShardIterator``), or it is caught up
 (an empty page with ``MillisBehindLatest == 0``), or a page holds only records that arrived after the sync started.
 In follow mode only the end of the shard stops it.
+
+A bounded sync also ends once a shard stops making progress: empty pages for longer than ``retry_budget_seconds``
+without ``MillisBehindLatest`` reaching a new low (an endpoint that answers "no records, still behind" forever, or
+without ``MillisBehindLatest``) fail the shard with a transient_error instead of polling until the sync is killed.
+
+Every GetRecords response is checked before anything of it is used (``_checked_records``): ``Records`` is a list of
+records with decimal sequence numbers, bytes ``Data``, a string ``PartitionKey`` and a finite arrival time, and the
+sequence numbers increase strictly — across pages, and from the position the iterator was asked for — so a record
+an endpoint repeats or sends out of order is never emitted twice: the shard fails, naming it, before any record of
+that page is emitted. ``NextShardIterator`` is null or a string, ``MillisBehindLatest`` null or a non-negative
+integer, ``ChildShards`` checked by ``lineage.child_shards``.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -19,6 +31,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.deadlines import Stopped
 from source_kinesis.errors import MalformedResponse, config_error, error_code, translate
+from source_kinesis.lineage import ShardInfo, child_shards
 from source_kinesis.records import epoch_seconds
 from source_kinesis.state import is_sequence_number
 from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
@@ -57,7 +70,8 @@ class Page:
     records: List[Mapping[str, Any]] = field(default_factory=list)
     millis_behind: Optional[int] = None
     ended: bool = False  # no NextShardIterator: the shard is closed and drained
-    child_shards: List[Mapping[str, Any]] = field(default_factory=list)
+    child_shards: List[Mapping[str, Any]] = field(default_factory=list)  # as the response gave them (checked)
+    children: List[ShardInfo] = field(default_factory=list)  # the same, parsed
     stop: bool = False  # the bounded stop rule holds: no more polls for this shard in this sync
     stop_reason: str = ""
     error: Optional[AirbyteTracedException] = None
@@ -107,6 +121,12 @@ class ShardReader:
         self._last_fetched: Optional[str] = None  # sequence number of the last Kinesis record fetched
         self._action = "GetRecords"  # the Kinesis call in progress, named in errors
         self._latest_at: Optional[dt.datetime] = None  # when a LATEST iterator was first requested
+        # Every record fetched next must have a sequence number above this (None: any). Set from the position each
+        # iterator was requested at, then from the last record fetched.
+        self._above: Optional[int] = None
+        # Bounded syncs: when this shard last made progress (records, or a new lowest MillisBehindLatest).
+        self._progress_at: Optional[float] = None
+        self._lowest_behind: Optional[int] = None
 
     # -- scheduling -------------------------------------------------------------------------------------------
     def next_due(self) -> float:
@@ -120,7 +140,16 @@ class ShardReader:
         if position.timestamp is not None:
             kwargs["Timestamp"] = position.timestamp
         response = self._call("GetShardIterator", self.client.get_shard_iterator, kwargs)
-        return response["ShardIterator"]
+        iterator = response["ShardIterator"]
+        if not isinstance(iterator, str) or not iterator:
+            raise MalformedResponse(f"GetShardIterator returned a ShardIterator that is not a string: {str(iterator)[:80]!r}")
+        if position.iterator_type == "AT_SEQUENCE_NUMBER":
+            self._above = int(position.sequence_number) - 1
+        elif position.iterator_type == "AFTER_SEQUENCE_NUMBER":
+            self._above = int(position.sequence_number)
+        else:
+            self._above = None
+        return iterator
 
     def _acquire(self) -> Optional[Page]:
         """Get the first iterator (or a fresh one after expiry). Returns a Page only when the shard can't be read."""
@@ -191,30 +220,29 @@ class ShardReader:
                 notice = refreshed  # the position was stale: the page carries the restart notice
             started = self.clock()
             response = self._get_records()
-        records = response.get("Records") or []
+        records = self._checked_records(response)
         size = 0
         for record in records:
-            size += len(record["Data"]) + len(record.get("PartitionKey", ""))
-            if not is_sequence_number(record.get("SequenceNumber")):
-                raise MalformedResponse(
-                    f"GetRecords returned a record whose SequenceNumber is not decimal digits: {str(record.get('SequenceNumber'))[:80]!r}"
-                )
+            size += len(record["Data"]) + len(record["PartitionKey"])
         self.budget.record_call(started, size)
         self.stats.calls += 1
         self.stats.records += len(records)
         self.stats.bytes += size
         behind = response.get("MillisBehindLatest")
+        if behind is not None and (type(behind) is not int or behind < 0):
+            raise MalformedResponse(f"GetRecords returned a MillisBehindLatest that is not a non-negative integer: {str(behind)[:80]!r}")
         self.stats.millis_behind = behind
-        if records:
-            self._last_fetched = records[-1]["SequenceNumber"]
-        else:
+        if not records:
             self.stats.empty_calls += 1
         next_iterator = response.get("NextShardIterator")
+        if next_iterator is not None and (not isinstance(next_iterator, str) or not next_iterator):
+            raise MalformedResponse(f"GetRecords returned a NextShardIterator that is not a string: {str(next_iterator)[:80]!r}")
         page = Page(self, records=records, millis_behind=behind)
         if notice is not None:
             page.stale_restart = notice.stale_restart
-        if not next_iterator:
+        if next_iterator is None:
             page.ended = True
+            page.children = child_shards(response.get("ChildShards"), self.shard_id)
             page.child_shards = response.get("ChildShards") or []
             page.stop_reason = "shard closed and drained"
             return page
@@ -224,7 +252,55 @@ class ShardReader:
                 page.stop, page.stop_reason = True, "caught up"
             elif records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
                 page.stop, page.stop_reason = True, "reached records that arrived after the sync started"
+            else:
+                self._check_progress(records, behind)
         return page
+
+    def _checked_records(self, response: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+        """The page's records, each checked (see the module docstring); advances ``_above`` and ``_last_fetched``.
+        Nothing of a page that fails a check reaches the emitter."""
+        records = response.get("Records")
+        if not isinstance(records, list):
+            raise MalformedResponse(f"GetRecords returned Records that are not a list: {str(records)[:80]!r}")
+        above = self._above
+        for record in records:
+            if not isinstance(record, Mapping):
+                raise MalformedResponse(f"GetRecords returned a record that is not an object: {str(record)[:80]!r}")
+            sequence_number = record.get("SequenceNumber")
+            if not is_sequence_number(sequence_number):
+                raise MalformedResponse(
+                    f"GetRecords returned a record whose SequenceNumber is not decimal digits: {str(sequence_number)[:80]!r}"
+                )
+            arrival = record.get("ApproximateArrivalTimestamp")
+            if not isinstance(record.get("Data"), (bytes, bytearray)) or not isinstance(record.get("PartitionKey"), str) or not _is_time(arrival):
+                raise MalformedResponse(
+                    f"GetRecords returned record {sequence_number} without bytes Data, a string PartitionKey and an "
+                    "ApproximateArrivalTimestamp"
+                )
+            key = int(sequence_number)
+            if above is not None and key <= above:
+                raise MalformedResponse(
+                    f"GetRecords returned sequence number {sequence_number} after {above}: a shard's sequence numbers "
+                    "only increase, so the endpoint repeats or reorders records (none of this page was emitted)"
+                )
+            above = key
+        self._above = above
+        if records:
+            self._last_fetched = records[-1]["SequenceNumber"]
+        return records
+
+    def _check_progress(self, records: List[Mapping[str, Any]], behind: Optional[int]) -> None:
+        """Bounded syncs: fail once a whole retry budget passed without records or a new lowest MillisBehindLatest."""
+        now = self.clock()
+        if records or self._progress_at is None or (behind is not None and (self._lowest_behind is None or behind < self._lowest_behind)):
+            self._progress_at, self._lowest_behind = now, behind
+            return
+        if now - self._progress_at > self.retry_budget_seconds:
+            raise MalformedResponse(
+                f"GetRecords returned only empty pages for {now - self._progress_at:.0f} s (retry_budget_seconds) without "
+                f"getting closer to the shard's tip (MillisBehindLatest {behind}, lowest {self._lowest_behind}): the "
+                "endpoint is not making progress"
+            )
 
     def _get_records(self) -> Any:
         kwargs: Dict[str, Any] = {"ShardIterator": self._iterator, "Limit": self.records_per_call}
@@ -236,3 +312,13 @@ class ShardReader:
         """One Kinesis call under the retry policy; ``action`` names it in errors (e.g. kinesis:GetShardIterator)."""
         self._action = action
         return call_kinesis(action, method, kwargs, budget_seconds=self.retry_budget_seconds, counters=self.stats.retry, sleep=self.sleep)
+
+
+# Arrival times a record may carry: epoch seconds from 1970 up to year 9999 (what the ISO-8601 field can show).
+MAX_EPOCH_SECONDS = 253_402_300_799
+
+
+def _is_time(value: Any) -> bool:
+    if isinstance(value, dt.datetime):
+        return True
+    return type(value) in (int, float) and math.isfinite(value) and 0 <= value <= MAX_EPOCH_SECONDS

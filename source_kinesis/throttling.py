@@ -119,8 +119,11 @@ def call_kinesis(
     def parsed(**call_kwargs: Any) -> Any:
         try:
             return method(**call_kwargs)
-        except (UnicodeDecodeError, ResponseParserError) as exc:  # a body that is not Kinesis JSON at all
-            raise MalformedResponse(f"{action} returned a body that is not Kinesis JSON ({type(exc).__name__})") from None
+        except (ValueError, OverflowError, ResponseParserError) as exc:
+            # A body botocore cannot parse as Kinesis JSON: not JSON at all (ResponseParserError, UnicodeDecodeError),
+            # a blob that is not base64 (binascii.Error), a timestamp that is not one (ValueError, OverflowError).
+            # botocore raises these only while parsing a response (bad parameters are a ParamValidationError).
+            raise MalformedResponse(f"{action} returned a body that is not Kinesis JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
 
     if guard is None:
 

@@ -150,3 +150,88 @@ def test_an_outage_past_the_budget_without_a_signal_is_a_transient_error(tmp_pat
     assert stream in errors[-1]["message"] and "GetRecords" in errors[-1]["message"] and "shardId-" in errors[-1]["message"]
     assert len([m for m in out if m["type"] == "RECORD"]) == 3  # what was read before the outage still went out
     reliability(cases=1)
+
+
+# ----------------------------------------------------------------- round 2: answers that are not Kinesis' (scripted)
+DESCRIPTION = {"StreamDescription": {"StreamName": "hostile", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/hostile",
+                                     "StreamStatus": "ACTIVE", "StreamCreationTimestamp": 1_700_000_000, "Shards": [], "HasMoreShards": False,
+                                     "RetentionPeriodHours": 24, "EnhancedMonitoring": [], "EncryptionType": "NONE"}}
+
+
+def kinesis_like(get_records):
+    """A script answering DescribeStream/ListShards/GetShardIterator like Kinesis and GetRecords with ``get_records(n)``."""
+    from integration_tests.fault_proxy import Response
+
+    def script(operation: str, body: Dict[str, Any], n: int):
+        if operation == "DescribeStream":
+            return Response.json(DESCRIPTION)
+        if operation == "ListShards":
+            return Response.json({"Shards": [{"ShardId": "shardId-000000000000", "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "9"},
+                                              "SequenceNumberRange": {"StartingSequenceNumber": "1"}}]})
+        if operation == "GetShardIterator":
+            return Response.json({"ShardIterator": "it"})
+        return get_records(n)
+
+    return script
+
+
+def page(records: List[Dict[str, Any]], behind: int = 0, iterator: Any = "it") -> Any:
+    from integration_tests.fault_proxy import Response
+
+    return Response.json({"Records": records, "NextShardIterator": iterator, "MillisBehindLatest": behind})
+
+
+def raw(seq: int, data: str = "eyJhIjoxfQ==") -> Dict[str, Any]:
+    return {"SequenceNumber": str(seq), "Data": data, "PartitionKey": "k", "ApproximateArrivalTimestamp": 1_700_000_000.5}
+
+
+def last_error(out: List[Dict[str, Any]]) -> Dict[str, Any]:
+    errors = [m["trace"]["error"] for m in out if m["type"] == "TRACE" and m["trace"].get("type") == "ERROR"]
+    assert errors, out
+    return errors[-1]
+
+
+@pytest.mark.parametrize("name, get_records, words", [
+    ("empty_pages_behind_forever", lambda n: page([], behind=5000), ["not making progress"]),
+    ("data_not_base64", lambda n: page([raw(1, data="!!!not base64***")]), ["not Kinesis JSON"]),
+    ("sequence_numbers_repeat", lambda n: page([raw(1), raw(2)] if n == 1 else [raw(2), raw(3)], behind=10), ["sequence number 2 after 2"]),
+    ("redirect", lambda n: __import__("integration_tests.fault_proxy", fromlist=["Response"]).Response(302, b"", [("Location", "http://127.0.0.1:1/")]), ["HTTP 302"]),
+])
+def test_read_of_answers_that_are_not_kinesis_ends_with_a_transient_error_naming_shard_and_call(tmp_path, name, get_records, words, reliability):
+    """Each of these either polled until killed (empty pages while behind), emitted records twice (repeats) or
+    ended as a system_error with a raw parser message (not base64, a redirect)."""
+    budget = 3
+    with HostileEndpoint("scripted", script=kinesis_like(get_records)) as endpoint:
+        done, elapsed, out = run_cli(tmp_path, "read", hostile_config(endpoint.endpoint_url, retry_budget_seconds=budget), timeout=120, names=["hostile"])
+    assert elapsed < budget + CALL_DEADLINE_SECONDS + SLACK, elapsed
+    error = last_error(out)
+    assert error["failure_type"] == "transient_error", error
+    for word in ["'hostile'", "shardId-000000000000", "GetRecords"] + words:
+        assert word in error["message"], (word, error["message"])
+    sequence_numbers = [m["record"]["data"]["_kinesis_sequence_number"] for m in out if m["type"] == "RECORD"]
+    assert len(sequence_numbers) == len(set(sequence_numbers))  # never a record twice
+    reliability(cases=1)
+
+
+def test_read_with_stdout_closed_early_exits_at_once_without_tracebacks(tmp_path, reliability):
+    """A consumer that stops reading (`| head`) gave a BrokenPipeError traceback per buffered write."""
+    endless = kinesis_like(lambda n: page([raw(s) for s in range(n * 500 - 499, n * 500 + 1)], behind=1000))
+    with HostileEndpoint("scripted", script=endless) as endpoint:
+        process = start_read(tmp_path, hostile_config(endpoint.endpoint_url), ["hostile"])
+        try:
+            deadline = time.monotonic() + 60
+            while endpoint.requests.get("GetRecords", 0) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            process.stdout.read(1000)
+            process.stdout.close()
+            closed = time.monotonic()
+            err = process.stderr.read()
+            process.wait(timeout=30)
+            elapsed = time.monotonic() - closed
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert elapsed < 5.0, elapsed
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]
+    assert "stdout was closed" in err and process.returncode == 1
+    reliability(cases=1)
