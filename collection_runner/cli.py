@@ -7,8 +7,8 @@
     kinesis-collection describe --destination destination.json [--format table|json] [--limit N] COLLECTION
     kinesis-collection stats    --destination destination.json [--format table|json]
 
-Exit codes: 0 done (sync or follow stopped by SIGINT/SIGTERM: after a final commit of what was read, whatever the
-endpoint is doing), 2 configuration error (fix the config, access or catalog), 3 transient error (retry later:
+Exit codes: 0 done (sync or follow stopped by SIGINT/SIGTERM/SIGHUP: after a final commit of what was read, whatever
+the endpoint is doing; see ``stopping``), 2 configuration error (fix the config, access or catalog), 3 transient error (retry later:
 throttling past the budget, an outage, the store busy with another runner), 1 anything else. ``exit_code`` is the
 one place that maps an error to its code.
 """
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
-import threading
 from typing import List, Optional
 
-from airbyte_cdk.models import FailureType
-from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from collection_runner import stopping
+
+# Only the standard library at import time: the console script imports this module before ``run()`` can install the
+# stop handlers, and the CDK's imports take seconds (a SIGTERM then would be exit 143, a SIGINT a traceback).
 
 EXIT_OK, EXIT_SYSTEM, EXIT_CONFIG, EXIT_TRANSIENT = 0, 1, 2, 3
 logger = logging.getLogger("airbyte")
@@ -33,6 +33,8 @@ class _SecretFilter(logging.Filter):
     """Masks every registered secret (airbyte_secret fields of both configs) in log lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
+
         record.msg = filter_secrets(record.getMessage())
         record.args = ()
         return True
@@ -104,20 +106,45 @@ def _seconds(text: str) -> float:
 def _outage_cause(exc: BaseException) -> Optional[BaseException]:
     """A connection-level error (refused, reset, timed out, throttled) in the chain of ``exc``, if any: an outage is
     transient whatever label a layer gave it."""
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
     from source_kinesis.errors import is_retryable
 
     seen = set()
     current: Optional[BaseException] = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if not isinstance(current, AirbyteTracedException) and is_retryable(current):
+        if not isinstance(current, AirbyteTracedException) and (is_retryable(current) or _database_outage(current, current is exc)):
             return current
         current = current.__cause__ or current.__context__
     return None
 
 
+# PostgreSQL errors a retry may fix: the connection lost or refused (class 08), the server shutting down, crashed or
+# starting (57P01-57P03: a restart mid-run), too many connections, a serialization failure or deadlock.
+_PG_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+
+
+def _database_outage(exc: BaseException, unlabelled: bool) -> bool:
+    """A PostgreSQL error a retry may fix: a state in ``_PG_TRANSIENT_SQLSTATES`` anywhere in the chain, or, when
+    nobody labelled it (``unlabelled``: the error itself, not the cause of a traced error), psycopg's client-side
+    "connection lost/closed" (an OperationalError without a state; a connect's wrong password has no state either,
+    but ``postgres_store.connect`` labels that one a config_error)."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    import psycopg
+
+    if not isinstance(exc, psycopg.OperationalError):  # serialization failures and deadlocks are OperationalErrors too
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate.startswith(_PG_TRANSIENT_SQLSTATES) if sqlstate else unlabelled
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code of an error: config_error 2, transient_error 3 (and any outage, even mislabelled), else 1."""
+    from airbyte_cdk.models import FailureType
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
     if isinstance(exc, AirbyteTracedException):
         kind = exc.failure_type or FailureType.system_error
         if kind == FailureType.transient_error:
@@ -140,9 +167,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # The CDK configures the "airbyte" logger (to stdout) when first imported: import it before our own set-up.
+    from airbyte_cdk.models import FailureType
+    from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
     _setup_logging(args.verbose)
     try:
         return _run(args)
+    except stopping.StopBeforeReading as stop:
+        return stopping.stopped_before_reading(stop, logger.info)
     except AirbyteTracedException as exc:
         code = exit_code(exc)
         kind = FailureType.transient_error if code == EXIT_TRANSIENT else (exc.failure_type or FailureType.system_error)
@@ -151,6 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         logger.error("Interrupted.")
         return EXIT_SYSTEM
+    except BrokenPipeError:
+        return _stdout_closed()
     except Exception as exc:  # noqa: BLE001 - an unexpected error still gets its exit code (an outage: 3)
         code = exit_code(exc)
         kind = "transient_error" if code == EXIT_TRANSIENT else "system_error"
@@ -159,21 +195,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         return code
 
 
+def _stdout_closed() -> int:
+    """The reader of our stdout went away (``query ... | head -1``): what it did not read is not an error of ours. Exit
+    0 quietly, with stdout pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
 def run() -> None:
-    sys.exit(main())
-
-
-def install_stop_handlers(stop_event: threading.Event) -> None:
-    """SIGINT/SIGTERM ask for a graceful stop (flush, commit); a second SIGINT interrupts at once."""
-
-    def ask_stop(signum, _frame):
-        if stop_event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        logger.info(f"{signal.Signals(signum).name}: stopping after the data already read is committed...")
-        stop_event.set()
-
-    signal.signal(signal.SIGINT, ask_stop)
-    signal.signal(signal.SIGTERM, ask_stop)
+    """The console script: stop signals and Ctrl-C are handled from the first moment (see ``stopping``)."""
+    stopping.install_early(sys.argv[1:])
+    try:
+        code = main()
+    except stopping.StopBeforeReading as stop:  # during the imports or the argument parsing
+        code = stopping.stopped_before_reading(stop)
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        code = EXIT_SYSTEM
+    stopping.ignore_stop_signals()  # the code is decided: a late signal must not turn it into -15/-2
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -3,65 +3,41 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
-from typing import Any, Callable, Dict, Optional, TypeVar
+import socket
+from typing import Any, Dict
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from collection_runner.cli import EXIT_OK, EXIT_SYSTEM, install_stop_handlers
+from collection_runner.cli import EXIT_OK, EXIT_SYSTEM
 from collection_runner.configs import follow_tuned, load_catalog, load_destination_config, load_source_config
-from collection_runner.locking import StoreLock, read_holder
+from collection_runner.locking import StoreLock, read_holder, runner_socket
 from collection_runner.pipeline import run_pipeline
 from collection_runner.progress import RunnerProgress
 from collection_runner.query_service import ask
+from collection_runner.stopping import Stopper
 from destination_collection import inspect as inspect_cmd
 from destination_collection.config import DuckDBStoreConfig, parse_config as parse_destination_config
 from destination_collection.naming import STATE_TABLE
 from destination_collection.stores import open_store
 
 logger = logging.getLogger("airbyte")
-T = TypeVar("T")
-
-
-def _until_stopped(work: Callable[[], T], stop_event: threading.Event, what: str) -> Optional[T]:
-    """``work()``'s result, run on a daemon thread; None if the stop is requested first (a discovery against an
-    endpoint that stopped answering must not hold a SIGTERM for its retry budget)."""
-    result: Dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=target, name=what, daemon=True)
-    thread.start()
-    while thread.is_alive() and not stop_event.is_set():
-        thread.join(0.1)
-    if thread.is_alive():
-        return None
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
 
 
 def sync(args: argparse.Namespace) -> int:
+    """sync/follow. A stop signal before the source is asked for anything (configs, discovery, the store lock and
+    connection) raises ``StopBeforeReading`` (exit 0, nothing to commit); once reading, it commits what was read."""
     follow_mode = args.command == "follow"
-    stop_event = threading.Event()
-    install_stop_handlers(stop_event)
+    stopper = Stopper(logger).install()
     source_config = load_source_config(args.source)
     destination_config = load_destination_config(args.destination)
     if follow_mode:
         source_config, destination_config = follow_tuned(source_config, destination_config)
-    catalog = _until_stopped(lambda: load_catalog(args.catalog, source_config, logger), stop_event, "discovery")
-    if catalog is None:
-        logger.info("Stopped before reading anything (during discovery): nothing to commit.")
-        return EXIT_OK
+    catalog = load_catalog(args.catalog, source_config, logger)
     progress = RunnerProgress(logger)
     summary = run_pipeline(
-        source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stop_event, logger=logger, progress=progress,
-        query_timeout=args.query_timeout,
+        source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stopper.event, logger=logger, progress=progress,
+        query_timeout=args.query_timeout, on_reading=stopper.reading,
     )
     logger.info(f"{'Follow stopped' if follow_mode else 'Sync stopped' if summary.stopped else 'Sync done'}: {summary.text}")
     if summary.stopped:
@@ -90,6 +66,38 @@ def reset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _ask_runner(socket_path: str, holder: Dict[str, Any], request: Dict[str, Any], timeout: float) -> str:
+    """The runner's answer to ``request``; its failures, a connection that fails (the runner stopping between our
+    checks and the connect) and an answer that is not ours become errors with a clear message, never a traceback."""
+    pid = holder.get("pid", "?")
+    try:
+        response = ask(socket_path, request, timeout=timeout)
+    except socket.timeout:
+        raise AirbyteTracedException(
+            message=f"The runner (pid {pid}) did not answer within {timeout:g} s; try again, or with a larger --timeout.",
+            failure_type=FailureType.transient_error,
+        ) from None
+    except OSError as exc:
+        raise AirbyteTracedException(
+            message=f"Cannot reach the runner (pid {pid}) at {socket_path}: {exc.strerror or exc}. It may be stopping; try again.",
+            failure_type=FailureType.transient_error,
+        ) from None
+    except ValueError:
+        response = None
+    if not isinstance(response, dict) or not isinstance(response.get("output" if response.get("ok") else "error"), str):
+        raise AirbyteTracedException(
+            message=f"The runner (pid {pid}) at {socket_path} sent an answer that is not a query service's; try again.",
+            failure_type=FailureType.system_error,
+        )
+    if not response["ok"]:
+        try:
+            failure = FailureType(response.get("failure_type", "system_error"))
+        except ValueError:
+            failure = FailureType.system_error
+        raise AirbyteTracedException(message=response["error"], failure_type=failure)
+    return response["output"]
+
+
 def inspect(args: argparse.Namespace) -> int:
     config = parse_destination_config(load_destination_config(args.destination))
     request = {
@@ -101,18 +109,10 @@ def inspect(args: argparse.Namespace) -> int:
         "timeout": args.timeout,
     }
     if isinstance(config.store, DuckDBStoreConfig):
-        holder = read_holder(config.store.resolved_path())
+        db_path = config.store.resolved_path()
+        holder = read_holder(db_path)
         if holder is not None:
-            if not holder.get("socket"):
-                raise AirbyteTracedException(
-                    message=f"A runner (pid {holder.get('pid', '?')}) is starting up on this store; try again in a moment.",
-                    failure_type=FailureType.transient_error,
-                )
-            response = ask(holder["socket"], request, timeout=args.timeout + 15.0)
-            if not response.get("ok"):
-                failure = FailureType(response.get("failure_type", "system_error"))
-                raise AirbyteTracedException(message=response.get("error", "query failed"), failure_type=failure)
-            print(response["output"])
+            print(_ask_runner(runner_socket(holder, db_path), holder, request, timeout=args.timeout + 15.0))
             return EXIT_OK
     store = open_store(config, read_only=True)
     try:

@@ -134,9 +134,18 @@ def load_catalog(path: Optional[str], source_config: Mapping[str, Any], logger: 
     if path:
         raw = read_json(path, "catalog")
         try:
-            return ConfiguredAirbyteCatalogSerializer.load(raw)
+            catalog = ConfiguredAirbyteCatalogSerializer.load(raw)
         except Exception as exc:  # noqa: BLE001 - the serializer's errors name the bad member
             raise _config_error(f"The catalog file {path} is not a configured Airbyte catalog: {exc}.") from None
+        names = [configured.stream.name for configured in catalog.streams]
+        if not names:
+            raise _config_error(f"The catalog file {path} lists no stream; nothing to sync. List the streams to sync, or leave out --catalog.")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise _config_error(
+                f"The catalog file {path} lists stream(s) {', '.join(repr(n) for n in repeated)} more than once; list each stream once."
+            )
+        return catalog
     catalog = SourceKinesis().discover(logger, source_config)
     if not catalog.streams:
         raise _config_error("No Kinesis stream matches the source config's 'streams'; nothing to sync.")

@@ -124,19 +124,27 @@ def _open_lock_file(path: str, create: bool) -> Optional[int]:
         raise
 
 
+# Our own descriptions are a few hundred bytes; anything bigger was not written by a runner and is not parsed.
+MAX_LOCK_FILE_BYTES = 64 * 1024
+
+
 def _read_fd(fd: int) -> Dict[str, Any]:
+    """The lock file's description, or {} for anything that is not a small JSON object (garbage, NUL bytes, 10 MB,
+    JSON nested deeply enough to exhaust the parser's recursion): a stale lock's contents must never stop a runner."""
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
-    while True:
+    size = 0
+    while size <= MAX_LOCK_FILE_BYTES:
         chunk = os.read(fd, 1 << 16)
         if not chunk:
             break
         chunks.append(chunk)
-        if sum(len(c) for c in chunks) > 1 << 20:
-            break
+        size += len(chunk)
+    if size > MAX_LOCK_FILE_BYTES:
+        return {}
     try:
         value = json.loads(b"".join(chunks) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -162,41 +170,106 @@ def _pid_alive(pid: Any) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: not a pid at all (2**70 in a planted lock file)
         return False
     except PermissionError:
         return True  # a process of another user has that pid now
     return True
 
 
+def _socket_path(value: Any) -> Optional[str]:
+    """``value`` if it can be a Unix socket path of ours (an absolute path without NUL that the OS can take), else None.
+    The lock file's contents are data: a NUL, a lone surrogate or a relative path must not reach a system call."""
+    if not isinstance(value, str) or not os.path.isabs(value) or "\0" in value:
+        return None
+    try:
+        os.fsencode(value)
+    except UnicodeError:
+        return None
+    return value
+
+
+def _private_folder_error(folder: str, st: os.stat_result) -> Optional[str]:
+    """Why ``folder`` (lstat ``st``) is not a query-socket folder of ours: None when it is a real directory named
+    ``kinesis-collection-*``, owned by us, that nobody else may enter (mode 0700)."""
+    if not os.path.basename(folder).startswith(SOCKET_FOLDER_PREFIX):
+        return f"its folder {folder} is not named {SOCKET_FOLDER_PREFIX}*"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{folder} is not a directory (a symbolic link?)"
+    if st.st_uid != os.geteuid():
+        return f"its folder {folder} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o077:
+        return f"its folder {folder} is open to other users (mode {stat.S_IMODE(st.st_mode):o}, expected 700)"
+    return None
+
+
+def runner_socket(holder: Dict[str, Any], db_path: str) -> str:
+    """The query socket of the live runner described by ``holder`` (read_holder), checked before a client connects
+    to it: the lock file names it, and a client must not send its SQL (or trust an answer) to a socket someone else
+    planted. It must be a socket of ours in a private folder of ours (``kinesis-collection-*``, mode 0700) and the
+    runner's pid must be alive. A runner starting up or stopping (no socket yet, or already gone) is transient."""
+    pid = holder.get("pid", "?")
+    raw = holder.get("socket")
+    if raw is None:
+        raise AirbyteTracedException(
+            message=f"A runner (pid {pid}) is starting up on {db_path}; try again in a moment.", failure_type=FailureType.transient_error
+        )
+    path = _socket_path(raw)
+    if path is None:
+        raise _unsafe(
+            f"The runner lock file {lock_path(db_path)} names a query socket that is not an absolute path ({str(raw)[:200]!r}); "
+            "refusing to connect. Stop the runner holding the store and check who wrote that file."
+        )
+    folder = os.path.dirname(path)
+    try:
+        folder_st, sock_st = os.lstat(folder), os.lstat(path)
+    except OSError:
+        folder_st = sock_st = None
+    if sock_st is None or not _pid_alive(pid):
+        raise AirbyteTracedException(
+            message=f"The runner (pid {pid}) holding {db_path} is starting up or stopping (its query socket {path} is not there); try again in a moment.",
+            failure_type=FailureType.transient_error,
+        )
+    problem = _private_folder_error(folder, folder_st)
+    if problem is None and not (stat.S_ISSOCK(sock_st.st_mode) and sock_st.st_uid == os.geteuid()):
+        problem = f"{path} is not a socket of ours"
+    if problem is not None:
+        raise _unsafe(
+            f"The runner lock file {lock_path(db_path)} names the query socket {path}, but {problem}; refusing to connect "
+            "(another user could answer in the runner's place). Check who wrote that file."
+        )
+    return path
+
+
 def remove_stale_socket_folder(previous: Dict[str, Any], logger: Any = None) -> bool:
     """Remove the query-socket folder a dead runner named in its lock file (we hold the lock now, so it is dead or
-    gone). Only a folder of ours made by the query service (``<tmp>/kinesis-collection-*``, a real directory holding
-    at most its socket) whose recorded pid is not alive; anything else is left alone. Returns whether it removed it."""
-    socket_path = previous.get("socket")
-    if not isinstance(socket_path, str) or not os.path.isabs(socket_path) or _pid_alive(previous.get("pid")):
+    gone). Only a private folder of ours made by the query service (``<tmp>/kinesis-collection-*``, mode 0700, a real
+    directory holding at most its socket) whose recorded pid is not alive; anything else is left alone. The folder
+    is opened once without following a symlink and its entry is removed through that handle, so swapping the name
+    for a link between the checks and the removal cannot redirect it. Returns whether it removed it."""
+    socket_path = _socket_path(previous.get("socket"))
+    if socket_path is None or _pid_alive(previous.get("pid")):
         return False
-    folder = os.path.dirname(socket_path)
-    if not os.path.basename(folder).startswith(SOCKET_FOLDER_PREFIX):
-        return False
+    folder, name = os.path.split(socket_path)
     try:
-        st = os.lstat(folder)
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        return False
     try:
-        names = os.listdir(folder)
-        for name in names:
-            entry = os.path.join(folder, name)
-            entry_st = os.lstat(entry)
-            if name != os.path.basename(socket_path) or not stat.S_ISSOCK(entry_st.st_mode):
-                return False  # not only our socket: leave it
-        for name in names:
-            os.unlink(os.path.join(folder, name))
-        os.rmdir(folder)
+        if _private_folder_error(folder, os.fstat(dir_fd)) is not None:
+            return False
+        names = os.listdir(dir_fd)
+        if names not in ([], [name]):
+            return False  # not only our socket: leave it
+        if names:
+            if not stat.S_ISSOCK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return False
+            os.unlink(name, dir_fd=dir_fd)
+        os.rmdir(folder)  # never follows a symlink; fails unless it is (still) an empty directory
     except OSError:
         return False
+    finally:
+        os.close(dir_fd)
     if logger is not None:
         logger.info(f"Removed the query-socket folder {folder} left by runner pid {previous.get('pid')}, which is no longer running.")
     return True
@@ -208,6 +281,7 @@ class StoreLock:
         self.info = dict(info or {})
         self._fd: Optional[int] = None
         self._pg: Any = None
+        self._pg_checked = 0.0
         self.db_path: Optional[str] = None
         self.logger = logger
 
@@ -239,6 +313,8 @@ class StoreLock:
         except BaseException:
             os.close(fd)
             raise
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)  # ours (checked): nobody else may write the socket path our query clients connect to
         previous = _read_fd(fd)  # a runner killed without releasing (SIGKILL, power loss) left its description
         if previous:
             remove_stale_socket_folder(previous, self.logger)
@@ -257,27 +333,23 @@ class StoreLock:
             os.write(self._fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))).encode())
 
     def _acquire_postgres(self) -> None:
-        import psycopg
+        from destination_collection.stores.postgres_store import connect
 
         store = self.config.store
         key = int.from_bytes(hashlib.sha256(f"kinesis-collection:{store.database}:{store.schema_}".encode()).digest()[:8], "big", signed=True)
+        # The destination's own connect: the same timeout and the same split between what the user must fix (wrong
+        # user, password, database: config_error, exit 2) and an outage (server down or unreachable: exit 3).
+        conn = connect(store)
         try:
-            conn = psycopg.connect(
-                host=store.host, port=store.port, dbname=store.database, user=store.username,
-                password=store.password, sslmode=store.ssl_mode, autocommit=True, connect_timeout=10,
-            )
-        except psycopg.OperationalError as exc:
-            text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-            # Wrong credentials or names are the user's to fix; a server down or unreachable is an outage (retry later).
-            auth = any(word in text.lower() for word in ("password", "authentication", "role", "does not exist", "ssl"))
-            raise AirbyteTracedException(
-                message=(
-                    f"Cannot connect to PostgreSQL at {store.host}:{store.port} to take the runner lock: {text}. "
-                    + ("Check the user, password, database and SSL mode." if auth else "Check that the server is up and reachable, then retry.")
-                ),
-                failure_type=FailureType.config_error if auth else FailureType.transient_error,
-            ) from None
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+            if got:
+                try:  # the lock's session is always idle: a server-wide idle_session_timeout (PG 14+) must not end it
+                    conn.execute("SET idle_session_timeout = 0")
+                except Exception:  # noqa: BLE001 - an older server has no such setting (and no such timeout)
+                    pass
+        except BaseException:
+            conn.close()
+            raise
         if not got:
             conn.close()
             raise RunnerBusy(
@@ -288,6 +360,29 @@ class StoreLock:
                 failure_type=FailureType.transient_error,
             )
         self._pg = conn
+        self._pg_checked = time.monotonic()
+
+    def verify(self, every_seconds: float = 1.0) -> None:
+        """Raise (transient_error: exit 3) if the lock is no longer held. A PostgreSQL advisory lock lives as long as
+        its session: a server restart or a killed session releases it silently, and another runner could then write
+        to the same schema. The pipeline calls this after each commit; it asks the server at most every
+        ``every_seconds``. (A file lock cannot be lost while the process lives.)"""
+        if self._pg is None or time.monotonic() - self._pg_checked < every_seconds:
+            return
+        try:
+            self._pg.execute("SELECT 1").fetchone()
+        except Exception as exc:  # noqa: BLE001 - any failure means the session, and so the lock, may be gone
+            store = self.config.store
+            raise AirbyteTracedException(
+                message=(
+                    f"The PostgreSQL session holding the runner lock of schema '{store.schema_}' (database "
+                    f"'{store.database}') was lost ({' '.join(str(exc).split())[:200] or type(exc).__name__}): another "
+                    "runner could take the store now, so this one stops after its last commit. Run it again; it resumes "
+                    "from the committed state."
+                ),
+                failure_type=FailureType.transient_error,
+            ) from None
+        self._pg_checked = time.monotonic()
 
     def release(self) -> None:
         if self._fd is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog
 
@@ -65,9 +65,12 @@ def run_pipeline(
     progress: RunnerProgress,
     stop_grace_seconds: float = STOP_GRACE_SECONDS,
     query_timeout: float = QUERY_TIMEOUT_SECS,
+    on_reading: Callable[[], None] = lambda: None,
 ) -> RunSummary:
     """Run one bounded sync, or follow until ``stop_event`` is set. Source errors re-raise after the committed part
-    (what the source emitted before failing is committed first), except an error after the stop request."""
+    (what the source emitted before failing is committed first), except an error after the stop request.
+    ``on_reading`` is called once the store is ready, just before the source is asked for its first message (the
+    runner's stop handlers change meaning there: see ``stopping``)."""
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
     with StoreLock(destination, {"mode": mode}, logger=logger) as lock:
@@ -87,10 +90,13 @@ def run_pipeline(
                 messages = follow(source_config, states, streams=names, stop_event=stop_event, logger=logger)
             else:
                 messages = SourceKinesis(stop_event=stop_event).read(logger, source_config, catalog, states)
+            on_reading()
             pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds).start()
             try:
                 for echo in write_messages(destination, catalog, progress.observe(pump.messages()), store=store):
                     progress.on_commit(echo)
+                    if not stop_event.is_set():  # stopping anyway: what was committed is, exit 0
+                        lock.verify()  # PostgreSQL: the advisory lock went with a lost session? stop (exit 3)
             finally:
                 pump.close()
             pump.raise_error()

@@ -8,8 +8,9 @@ source slows down when the writer is behind, as before). The consumer side (``me
 * yields every message in the order the source emitted it (records, states, traces);
 * yields ``HEARTBEAT`` (a LOG message, which the write loop ignores) while the source is quiet, so the write
   loop's interval flushes and state echoes still happen during an outage;
-* once ``stop_event`` is set, gives the source ``grace_seconds`` to finish on its own (its final checkpoints); past
-  that, it yields what the source already emitted and ends: the write loop commits it, the source thread is left
+* once ``stop_event`` is set, gives the source ``grace_seconds`` to finish on its own (its final checkpoints), whether
+  it is quiet or still emitting; past that, it yields what the source already emitted (at most ``max_buffered``
+  messages: the write loop's work after the grace is bounded too) and ends: the write loop commits it, the source thread is left
   behind (a daemon: it dies with the process). Only states the source emitted are committed, each after every
   record it covers; records emitted after the last state are committed too and read again by the next run (the
   deterministic ``_id`` of ``append_dedup`` absorbs that re-delivery);
@@ -38,7 +39,7 @@ class SourcePump:
         *,
         grace_seconds: float = 1.5,
         heartbeat_seconds: float = 0.25,
-        max_buffered: int = 20_000,
+        max_buffered: int = 2_000,
         clock: Any = time.monotonic,
     ) -> None:
         self._source = messages
@@ -100,6 +101,16 @@ class SourcePump:
         stop_deadline: Optional[float] = None
         try:
             while True:
+                # The grace counts from the stop whether or not the source is still emitting: a source that keeps
+                # emitting after the stop (a backlog of pages in flight, or one that ignores the stop) must not keep
+                # the write loop busy past the bound. Then only what is already buffered is committed.
+                if stop_deadline is None:
+                    if self.stop_event.is_set():
+                        stop_deadline = self.clock() + self.grace_seconds
+                elif not self._finished and self.clock() >= stop_deadline:
+                    self._abandon()
+                    yield from self._drain()
+                    return
                 try:
                     message = buffer.popleft()
                 except IndexError:
@@ -115,14 +126,6 @@ class SourcePump:
                     continue
                 if self._finished and not buffer:
                     return
-                if self.stop_event.is_set():
-                    now = self.clock()
-                    if stop_deadline is None:
-                        stop_deadline = now + self.grace_seconds
-                    elif now >= stop_deadline:
-                        self._abandon()
-                        yield from self._drain()
-                        return
                 with self._cond:
                     self._consumer_waiting = True
                     if not buffer and not self._finished:

@@ -477,3 +477,169 @@ def test_sigterm_while_a_long_query_runs_on_the_socket_exits_0_fast(tmp_path, ki
     finally:
         run.close()
     reliability(cases=1, signals=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Round 2: the runner against PostgreSQL that stops answering, restarts, or loses the lock's session.
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def postgres():
+    from integration_tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+def _pg_run(tmp_path: Path, kinesis_mock, stream: str, store: Dict[str, Any], command: str = "follow") -> subprocess.Popen:
+    source = tmp_path / "source.json"
+    source.write_text(json.dumps(kinesis_mock.source_config([stream], checkpoint_interval_seconds=0.5)))
+    destination = tmp_path / "destination.json"
+    destination.write_text(json.dumps({"store": store, "flush_interval_secs": 0.5}))
+    return subprocess.Popen(
+        [script("kinesis-collection"), command, "--source", str(source), "--destination", str(destination)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _put(kinesis_mock, stream: str, start: int, count: int) -> None:
+    entries = [{"Data": json.dumps({"uid": f"p{i:05d}"}).encode(), "PartitionKey": f"k{i}"} for i in range(start, start + count)]
+    assert kinesis_mock.client().put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
+
+
+def _pg_count(postgres, schema: str, stream: str) -> int:
+    from destination_collection.naming import table_name
+
+    with postgres.admin_connect() as conn:
+        try:
+            return conn.execute(f'SELECT count(*) FROM "{schema}"."{table_name("", stream)}"').fetchone()[0]
+        except Exception:  # noqa: BLE001 - not created yet
+            return 0
+
+
+def _wait_count(postgres, schema: str, stream: str, at_least: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _pg_count(postgres, schema, stream) < at_least:
+        assert proc.poll() is None, f"the runner ended early ({proc.returncode}): {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"{at_least} documents not committed within {timeout} s"
+        time.sleep(0.3)
+
+
+def test_sigterm_while_postgresql_accepts_but_never_answers_exits_0_fast(tmp_path, kinesis_mock, outage_stream, reliability):
+    """The store's server accepts the TCP connection and says nothing (a hung server, a black-holing proxy): the
+    lock's connect waits up to its 10-15 s timeout. SIGTERM then exits 0 within the 5 s bound, nothing read and
+    nothing to commit (before: it waited out the connect timeout and exited 3)."""
+    import socket as socket_module
+
+    hole = socket_module.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    try:
+        store = {"store_type": "postgres", "host": "127.0.0.1", "port": hole.getsockname()[1], "database": "d", "schema": "s",
+                 "username": "u", "password": "pw-not-to-be-printed", "ssl_mode": "disable"}
+        proc = _pg_run(tmp_path, kinesis_mock, outage_stream["name"], store, command="sync")
+        time.sleep(4.0)  # past the imports and discovery: inside the connect
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - signalled
+    finally:
+        hole.close()
+    assert proc.returncode == 0, (proc.returncode, err[-3000:])
+    assert elapsed <= STOP_BOUND_SECONDS, f"exited {elapsed:.1f} s after SIGTERM"
+    assert out == "" and "nothing to commit" in err and "Traceback" not in err and "pw-not-to-be-printed" not in err
+    reliability(cases=1, signals=1)
+
+
+@pytest.mark.parametrize("sessions", ["all", "lock-only"])
+def test_postgresql_sessions_ended_mid_follow_exit_3_and_lose_nothing(tmp_path, kinesis_mock, postgres, sessions, reliability):
+    """A server restart ends every session ("all": AdminShutdown on the next write; before: exit 1, a system_error).
+    Only the lock's session ended ("lock-only": an idle-session killer; the advisory lock goes with it, silently;
+    before: the runner went on writing without the lock, and a second runner could start). Both: exit 3 naming the
+    cause, every committed document kept, and a resume reads the rest exactly once."""
+    stream = f"pgrestart-{uuid.uuid4().hex[:6]}"
+    create_stream(kinesis_mock.client(), stream, 1)
+    _put(kinesis_mock, stream, 0, 30)
+    schema = f"s_{uuid.uuid4().hex[:6]}"
+    store = dict(postgres.store_config(schema=schema))
+    proc = _pg_run(tmp_path, kinesis_mock, stream, store)
+    try:
+        _wait_count(postgres, schema, stream, 30, proc)
+        with postgres.admin_connect() as conn:
+            if sessions == "all":
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [postgres.user])
+            else:
+                ended = conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
+                assert ended == [(True,)], ended
+        _put(kinesis_mock, stream, 30, 10)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 3, (proc.returncode, err[-3000:])
+    last = [line for line in err.splitlines() if "ERROR" in line][-1]
+    assert "transient_error" in last and (sessions == "all" or "runner lock" in last), last
+    assert out == "" and "Traceback" not in err and postgres.password not in err
+    committed = _pg_count(postgres, schema, stream)
+    assert committed >= 30
+    # a resume (a bounded sync) ends with every record exactly once
+    resumed = _pg_run(tmp_path, kinesis_mock, stream, store, command="sync")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err[-3000:]
+    from destination_collection.naming import table_name
+
+    with postgres.admin_connect() as conn:
+        uids = [row[0] for row in conn.execute(f'SELECT _doc->>\'uid\' FROM "{schema}"."{table_name("", stream)}"').fetchall()]
+    assert sorted(uids) == [f"p{i:05d}" for i in range(40)], (len(uids), len(set(uids)))
+    reliability(cases=1, faults=1)
+
+
+class FloodSource:
+    """Ignores the stop request and keeps emitting (a backlog of pages in flight after a stop, or a source that does
+    not look at the event): records in order, a state every 100 records covering them."""
+
+    emitted = 0
+
+    def __init__(self, stop_event=None) -> None:
+        self.stop_event = stop_event
+
+    def read(self, logger, config, catalog, states):
+        i = 0
+        while True:
+            yield _record(i)
+            FloodSource.emitted = i + 1
+            if i % 100 == 99:
+                yield _state(i)
+            i += 1
+            if i % 500 == 0:
+                time.sleep(0.001)
+
+
+@pytest.mark.parametrize("follow_mode", [False, True], ids=["sync", "follow"])
+def test_stop_while_the_source_keeps_emitting_returns_within_the_bound(tmp_path, monkeypatch, follow_mode, reliability):
+    """The stop grace counts from the signal even while the source is still emitting (before: it was only checked
+    when the pump's buffer ran empty, so a source that kept emitting kept the runner busy for ever). What was
+    committed is consistent: every committed state covers only records in the collection, none stored twice."""
+    monkeypatch.setattr("collection_runner.pipeline.SourceKinesis", FloodSource)
+    monkeypatch.setattr("collection_runner.pipeline.follow", lambda config, states, streams=None, stop_event=None, logger=None:
+                        FloodSource(stop_event).read(logger, config, None, states))
+    db = str(tmp_path / "c.duckdb")
+    stop_event = threading.Event()
+    outcome = _run_in_thread(db, stop_event, follow_mode)
+    deadline = time.monotonic() + 30
+    while FloodSource.emitted < 5000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    asked = time.monotonic()
+    stop_event.set()
+    outcome["thread"].join(timeout=30)
+    assert not outcome["thread"].is_alive(), "the pipeline still runs 30 s after the stop: the source keeps it busy"
+    elapsed = outcome["ended_at"] - asked
+    assert elapsed <= 3.5, f"the pipeline returned {elapsed:.1f} s after the stop (bound: 5 s for the whole process)"
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["summary"].stopped and outcome["summary"].source_abandoned
+    uids, states = _committed(db)
+    assert states and uids[: states[-1] + 1] == [f"u{i:05d}" for i in range(states[-1] + 1)], "a committed state covers a missing record"
+    reliability(cases=1, signals=1)

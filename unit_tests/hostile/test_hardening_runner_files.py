@@ -231,3 +231,285 @@ def test_clean_stale_lock_without_socket_is_reused(tmp_path, reliability):
     with StoreLock(_config(db), {"mode": "sync"}):
         assert json.loads(Path(lock_path(str(db))).read_text())["mode"] == "sync"
     reliability(cases=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Round 2: what a lock file may hold, what a query client connects to, start-up signals, closed pipes, catalogs.
+# ---------------------------------------------------------------------------------------------------------------
+_STALE_CONTENTS = {
+    "nested-arrays": "[" * 200_000,
+    "nested-objects": '{"a":' * 50_000 + "1" + "}" * 50_000,
+    "pid-too-big-for-kill": json.dumps({"pid": 2**70, "socket": "/tmp/kinesis-collection-gone/query.sock"}),
+    "pid-negative-huge": json.dumps({"pid": -(2**70), "socket": "/tmp/kinesis-collection-gone/query.sock"}),
+    "nul-in-socket-path": json.dumps({"pid": 999_999_999, "socket": "/tmp/kinesis-collection-\u0000x/query.sock"}),
+    "lone-surrogate-in-socket-path": '{"pid": 999999999, "socket": "/tmp/kinesis-collection-\\ud800/query.sock"}',
+    "socket-not-a-string": json.dumps({"pid": 999_999_999, "socket": ["/tmp/x"]}),
+    "relative-socket": json.dumps({"pid": 999_999_999, "socket": "kinesis-collection-x/query.sock"}),
+    "ten-megabytes": json.dumps({"pid": 999_999_999, "pad": "x" * (10 << 20)}),
+    "nul-bytes": "\x00" * 4096,
+    "invalid-utf8": b'{"pid": 1, "socket": "\xff\xfe"}',
+    "json-array": "[1, 2, 3]",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_STALE_CONTENTS))
+def test_whatever_a_stale_lock_file_holds_the_next_runner_starts(tmp_path, kind, reliability):
+    """A killed runner's lock file (or one someone wrote into) is data: deep nesting (RecursionError), a pid too big
+    for kill() (OverflowError), a NUL or a lone surrogate in the socket path (ValueError/UnicodeEncodeError) made
+    every later start fail. Now each is ignored, the lock is taken, and the file holds our description."""
+    db = tmp_path / "collection.duckdb"
+    content = _STALE_CONTENTS[kind]
+    Path(lock_path(str(db))).write_bytes(content if isinstance(content, bytes) else content.encode("utf-8", "surrogatepass"))
+    os.chmod(lock_path(str(db)), 0o600)
+    with StoreLock(_config(db), {"mode": "sync"}):
+        assert json.loads(Path(lock_path(str(db))).read_text())["pid"] == os.getpid()
+    assert read_holder(str(db)) is None
+    reliability(cases=1)
+
+
+def test_a_lock_file_others_may_write_is_made_private_when_taken(tmp_path, reliability):
+    """Its contents name the socket query clients connect to: nobody else may write it while we hold it."""
+    db = tmp_path / "collection.duckdb"
+    Path(lock_path(str(db))).write_text("{}")
+    os.chmod(lock_path(str(db)), 0o666)
+    with StoreLock(_config(db), {"mode": "sync"}):
+        assert stat.S_IMODE(os.stat(lock_path(str(db))).st_mode) == 0o600
+    reliability(cases=1)
+
+
+_FAKE_RUNNER = r"""
+import fcntl, json, os, socket, sys, time
+lock_file, socket_path, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": pid or os.getpid(), "mode": "follow", "socket": socket_path}).encode())
+server = None
+listen = len(sys.argv) < 5 or sys.argv[4] != "no-listener"
+if listen and not os.path.exists(socket_path) and os.path.isabs(socket_path) and os.path.isdir(os.path.dirname(socket_path)):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(socket_path)
+    server.listen()
+print("ready", flush=True)
+deadline = time.monotonic() + 60
+while server is not None and time.monotonic() < deadline:
+    server.settimeout(deadline - time.monotonic())
+    try:
+        conn, _ = server.accept()
+    except OSError:
+        break
+    received = conn.recv(65536)
+    open(socket_path + ".received", "wb").write(received)
+    conn.sendall(json.dumps({"ok": True, "output": "PLANTED ANSWER"}).encode() + b"\n")
+    conn.close()
+time.sleep(60)
+"""
+
+
+def _planted_socket(kind: str, tmp_path: Path) -> "tuple[str, int]":
+    """A socket path for the fake runner to name, set up as ``kind``; and the pid it writes (0: its own)."""
+    if kind == "folder-open-to-others":
+        folder = tmp_path / "kinesis-collection-open"
+        folder.mkdir()
+        os.chmod(folder, 0o755)
+        return str(folder / "query.sock"), 0
+    if kind == "folder-not-ours-by-name":
+        folder = tmp_path / "attacker-folder"
+        folder.mkdir(mode=0o700)
+        return str(folder / "query.sock"), 0
+    if kind == "folder-is-a-symlink":
+        real = tmp_path / "real-folder"
+        real.mkdir(mode=0o700)
+        link = tmp_path / "kinesis-collection-link"
+        link.symlink_to(real, target_is_directory=True)
+        return str(link / "query.sock"), 0
+    if kind == "folder-of-another-user":
+        folder = tmp_path / "kinesis-collection-theirs"
+        folder.mkdir(mode=0o700)
+        os.chown(folder, 4242, 4242)
+        return str(folder / "query.sock"), 0
+    if kind == "a-regular-file":
+        folder = Path(tempfile.mkdtemp(prefix="kinesis-collection-", dir=tmp_path))
+        (folder / "query.sock").write_text("not a socket")
+        return str(folder / "query.sock"), 0
+    if kind == "relative-path":
+        return "kinesis-collection-x/query.sock", 0
+    raise ValueError(kind)
+
+
+def _run_query(db: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    destination = tmp_path / "destination.json"
+    destination.write_text(json.dumps({"store": {"store_type": "duckdb", "path": str(db)}}))
+    return subprocess.run(
+        [_script("kinesis-collection"), "query", "--destination", str(destination), *extra, "SELECT 42 AS secret_query"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def _script(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a folder to another user")
+@pytest.mark.parametrize(
+    "kind", ["folder-open-to-others", "folder-not-ours-by-name", "folder-is-a-symlink", "folder-of-another-user", "a-regular-file", "relative-path"]
+)
+def test_query_client_never_talks_to_a_socket_that_is_not_the_runners(tmp_path, kind, reliability):
+    """The lock file names the socket the query client connects to. A socket in a folder others can enter or own,
+    reached through a symlink, not a socket, or a relative path, is refused (config_error, exit 2, naming it): the
+    query is not sent, and a planted answer is never printed. Before: the client sent its SQL and printed the
+    answer of whoever listened there."""
+    db = tmp_path / "collection.duckdb"
+    socket_path, pid = _planted_socket(kind, tmp_path)
+    fake = subprocess.Popen([sys.executable, "-c", _FAKE_RUNNER, lock_path(str(db)), socket_path, str(pid)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        result = _run_query(db, tmp_path)
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+    assert "PLANTED ANSWER" not in result.stdout, f"{kind}: the planted socket answered the query"
+    assert not os.path.exists(os.path.join(tmp_path, socket_path) + ".received"), f"{kind}: the query was sent to the planted socket"
+    assert result.returncode == 2, (kind, result.returncode, result.stderr[-2000:])
+    assert "config_error" in result.stderr and "refusing to connect" in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    reliability(cases=1)
+
+
+@pytest.mark.parametrize("kind", ["socket-gone", "pid-dead"])
+def test_query_client_facing_a_runner_that_is_stopping_gets_a_transient_error(tmp_path, kind, reliability):
+    """The runner holds the lock but its socket is already gone (stopping), or the pid it wrote is dead: exit 3,
+    "try again", no traceback (before: FileNotFoundError as a system_error, exit 1)."""
+    db = tmp_path / "collection.duckdb"
+    folder = Path(tempfile.mkdtemp(prefix="kinesis-collection-", dir=tmp_path))
+    socket_path = str(folder / "query.sock")
+    pid = 999_999_999 if kind == "pid-dead" else 0
+    if kind == "pid-dead":
+        socket.socket(socket.AF_UNIX).bind(socket_path)
+    fake = subprocess.Popen([sys.executable, "-c", _FAKE_RUNNER, lock_path(str(db)), socket_path, str(pid), "no-listener"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fake.stdout.readline().strip() == "ready"
+        result = _run_query(db, tmp_path)
+    finally:
+        fake.kill()
+        fake.wait(timeout=10)
+    assert result.returncode == 3, (kind, result.returncode, result.stderr[-2000:])
+    assert "transient_error" in result.stderr and "try again" in result.stderr and "Traceback" not in result.stderr
+    reliability(cases=1)
+
+
+def test_query_output_into_a_closed_pipe_exits_0_without_noise(tmp_path, reliability):
+    """``kinesis-collection query ... | head -1``: the reader leaves early. Exit 0, nothing on stderr (before: exit
+    1 with "system_error: BrokenPipeError" and the interpreter's "Exception ignored" lines)."""
+    import duckdb
+
+    db = tmp_path / "collection.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE t AS SELECT range AS i, repeat('x', 100) AS pad FROM range(200000)")
+    con.close()
+    destination = tmp_path / "destination.json"
+    destination.write_text(json.dumps({"store": {"store_type": "duckdb", "path": str(db)}}))
+    result = subprocess.run(
+        f"{_script('kinesis-collection')} query --destination {destination} --format json 'SELECT * FROM t' | head -c 10",
+        shell=True, capture_output=True, text=True, timeout=120, executable="/bin/bash",
+    )
+    proc = subprocess.run(
+        ["/bin/bash", "-c", f"set -o pipefail; {_script('kinesis-collection')} query --destination {destination} --format json 'SELECT * FROM t' 2>{tmp_path}/err | head -c 10 >/dev/null"],
+        timeout=120,
+    )
+    assert result.stdout == '{"i":0,"pa'
+    assert proc.returncode == 0, (proc.returncode, (tmp_path / "err").read_text()[-2000:])
+    assert (tmp_path / "err").read_text() == "", (tmp_path / "err").read_text()[-2000:]
+    reliability(cases=1)
+
+
+_REFUSED_SOURCE = {
+    "streams": ["s"], "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1", "retry_budget_seconds": 60,
+    "credentials": {"auth_type": "access_keys", "aws_access_key_id": "AKIAEXAMPLEKEY00", "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"},
+}
+
+
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGTERM], [signal.SIGINT], [signal.SIGHUP], [signal.SIGINT, signal.SIGTERM], [signal.SIGTERM, signal.SIGINT], [signal.SIGTERM, signal.SIGTERM]],
+    ids=["TERM", "INT", "HUP", "INT-then-TERM", "TERM-then-INT", "TERM-twice"],
+)
+@pytest.mark.parametrize("delay", [0.3, 1.2, 2.5])
+def test_a_stop_signal_during_start_up_exits_0_quietly_and_fast(tmp_path, signals, delay, reliability):
+    """From the imports (the CDK's take ~1.5 s) through discovery against an endpoint that refuses (a 60 s retry
+    budget): a stop signal (or two, 50 ms apart) ends ``sync`` with exit 0 within a second, one line on stderr, no
+    traceback, nothing on stdout. Before: exit 143 (SIGTERM) / a KeyboardInterrupt traceback (SIGINT) during the
+    imports, SIGHUP killed the process at any time, and a second signal while the interpreter finalized killed it
+    (exit -15/-2)."""
+    source = tmp_path / "source.json"
+    source.write_text(json.dumps(_REFUSED_SOURCE))
+    destination = tmp_path / "destination.json"
+    destination.write_text(json.dumps({"store": {"store_type": "duckdb", "path": str(tmp_path / "c.duckdb")}}))
+    proc = subprocess.Popen(
+        [_script("kinesis-collection"), "sync", "--source", str(source), "--destination", str(destination)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(delay)
+    signalled = time.monotonic()
+    for n, signum in enumerate(signals):
+        if n:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    elapsed = time.monotonic() - signalled
+    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+    assert elapsed < 3.0, f"exited {elapsed:.1f} s after the signal"
+    assert out == "" and "Traceback" not in err and "nothing to commit" in err, (out[:500], err[-2000:])
+    assert _REFUSED_SOURCE["credentials"]["aws_secret_access_key"] not in out + err
+    reliability(cases=1, signals=1)
+
+
+@pytest.mark.parametrize("streams, words", [(["a", "b", "a"], "'a' more than once"), ([], "lists no stream")])
+def test_a_catalog_listing_a_stream_twice_or_none_is_a_config_error_naming_it(tmp_path, streams, words, reliability):
+    from airbyte_cdk.models import AirbyteStream, ConfiguredAirbyteCatalog, ConfiguredAirbyteCatalogSerializer, SyncMode
+
+    from collection_runner.configs import configured_stream, load_catalog
+
+    configured = [
+        configured_stream(AirbyteStream(name=name, json_schema={"type": "object"}, supported_sync_modes=[SyncMode.incremental]))
+        for name in streams
+    ]
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps(ConfiguredAirbyteCatalogSerializer.dump(ConfiguredAirbyteCatalog(streams=configured))))
+    with pytest.raises(AirbyteTracedException) as caught:
+        load_catalog(str(path), {}, None)
+    assert caught.value.failure_type == FailureType.config_error
+    assert words in caught.value.message and str(path) in caught.value.message
+    reliability(cases=1)
+
+
+def test_exit_codes_of_postgresql_errors(reliability):
+    """A PostgreSQL restart mid-run (AdminShutdown), a lost connection, a deadlock are outages: exit 3 (before: 1).
+    A wrong password (labelled config_error by the store's connect) stays 2; a missing table is not transient."""
+    import psycopg
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException as Traced
+
+    from collection_runner.cli import EXIT_CONFIG, EXIT_SYSTEM, EXIT_TRANSIENT, exit_code
+
+    def labelled(kind, cause):
+        try:
+            try:
+                raise cause
+            except BaseException:
+                raise Traced(message="m", failure_type=kind) from None
+        except BaseException as exc:  # noqa: BLE001
+            return exc
+
+    cases = [
+        (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), EXIT_TRANSIENT),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), EXIT_TRANSIENT),
+        (psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly"), EXIT_TRANSIENT),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), EXIT_TRANSIENT),
+        (psycopg.errors.TooManyConnections("sorry, too many clients already"), EXIT_TRANSIENT),
+        (labelled(FailureType.system_error, psycopg.errors.AdminShutdown("x")), EXIT_TRANSIENT),
+        (labelled(FailureType.config_error, psycopg.OperationalError("password authentication failed")), EXIT_CONFIG),
+        (psycopg.errors.UndefinedTable("relation does not exist"), EXIT_SYSTEM),
+        (psycopg.errors.InsufficientPrivilege("permission denied"), EXIT_SYSTEM),
+    ]
+    for exc, expected in cases:
+        assert exit_code(exc) == expected, (type(exc).__name__, exit_code(exc))
+    reliability(cases=len(cases))
