@@ -165,6 +165,24 @@ def read_holder(db_path: str) -> Optional[Dict[str, Any]]:
         os.close(fd)
 
 
+# ``read_holder`` (a query client asking who holds the store) takes a shared lock for an instant: a runner starting
+# at that instant retries for this long before it calls the store busy
+BUSY_RETRY_SECS = 1.0
+
+
+def _flock_exclusive(fd: int, retry_secs: float) -> None:
+    """``LOCK_EX`` without blocking, retried for ``retry_secs``; BlockingIOError when still held."""
+    deadline = time.monotonic() + retry_secs
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _pid_alive(pid: Any) -> bool:
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
@@ -298,7 +316,7 @@ class StoreLock:
         fd = _open_lock_file(lock_path(db_path), create=True)
         assert fd is not None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_exclusive(fd, BUSY_RETRY_SECS)
         except BlockingIOError:
             holder = _read_fd(fd)
             os.close(fd)

@@ -101,9 +101,10 @@ def run_pipeline(
                 pump.close()
             pump.raise_error()
         finally:
-            if service is not None:
-                service.stop()
-            store.close()
+            # a query that ignored its interrupt still runs on a cursor of this connection: closing the connection
+            # under it is unsafe, and everything is committed already (the next open replays the WAL)
+            if service is None or service.stop():
+                store.close()
     return RunSummary(
         progress.finish(), progress.records, progress.commits, progress.errors,
         stopped=stop_event.is_set(), source_abandoned=pump.abandoned_source,

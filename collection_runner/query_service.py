@@ -34,28 +34,36 @@ from destination_collection.stores import Store
 
 MAX_REQUEST_BYTES = 1 << 20
 QUERY_TIMEOUT_SECS = DEFAULT_TIMEOUT_SECS
+REQUEST_IO_TIMEOUT_SECS = 10.0  # reading a request and writing its answer (a query's own time limit is separate)
 STOP_WAIT_SECS = 2.0  # how long stop() waits for an interrupted query to give its connection back
 
 
 def _client_gone(sock: socket.socket) -> Optional[str]:
     """A reason if the client has closed its end (EOF or reset), else None; never blocks."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        poller = select.poll()  # not select.select: it raises ValueError for descriptors >= 1024
+        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(0):
             return None
         if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
             return "its client disconnected"
     except BlockingIOError:
         return None
-    except OSError:
+    except (OSError, ValueError):
         return "its client disconnected"
     return None
 
 
 class _Handler(socketserver.StreamRequestHandler):
+    # a client that connects and sends nothing (or answers nothing) must not pin a thread and a descriptor forever
+    timeout = REQUEST_IO_TIMEOUT_SECS
+
     def handle(self) -> None:
         service: QueryService = self.server.service  # type: ignore[attr-defined]
-        line = self.rfile.readline(MAX_REQUEST_BYTES)
+        try:
+            line = self.rfile.readline(MAX_REQUEST_BYTES)
+        except OSError:  # TimeoutError included: no request within REQUEST_IO_TIMEOUT_SECS
+            return
         if not line:
             return
         try:
@@ -162,8 +170,10 @@ class QueryService:
             self._current = None
             self._lock.release()
 
-    def stop(self) -> None:
-        """Stop answering: interrupt a running request, close the socket, then the view. Returns within a few seconds."""
+    def stop(self) -> bool:
+        """Stop answering: interrupt a running request, close the socket, then the view. Returns within a few seconds:
+        True once the view is closed, False when a request still holds it (then its store must not be closed under
+        it either)."""
         self._stopping.set()
         current = self._current
         if current is not None:
@@ -172,7 +182,8 @@ class QueryService:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self._lock.acquire(timeout=STOP_WAIT_SECS):
+        closed = self._lock.acquire(timeout=STOP_WAIT_SECS)
+        if closed:
             try:
                 self._view.close()
             finally:
@@ -187,6 +198,7 @@ class QueryService:
             os.rmdir(self._dir)
         except OSError:
             pass
+        return closed
 
 
 def _shutdown_error() -> AirbyteTracedException:

@@ -15,8 +15,8 @@ source slows down when the writer is behind, as before). The consumer side (``me
   record it covers; records emitted after the last state are committed too and read again by the next run (the
   deterministic ``_id`` of ``append_dedup`` absorbs that re-delivery);
 * an exception raised by the source is kept and re-raised by ``raise_error()`` after the write loop has committed
-  the messages emitted before it. ``stopped_by_request`` says whether the run ended because of the stop request
-  (then an error the source raised after it is only logged: the user asked to stop).
+  the messages emitted before it (an error the source raised after the stop request is only logged: the user
+  asked to stop).
 """
 from __future__ import annotations
 
@@ -107,6 +107,9 @@ class SourcePump:
                 if stop_deadline is None:
                     if self.stop_event.is_set():
                         stop_deadline = self.clock() + self.grace_seconds
+                        # said here, not in the signal handler: logging from a handler can interrupt a log write
+                        reason = getattr(self.stop_event, "reason", "Stop requested")
+                        self.logger.info(f"{reason}: stopping after the data already read is committed...")
                 elif not self._finished and self.clock() >= stop_deadline:
                     self._abandon()
                     yield from self._drain()
@@ -163,10 +166,6 @@ class SourcePump:
         self._abandoned = True
         with self._cond:
             self._cond.notify_all()
-
-    @property
-    def stopped_by_request(self) -> bool:
-        return self.stop_event.is_set()
 
     def raise_error(self) -> None:
         """Re-raise the source's error, unless it came after the stop request (then it is logged)."""

@@ -6,7 +6,7 @@ the store or a query is doing. Two phases:
 * **Before the source is asked for anything** (start-up: Python's imports, the configs, discovery, the store lock,
   the store's connection): nothing has been read, so nothing is to be committed. The handler raises
   ``StopBeforeReading`` on the main thread, which interrupts whatever it waits for (a PostgreSQL server that
-  accepts but never answers holds ``connect`` for its 10 s timeout; an endpoint that stopped answering holds
+  accepts but never answers holds ``connect`` for its 15 s timeout; an endpoint that stopped answering holds
   discovery for its retry budget); ``cli.run`` ends the process with exit 0. ``install_early`` covers the imports,
   before even the CLI's modules are loaded, so a signal there is neither a traceback nor exit 143.
 * **Once reading** (``Stopper.reading()``): the handler only sets ``event``. The pipeline gives the source a short
@@ -57,12 +57,18 @@ def install_early(argv: list) -> None:
             signal.signal(signum, _raise_stop)
 
 
+class StopRequest(threading.Event):
+    """The pipeline's stop event, with what asked for the stop (the signal's name), said once the pump sees it."""
+
+    reason = "Stop requested"
+
+
 class Stopper:
     """The stop handlers of one sync/follow run; ``event`` is the pipeline's stop request."""
 
     def __init__(self, logger: Any) -> None:
         self.logger = logger
-        self.event = threading.Event()
+        self.event = StopRequest()
         self._raise = True  # before reading: a stop raises StopBeforeReading (once: the clean-up is not interrupted)
 
     def install(self) -> "Stopper":
@@ -81,7 +87,9 @@ class Stopper:
             raise StopBeforeReading(signum)
         if self.event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.logger.info(f"{signal.Signals(signum).name}: stopping after the data already read is committed...")
+        # no logging here: a handler runs between two bytecodes of the main thread, possibly inside a log write of
+        # its own ("reentrant call"); the source pump says it once it sees the event
+        self.event.reason = signal.Signals(signum).name
         self.event.set()
 
 

@@ -17,7 +17,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import jsonio
-from .read_only_query import DEFAULT_TIMEOUT_SECS, Deadline
+from .read_only_query import DEFAULT_TIMEOUT_SECS, Deadline, query_failure_type
 from .stores.base import Store
 
 
@@ -30,7 +30,7 @@ def run_query(view: Store, sql: str, timeout_secs: float = DEFAULT_TIMEOUT_SECS)
     except Exception as exc:  # the database's own message is the useful part
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AirbyteTracedException(
-            message=f"Query failed: {text}. SQL: {sql}", internal_message=str(exc), failure_type=FailureType.config_error
+            message=f"Query failed: {text}. SQL: {sql}", internal_message=str(exc), failure_type=query_failure_type(exc)
         ) from None
 
 

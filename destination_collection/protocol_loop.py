@@ -98,8 +98,8 @@ def record_size(data: Any) -> int:
     except (TypeError, orjson.JSONEncodeError):  # integers past 64 bits, unusual types: the exact encoder
         try:
             return len(jsonio.dumps(data))
-        except Exception:
-            return 0
+        except Exception:  # not JSON at all: still never free, so it cannot slip past batch_max_bytes unnoticed
+            return max(1, len(repr(data)))
 
 
 def _is_object(value: Any) -> bool:

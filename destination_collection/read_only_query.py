@@ -96,7 +96,7 @@ _PG_REFUSED_NAMES = re.compile(
     r"|pg_stat_file|pg_file_\w+|lo_(?:import|export|open|close|creat|create|unlink|put|get|from_bytea|write|read"
     r"|truncate\w*|lseek\w*|tell\w*)|loread|lowrite|dblink\w*|pg_promote|pg_switch_wal|pg_create_\w+|pg_drop_\w+"
     r"|pg_replication_\w+|pg_logical_\w+|pg_stat_reset\w*|pg_backup_\w+|pg_wal_replay_\w+"
-    r"|pg_import_system_collations|query_to_xml\w*|cursor_to_xml\w*|ts_stat|nextval|setval)\b",
+    r"|pg_import_system_collations|query_to_xml\w*|query_to_xmlschema|cursor_to_xml\w*|ts_stat|ts_rewrite|nextval|setval)\b",
     re.IGNORECASE,
 )
 
@@ -247,6 +247,19 @@ def _check_relation(sql: str, node: dict, ctes: set[str], known: set[tuple[str, 
     )
 
 
+def query_failure_type(exc: BaseException) -> FailureType:
+    """Whose fault a failed inspect statement is: the connection or server going away (psycopg's
+    ``OperationalError``, DuckDB's ``IOException``/``ConnectionException``) is transient (retry later: an outage is
+    never exit 2); DuckDB's internal/fatal errors are ours (system_error); anything else the database refused (syntax,
+    unknown table, a failed cast, too much memory for this query) is the statement's (config_error)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"OperationalError", "IOException", "ConnectionException", "InterfaceError"}:
+        return FailureType.transient_error
+    if names & {"InternalException", "FatalException"}:
+        return FailureType.system_error
+    return FailureType.config_error
+
+
 class Deadline:
     """Runs ``fn`` with a time limit; ``cancel(reason)`` from another thread stops it early.
 
@@ -313,7 +326,7 @@ class Deadline:
             raise AirbyteTracedException(
                 message=f"{what} failed: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}",
                 internal_message=str(exc),
-                failure_type=FailureType.config_error,
+                failure_type=query_failure_type(exc),
             ) from None
         finally:
             self._done.set()

@@ -11,8 +11,10 @@ fields of two libraries) or our own HTTP sender behind botocore's ``before-send`
 TLS verification and connection pooling). A thread per call costs ~50 µs (a GetRecords round trip is milliseconds),
 covers every operation the same way — including the STS AssumeRole botocore makes inside a call to refresh
 credentials — and lets a stop request abandon a call at once instead of at its deadline. The cost: an abandoned
-call's daemon thread lives on, holding one connection, until the server answers or stays silent for the client's
-``read_timeout``; its result is discarded (all calls are reads, so abandoning one has no effect on the stream).
+call's daemon thread lives on, holding one connection, until the server finishes answering or stays silent for the
+client's ``read_timeout`` — a server that keeps dripping bytes keeps it alive until the process ends, one thread per
+abandoned try, so at most one per retry within the budget; its result is discarded (all calls are reads, so
+abandoning one has no effect on the stream).
 """
 from __future__ import annotations
 
@@ -166,10 +168,6 @@ class GuardedClient:
         self._client = client
         self.guard = guard or CallGuard(endpoint=str(getattr(getattr(client, "meta", None), "endpoint_url", "the endpoint")))
         self._operations: Mapping[str, str] = getattr(getattr(client, "meta", None), "method_to_api_mapping", {}) or {}
-
-    @property
-    def unguarded(self) -> Any:
-        return self._client
 
     def with_guard(self, guard: CallGuard) -> "GuardedClient":
         return GuardedClient(self._client, guard)

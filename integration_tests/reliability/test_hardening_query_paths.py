@@ -162,6 +162,9 @@ PG_OUTSIDE = [
     "SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
     'SELECT U&"pg\\005fterminate_backend"(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()',
     "SELECT query_to_xml('select pg_termin' || 'ate_backend(' || pid || ')', true, true, '') FROM pg_stat_activity",
+    # ts_rewrite(tsquery, text) runs its second argument as SQL: a name built at run time must not get through
+    "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery FROM (SELECT pg_termin' || 'ate_backend(' || pid || ')) x') FROM pg_stat_activity WHERE usename = current_user AND pid <> pg_backend_pid()",
+    "SELECT query_to_xmlschema('select 1', true, true, '')",
     "WITH p AS (SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()) SELECT pg_terminate_backend(pid) FROM p",
     "SELECT pg_advisory_lock(42)",
     "SELECT lo_import('/etc/hostname')",

@@ -317,3 +317,46 @@ def test_a_request_past_the_size_limit_gets_a_clear_answer(service, reliability)
     assert answer["ok"] is False and answer["failure_type"] == "config_error" and "larger than 1 MiB" in answer["error"], answer
     assert ask(service.socket_path, {"command": "query", "sql": "SELECT 3 AS n", "format": "json"})["output"] == '{"n":3}'
     reliability(cases=1)
+
+
+def test_a_client_that_sends_nothing_does_not_pin_the_service(store, monkeypatch, reliability):
+    """A connection that never sends its request is dropped after the request I/O timeout, and the service keeps
+    answering others meanwhile (it used to wait in readline forever, a thread and a descriptor per such client)."""
+    import collection_runner.query_service as query_service
+
+    monkeypatch.setattr(query_service._Handler, "timeout", 0.5)
+    service = QueryService(store, logging.getLogger("test"), timeout_secs=5).start()
+    try:
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        silent.connect(service.socket_path)
+        assert ask(service.socket_path, {"command": "query", "sql": "SELECT 3 AS n", "format": "json"})["output"] == '{"n":3}'
+        silent.settimeout(5)
+        assert silent.recv(10) == b"", "the service should close a silent client's connection"
+        silent.close()
+    finally:
+        assert service.stop() is True  # nothing held the view: closed, so the store may be closed too
+    reliability(cases=1)
+
+
+def test_query_failures_are_classified_by_whose_fault_they_are(reliability):
+    """A lost connection or server (an outage) is transient, never a config error (exit 2); a statement the database
+    refuses is the statement's (config_error); an internal error of the database is ours (system_error)."""
+    import duckdb
+    import psycopg
+    from airbyte_cdk.models import FailureType
+
+    from destination_collection.read_only_query import query_failure_type
+
+    cases = [
+        (psycopg.OperationalError("server closed the connection unexpectedly"), FailureType.transient_error),
+        (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), FailureType.transient_error),
+        (duckdb.IOException("could not read block"), FailureType.transient_error),
+        (duckdb.ConnectionException("connection closed"), FailureType.transient_error),
+        (duckdb.InternalException("INTERNAL Error: assertion"), FailureType.system_error),
+        (duckdb.CatalogException("Table with name x does not exist"), FailureType.config_error),
+        (duckdb.ConversionException("Could not convert"), FailureType.config_error),
+        (psycopg.errors.UndefinedTable('relation "x" does not exist'), FailureType.config_error),
+    ]
+    for exc, expected in cases:
+        assert query_failure_type(exc) == expected, (type(exc).__name__, query_failure_type(exc))
+    reliability(cases=len(cases))

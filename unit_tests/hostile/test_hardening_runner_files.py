@@ -513,3 +513,25 @@ def test_exit_codes_of_postgresql_errors(reliability):
     for exc, expected in cases:
         assert exit_code(exc) == expected, (type(exc).__name__, exit_code(exc))
     reliability(cases=len(cases))
+
+
+def test_a_query_client_reading_the_lock_never_makes_a_starting_runner_busy(tmp_path, reliability):
+    """``read_holder`` (what ``query`` does to find the runner) takes a shared lock for an instant; a runner starting
+    at that instant used to exit 3 "Another runner (pid ?)" although no runner held the store."""
+    import fcntl
+    import threading
+
+    db = tmp_path / "c.duckdb"
+    with StoreLock(_config(db), {"mode": "sync"}):
+        pass  # the lock file exists, as after any earlier run
+    fd = os.open(lock_path(str(db)), os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a reader holding its shared lock a little longer than usual
+    release = threading.Timer(0.3, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    release.start()
+    try:
+        with StoreLock(_config(db), {"mode": "sync"}):
+            holder = read_holder(str(db))
+            assert holder and holder["pid"] == os.getpid()
+    finally:
+        release.join()
+    reliability(cases=1)
