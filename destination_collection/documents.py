@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from . import jsonio
 from .config import CollectionConfig
+from .duckdb_sql import ascii_upper
 
 OPS = ("INSERT", "UPDATE", "UPSERT", "DELETE", "REPLACE", "REPSERT")
 ERROR_OP = "ERROR"
@@ -317,7 +318,7 @@ class DocumentBuilder:
         if op_value is None:
             op = "UPSERT"
         else:
-            op = _ascii_upper(op_value.strip(_ASCII_SPACE)) if isinstance(op_value, str) else None
+            op = ascii_upper(op_value.strip(_ASCII_SPACE)) if isinstance(op_value, str) else None
             if op not in OPS:
                 op_error = f"unknown _op {jsonio.dumps(op_value)}; expected one of {', '.join(OPS)} (any case)"
                 op = ERROR_OP
@@ -336,7 +337,6 @@ class DocumentBuilder:
             op_error=op_error,
             record=original if op_error else None,
         )
-
 
     def build_failed(
         self,
@@ -357,12 +357,6 @@ class DocumentBuilder:
         return change
 
 
-def _ascii_upper(text: str) -> str:
-    """Upper-case ASCII letters only: ``str.upper`` maps 'ı' to 'I' and 'ſ' to 'S', so "ınsert" would become INSERT."""
-    return text.translate(_ASCII_UPPER)
-
-
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_SPACE = " \t\n\r\f\v"
 
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from . import jsonio
+from .duckdb_sql import Refused, parse_statements, walk
 
 DEFAULT_TIMEOUT_SECS = 60.0
 # A query's rows may hold at most this many bytes (estimated from the fetched values); more is refused, with advice
@@ -172,37 +172,26 @@ def fetch_bounded(cursor: Any, sql: str, max_bytes: int = MAX_RESULT_BYTES) -> l
         rows.extend(chunk)
 
 
-def _walk(node: Any) -> Iterable[dict]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
 def check_duckdb_select(con: Any, sql: str) -> None:
     """Raise a config_error unless ``sql`` is a single read-only SELECT (``con``: a DuckDB connection or cursor)."""
     check_statement_text(sql)
-    parsed = jsonio.loads(con.execute("SELECT json_serialize_sql($1)", [sql]).fetchone()[0])
-    if parsed.get("error"):
-        message = str(parsed.get("error_message") or "it could not be parsed")
-        if "Only SELECT" in message:
-            raise _refused(sql, "only SELECT statements may run here (no SET, PRAGMA, CALL, ATTACH, COPY, EXPORT, INSTALL, LOAD, CHECKPOINT, DDL, DML or transaction statements).")
-        raise _refused(sql, message.rstrip(".!") + ".")
-    statements = parsed.get("statements") or []
+    try:
+        statements = parse_statements(con, sql)
+    except Refused as refused:
+        if refused.not_select:
+            raise _refused(sql, "only SELECT statements may run here (no SET, PRAGMA, CALL, ATTACH, COPY, EXPORT, INSTALL, LOAD, CHECKPOINT, DDL, DML or transaction statements).") from None
+        raise _refused(sql, refused.reason) from None
     if len(statements) != 1:
         raise _refused(sql, f"it holds {len(statements)} statements; send exactly one per request.")
     tree = statements[0]
     ctes = {
         str(entry.get("key", "")).lower()
-        for node in _walk(tree)
+        for node in walk(tree)
         for entry in ((node.get("cte_map") or {}).get("map") or [])
         if isinstance(node.get("cte_map"), dict)
     }
     known = _known_relations(con)
-    for node in _walk(tree):
+    for node in walk(tree):
         kind = node.get("type")
         if node.get("class") == "FUNCTION" and str(node.get("function_name", "")).lower() in REFUSED_FUNCTIONS:
             raise _refused(sql, f"the function {node['function_name']}() has effects outside the query.")

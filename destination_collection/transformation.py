@@ -45,7 +45,7 @@ import secrets
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -53,6 +53,7 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import jsonio
+from .duckdb_sql import Refused, ascii_lower, parse_statements, walk
 from .transformation_sandbox import ADDRESS_SPACE_HEADROOM, ARROW_INPUT, Sandbox, SandboxError, sandbox_connection
 
 TIMEOUT_SECS = 60.0
@@ -74,24 +75,6 @@ def _config_error(stream: str, sql: str, problem: str) -> AirbyteTracedException
         internal_message=problem,
         failure_type=FailureType.config_error,
     )
-
-
-def _walk(node: Any) -> Iterable[dict]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
-
-
-def ascii_lower(text: str) -> str:
-    """Lower-case ASCII letters only, as DuckDB compares identifiers (``str.lower`` also maps 'K' (Kelvin) to 'k')."""
-    return text.translate(_ASCII_LOWER)
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _fold(name: str) -> str:
@@ -150,18 +133,11 @@ class Transformation:
         if not self.sql:
             raise err("it is empty.")
         try:
-            serialized = jsonio.loads(self._parser.execute("SELECT json_serialize_sql($1)", [self.sql]).fetchone()[0])
-        except ValueError:  # DuckDB writes a literal beyond DOUBLE's range (1e309) as Infinity, which is not JSON
-            raise err(
-                "it holds a numeric literal beyond the range of DOUBLE (such as 1e309); write 'Infinity'::DOUBLE or "
-                "a DECIMAL literal instead."
-            ) from None
-        if serialized.get("error"):
-            message = serialized.get("error_message", "")
-            if "Only SELECT" in message:
-                raise err("only a single SELECT ... FROM _input statement is allowed.")
-            raise err(f"{message}.")
-        statements = serialized["statements"]
+            statements = parse_statements(self._parser, self.sql)
+        except Refused as refused:
+            if refused.not_select:
+                raise err("only a single SELECT ... FROM _input statement is allowed.") from None
+            raise err(refused.reason) from None
         if len(statements) != 1:
             raise err("it must be exactly one SELECT statement.")
         node = statements[0]["node"]
@@ -186,7 +162,7 @@ class Transformation:
                 "USING SAMPLE/TABLESAMPLE is not supported: which records it keeps depends on how they are batched, "
                 "so a re-delivery would store different documents; filter with WHERE instead."
             )
-        for sub in _walk(node.get("select_list", []) + [node.get("where_clause"), node.get("qualify")]):
+        for sub in walk(node.get("select_list", []) + [node.get("where_clause"), node.get("qualify")]):
             if sub.get("class") == "SUBQUERY" or sub.get("type") in ("SELECT_NODE", "SET_OPERATION_NODE"):
                 raise err("subqueries are not supported; only _input may be referenced.")
             if sub.get("class") == "WINDOW":
@@ -210,7 +186,7 @@ class Transformation:
         source = node.get("from_table") or {}
         self._qualifiers = {"_input"} | ({ascii_lower(source["alias"])} if source.get("alias") else set())
         referenced: dict[str, None] = {}
-        for sub in _walk([node.get("select_list"), node.get("where_clause")]):
+        for sub in walk([node.get("select_list"), node.get("where_clause")]):
             if sub.get("class") == "COLUMN_REF" and sub.get("column_names"):
                 referenced[self._field_of(sub["column_names"])] = None
         select: list[dict] = []
@@ -258,7 +234,7 @@ class Transformation:
                     # two fields renamed to one name, or a rename onto an explicit output: one value would be lost
                     if targets.count(target) > 1 or target in explicit:
                         raise self._err(f"the output field '{target}' is defined twice (by RENAME).")
-        for sub in _walk(select + [node.get("where_clause")]):
+        for sub in walk(select + [node.get("where_clause")]):
             if sub.get("class") == "STAR":
                 raise self._err("'*' inside an expression (e.g. struct_pack(*), * LIKE ...) is not supported; name the fields.")
         by_fold: dict[str, str] = {}

@@ -360,3 +360,13 @@ def test_query_failures_are_classified_by_whose_fault_they_are(reliability):
     for exc, expected in cases:
         assert query_failure_type(exc) == expected, (type(exc).__name__, query_failure_type(exc))
     reliability(cases=len(cases))
+
+
+def test_query_text_is_parsed_like_a_transformation(store, service, reliability):
+    """Inspect queries and ingest transformations share DuckDB's parser path (duckdb_sql): a literal beyond DOUBLE's
+    range, which DuckDB serializes as non-JSON ``Infinity``, is refused with the same clear reason, not a JSON error."""
+    answer = ask(service.socket_path, {"command": "query", "sql": "SELECT 1e309 AS x"})
+    assert answer["ok"] is False and answer["failure_type"] == "config_error"
+    assert "beyond the range of DOUBLE" in answer["error"], answer["error"]
+    assert _count(store) == DOCS
+    reliability(cases=1)
