@@ -13,6 +13,7 @@ while a query runs. The protocol is one JSON line each way.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import socketserver
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -35,7 +36,8 @@ from destination_collection.stores import Store
 MAX_REQUEST_BYTES = 1 << 20
 QUERY_TIMEOUT_SECS = DEFAULT_TIMEOUT_SECS
 REQUEST_IO_TIMEOUT_SECS = 10.0  # reading a request and writing its answer (a query's own time limit is separate)
-STOP_WAIT_SECS = 2.0  # how long stop() waits for an interrupted query to give its connection back
+STOP_WAIT_SECS = 2.0
+ANSWER_WAIT_SECS = 0.5  # after that, how long stop() lets handlers write their last answers  # how long stop() waits for an interrupted query to give its connection back
 
 
 def _client_gone(sock: socket.socket) -> Optional[str]:
@@ -60,6 +62,10 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         service: QueryService = self.server.service  # type: ignore[attr-defined]
+        with service.handling():
+            self._handle(service)
+
+    def _handle(self, service: "QueryService") -> None:
         try:
             line = self.rfile.readline(MAX_REQUEST_BYTES)
         except OSError:  # TimeoutError included: no request within REQUEST_IO_TIMEOUT_SECS
@@ -108,6 +114,8 @@ class QueryService:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._current: Optional[Deadline] = None
+        self._handlers = 0  # connections being handled (reading, answering, writing the answer)
+        self._handlers_done = threading.Condition()
 
     def start(self) -> "QueryService":
         self._server = _Server(self.socket_path, _Handler)
@@ -170,6 +178,17 @@ class QueryService:
             self._current = None
             self._lock.release()
 
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        with self._handlers_done:
+            self._handlers += 1
+        try:
+            yield
+        finally:
+            with self._handlers_done:
+                self._handlers -= 1
+                self._handlers_done.notify_all()
+
     def stop(self) -> bool:
         """Stop answering: interrupt a running request, close the socket, then the view. Returns within a few seconds:
         True once the view is closed, False when a request still holds it (then its store must not be closed under
@@ -190,6 +209,10 @@ class QueryService:
                 self._lock.release()
         else:
             self.logger.warning(f"A query did not stop within {STOP_WAIT_SECS:g} s of the shutdown; exiting without waiting for it.")
+        # a handler whose query was just interrupted still writes its answer ("shutting down"): give it a moment, so
+        # the client reads that instead of a reset connection when the process exits
+        with self._handlers_done:
+            self._handlers_done.wait_for(lambda: self._handlers == 0, timeout=ANSWER_WAIT_SECS)
         try:
             os.unlink(self.socket_path)
         except OSError:

@@ -150,7 +150,10 @@ def test_runner_socket_attacks_timeout_disconnect_and_sigterm(tmp_path, kinesis_
     err = proc.stderr.read()
     assert proc.returncode == 0, err
     assert took < 5, f"the runner took {took:.1f} s to exit after SIGTERM"
-    assert "shutting down" in long_err or "closed the connection" in long_err, long_err
+    # the answer the interrupted query gets; a client whose request reached the runner only as it stopped gets the
+    # clear "may be stopping; try again" (a transient error) instead — never a traceback
+    assert any(text in long_err for text in ("shutting down", "closed the connection", "may be stopping")), long_err
+    assert "Traceback" not in long_err
     assert "Traceback" not in err
     reliability(cases=len(DUCKDB_ATTACKS) + 3)
 
