@@ -1,11 +1,11 @@
 """Console script ``kinesis-collection``: keep a collection current from Kinesis, without an Airbyte deployment.
 
-    kinesis-collection sync     --source source.json --destination destination.json [--catalog catalog.json]
-    kinesis-collection follow   --source source.json --destination destination.json [--catalog catalog.json]
+    kinesis-collection sync     --source source.json --destination destination.json [--catalog catalog.json] [--query-timeout S]
+    kinesis-collection follow   --source source.json --destination destination.json [--catalog catalog.json] [--query-timeout S]
     kinesis-collection reset    --destination destination.json --stream NAME [--empty-collection]
-    kinesis-collection query    --destination destination.json [--format table|json] "SELECT ..."
-    kinesis-collection describe --destination destination.json [--format table|json] [--limit N] COLLECTION
-    kinesis-collection stats    --destination destination.json [--format table|json]
+    kinesis-collection query    --destination destination.json [--format table|json] [--timeout S] "SELECT ..."
+    kinesis-collection describe --destination destination.json [--format table|json] [--timeout S] [--limit N] COLLECTION
+    kinesis-collection stats    --destination destination.json [--format table|json] [--timeout S]
 
 Exit codes: 0 done (sync or follow stopped by SIGINT/SIGTERM/SIGHUP: after a final commit of what was read, whatever
 the endpoint is doing; see ``stopping``), 2 configuration error (fix the config, access or catalog), 3 transient error (retry later:

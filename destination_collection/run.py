@@ -8,9 +8,9 @@ Airbyte commands (protocol messages on stdout, logs as LOG messages)::
 
 Inspect commands (human output on stdout)::
 
-    destination-collection query --config config.json [--format table|json] "SELECT ..."
-    destination-collection describe --config config.json [--limit N] [--format table|json] <collection or stream>
-    destination-collection stats --config config.json [--format table|json]
+    destination-collection query --config config.json [--format table|json] [--timeout S] "SELECT ..."
+    destination-collection describe --config config.json [--limit N] [--format table|json] [--timeout S] <collection or stream>
+    destination-collection stats --config config.json [--format table|json] [--timeout S]
 """
 from __future__ import annotations
 
