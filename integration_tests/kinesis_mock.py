@@ -5,6 +5,7 @@ forces every ``listen`` onto 127.0.0.1. The process is ours: it is stopped by it
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -103,16 +104,50 @@ class KinesisMock:
         except OSError:
             return ""
 
+    def persist_file(self) -> Optional[Path]:
+        if self.settings.get("SHOULD_PERSIST_DATA") != "true":
+            return None
+        return Path(self.settings.get("PERSIST_PATH", ".")) / self.settings.get("PERSIST_FILE_NAME", "kinesis-mock.json")
+
+    def _complete_snapshot(self, path: Path, timeout: float = 5.0) -> Optional[bytes]:
+        """The persisted data once kinesis-mock has rewritten it after this call began and it parses as JSON.
+
+        kinesis-mock rewrites its file every PERSIST_INTERVAL by truncating it first, so a SIGTERM that lands mid-write
+        leaves an empty or partial file, and the next start fails with ``java.util.NoSuchElementException``.
+        """
+        began = time.time()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if path.stat().st_mtime > began:
+                    data = path.read_bytes()
+                    json.loads(data)
+                    return data
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        return None
+
     def stop(self) -> None:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
+        persisted = self.persist_file()
+        snapshot = self._complete_snapshot(persisted) if persisted is not None else None
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        if persisted is not None and snapshot is not None:
+            try:
+                json.loads(persisted.read_bytes())
+            except (OSError, ValueError):
+                # The stop interrupted a rewrite: put back the last complete one (written while nothing changed).
+                partial = persisted.with_suffix(".restoring")
+                partial.write_bytes(snapshot)
+                os.replace(partial, persisted)
 
     def client(self):
         return boto3.client(
