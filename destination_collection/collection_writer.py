@@ -15,7 +15,7 @@ from .config import DestinationConfig
 from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
 from .naming import SYSTEM_COLUMNS, column_name, table_name
-from .operations import FoldResult, fold
+from .operations import ChangeCounts, FoldResult, Stored, fold, ids_needing_documents
 from .stores.base import SYSTEM_COLUMN_TYPES, Store
 from .transformation import Transformation
 
@@ -33,18 +33,31 @@ def stream_key(name: str, namespace: str | None) -> str:
 
 @dataclass
 class WriterStats:
+    """A stream's summary. ``records`` received + ``extra_rows`` (rows a transformation emitted beyond one per record)
+    = ``filtered`` (records it emitted no row for) + ``counts.total()`` (every change, by what became of it). The
+    rest counts values or documents, not changes."""
+
     records: int = 0
+    extra_rows: int = 0
     filtered: int = 0
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    ignored_older: int = 0
-    op_errors: int = 0
+    counts: ChangeCounts = field(default_factory=ChangeCounts)
     misfits: int = 0
     generations_removed: int = 0
     purged: int = 0
     samples: list[str] = field(default_factory=list)
+
+    def adds_up(self) -> bool:
+        return self.records + self.extra_rows == self.filtered + self.counts.total()
+
+    def summary(self) -> str:
+        c = self.counts
+        extra = f" (+{self.extra_rows} extra rows from the transformation)" if self.extra_rows else ""
+        return (
+            f"{self.records} records{extra}: {c.inserted} inserted, {c.updated} updated, {c.replaced} replaced, "
+            f"{c.deleted} deleted, {c.merged} merged into a later change of the same _id in their batch, {c.skipped} "
+            f"skipped by their _op, {c.ignored_older} older changes ignored, {c.errors} errors (kept in _meta.error), "
+            f"{self.filtered} filtered by the transformation"
+        )
 
 
 class CollectionWriter:
@@ -138,6 +151,7 @@ class CollectionWriter:
         result = self.transformation.run(originals)
         produced = {index for index, _, _ in result.rows}
         self.stats.filtered += len(batch) - len(produced) - len(result.failed)
+        self.stats.extra_rows += len(result.rows) - len(produced)
         ordered: list[tuple[int, Change]] = []  # by source record: _op folding follows arrival order
         metas: dict[int, dict[str, Any]] = {}
         for index, row, notes in result.rows:
@@ -164,39 +178,38 @@ class CollectionWriter:
         return [change for _, change in ordered]
 
     def apply(self, changes: list[Change]) -> None:
-        """Apply changes to the store; the caller holds the transaction."""
+        """Apply changes to the store; the caller holds the transaction.
+
+        One lookup (skipped when every change is a new document with a generated id), the fold in arrival order,
+        then column changes (DDL first: DuckDB refuses to commit an ALTER that follows a DELETE of the same table in
+        one transaction), then one write: remove the stored rows that are deleted or rewritten, insert the rest."""
         if not changes:
             return
         store = self.store
         plain = all(c.generated_id and c.op in FAST_OPS for c in changes)
         if plain:  # fresh random ids only: every change is a new document, nothing to fetch or fold
-            result = FoldResult(writes={c.id: c for c in changes}, inserted=len(changes))
+            stored: dict[str, Stored] = {}
+            result = FoldResult(writes={c.id: c for c in changes}, counts=ChangeCounts(inserted=len(changes)))
         else:
-            stored = store.fetch_documents(self.table, list(dict.fromkeys(c.id for c in changes)))
+            stored = store.lookup(self.table, list(dict.fromkeys(c.id for c in changes)), ids_needing_documents(changes))
             result = fold(
                 changes, stored, guard=self.settings.ignore_older_changes,
                 min_alive_generation=self.plan.min_alive_generation,
             )
         stats = self.stats
-        stats.inserted += result.inserted
-        stats.updated += result.updated
-        stats.deleted += result.deleted
-        stats.skipped += result.skipped
-        stats.ignored_older += result.ignored_older
-        stats.op_errors += result.errors
+        stats.counts.add(result.counts)
         for sample in result.error_samples:
             if len(stats.samples) < 5:
                 stats.samples.append(sample)
-        if result.errors:
+        if result.counts.errors:
             logger.warning(
-                f"Stream '{self.name}': {result.errors} record(s) with an unknown _op or a failed ingest transformation were not applied; the error is "
+                f"Stream '{self.name}': {result.counts.errors} record(s) with an unknown _op or a failed ingest transformation were not applied; the error is "
                 f"recorded in _meta.error of their documents in {self.table} (e.g. {result.error_samples[0]})."
             )
-        store.delete_documents(self.table, result.deletes)
-        if result.writes:
-            values_by_field = self._evolve(result.writes.values())
-            columns, data = self._rows(result.writes, values_by_field)
-            store.write_rows(self.table, columns, data, plain_insert=plain)
+        values_by_field = self._evolve(result.writes.values()) if result.writes else {}
+        removed = {key: stored[key] for key in (*result.deletes, *result.writes) if key in stored}
+        columns, data = self._rows(result.writes, values_by_field)
+        store.write_batch(self.table, removed, columns, data)
         store.touch_collection(self.table)
 
     def _evolve(self, docs) -> dict[str, list]:
@@ -283,7 +296,7 @@ class CollectionWriter:
         encode_many = store.encode_documents
         doc_texts, doc_changes_all = encode_many([doc.fields for doc in docs])
         metas = encode_many([doc.meta for doc in docs])[0]
-        keeps_nul = store.encode_text("\x00") is not None
+        keeps_nul = store.holds_nul
         typed: dict[str, list] = {}
         slow: set[int] = set()
         for key, column in columns.items():

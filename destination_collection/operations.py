@@ -15,6 +15,14 @@ columns always come from the latest applied change; ``_meta`` is merged at the t
 describe the change that carried them). With ``ignore_older_changes`` a change older (by ``_event_time``) than the
 current document is ignored and counted. A stored document of a generation that is being replaced (overwrite,
 refresh) counts as absent. An error-only document counts as absent for later changes.
+
+Accounting (``ChangeCounts``): every change is counted exactly once. Per ``_id`` in a batch, the last applied change
+carries the net effect against the store — ``inserted`` (absent before the batch), ``updated`` (merged onto the
+stored document), ``replaced`` (stored before, now a document not merged onto it: REPLACE, REPSERT, or a DELETE
+followed by a new document) or ``deleted`` — and each earlier applied change of that ``_id`` is ``merged`` into it.
+Changes that apply nothing are ``skipped`` (their ``_op`` does not apply), ``ignored_older`` (the guard) or
+``errors`` (unknown ``_op``, a failed transformation; such a change writes its error into ``_meta`` but takes no part
+in the net effect).
 """
 from __future__ import annotations
 
@@ -37,22 +45,46 @@ class Document:
 
 @dataclass(slots=True)
 class Stored:
-    fields: dict[str, Any]
-    meta: dict[str, Any]
+    """A stored document as a batch needs it. ``fields``/``meta`` are read only for ids whose changes merge onto the
+    stored document (None otherwise: the store did not read them). ``locator`` is the store's handle for the row
+    (DuckDB: its rowid, valid within the transaction that looked it up; PostgreSQL: None, rows are found by _id)."""
+
+    fields: dict[str, Any] | None
+    meta: dict[str, Any] | None
     event_time: dt.datetime | None
     generation: int | None
+    locator: Any = None
+
+
+@dataclass
+class ChangeCounts:
+    """What became of each change (see the module's docstring); the fields sum to the changes counted."""
+
+    inserted: int = 0
+    updated: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    merged: int = 0
+    skipped: int = 0
+    ignored_older: int = 0
+    errors: int = 0
+
+    def add(self, other: "ChangeCounts") -> None:
+        for name in CHANGE_OUTCOMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def total(self) -> int:
+        return sum(getattr(self, name) for name in CHANGE_OUTCOMES)
+
+
+CHANGE_OUTCOMES = tuple(ChangeCounts.__dataclass_fields__)
 
 
 @dataclass
 class FoldResult:
     writes: dict[str, Document] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    ignored_older: int = 0
-    errors: int = 0
+    counts: ChangeCounts = field(default_factory=ChangeCounts)
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -72,6 +104,15 @@ def _is_placeholder(doc: Document | None) -> bool:
     return doc is not None and not doc.fields and bool((doc.meta.get("error") or {}).get("error_only"))
 
 
+# changes with these _ops build on the stored document (merge its fields, or keep them beside an error): the store
+# reads the stored _doc/_meta only for ids that have one of them in the batch
+NEEDS_STORED_DOCUMENT = frozenset({"UPSERT", "UPDATE", ERROR_OP})
+
+
+def ids_needing_documents(changes: Iterable[Change]) -> set[str]:
+    return {change.id for change in changes if change.op in NEEDS_STORED_DOCUMENT}
+
+
 def fold(
     changes: Iterable[Change],
     stored: dict[str, Stored],
@@ -79,10 +120,13 @@ def fold(
     min_alive_generation: int | None = None,
 ) -> FoldResult:
     result = FoldResult()
+    counts = result.counts
     current: dict[str, Document | None] = {}
     physical: dict[str, bool] = {}
     existed: dict[str, bool] = {}
     touched: dict[str, bool] = {}
+    based_on_stored: dict[str, bool] = {}  # the current document is the stored one, possibly with merges
+    last_op: dict[str, str] = {}  # the last applied, non-error change's _op
     for change in changes:
         key = change.id
         if key not in current:
@@ -92,45 +136,53 @@ def fold(
                 min_alive_generation is not None and (old.generation is None or old.generation < min_alive_generation)
             )
             current[key] = (
-                Document(old.fields, old.meta, old.event_time or change.event_time, "", change.extracted_at, [])
+                Document(old.fields or {}, old.meta or {}, old.event_time or change.event_time, "", change.extracted_at, [])
                 if alive
                 else None
             )
             existed[key] = current[key] is not None
+            based_on_stored[key] = existed[key]
             touched[key] = False
         doc = current[key]
         exists = doc is not None and not _is_placeholder(doc)
         op = change.op
         if guard and exists and op != ERROR_OP and change.event_time < doc.event_time:
-            result.ignored_older += 1
+            counts.ignored_older += 1
             continue
         if op == "UPSERT":
-            doc = _merge(doc, change) if exists else _new(change)
+            if exists:
+                doc = _merge(doc, change)
+            else:
+                doc = _new(change)
+                based_on_stored[key] = False
         elif op == "INSERT":
             if exists:
-                result.skipped += 1
+                counts.skipped += 1
                 continue
             doc = _new(change)
+            based_on_stored[key] = False
         elif op == "UPDATE":
             if not exists:
-                result.skipped += 1
+                counts.skipped += 1
                 continue
             doc = _merge(doc, change)
         elif op == "DELETE":
             if doc is None and not physical[key]:
-                result.skipped += 1
+                counts.skipped += 1
                 continue
             doc = None
-            result.deleted += 1
+            based_on_stored[key] = False
         elif op == "REPLACE":
             if not exists:
-                result.skipped += 1
+                counts.skipped += 1
                 continue
             doc = _new(change)
+            based_on_stored[key] = False
         elif op == "REPSERT":
             doc = _new(change)
-        else:  # ERROR: unknown _op
-            result.errors += 1
+            based_on_stored[key] = False
+        else:  # ERROR: unknown _op, or a record the transformation failed on
+            counts.errors += 1
             if len(result.error_samples) < 5:
                 result.error_samples.append(f"_id {key}: {change.op_error}")
             error = {"reason": change.op_error, "record": change.record}
@@ -140,6 +192,12 @@ def fold(
             else:
                 doc = Document({}, {**change.meta, "error": {**error, "error_only": True}}, change.event_time,
                                change.raw_id, change.extracted_at, change.changes)
+            current[key] = doc
+            touched[key] = True
+            continue
+        if key in last_op:
+            counts.merged += 1  # the previous applied change of this _id is folded into this one
+        last_op[key] = op
         current[key] = doc
         touched[key] = True
     for key, doc in current.items():
@@ -150,8 +208,15 @@ def fold(
                 result.deletes.append(key)
         else:
             result.writes[key] = doc
-            if existed[key]:
-                result.updated += 1
-            else:
-                result.inserted += 1
+        op = last_op.get(key)
+        if op is None:  # only error changes: counted as errors
+            continue
+        if op == "DELETE":
+            counts.deleted += 1
+        elif not existed[key]:
+            counts.inserted += 1
+        elif based_on_stored[key]:
+            counts.updated += 1
+        else:
+            counts.replaced += 1
     return result

@@ -451,12 +451,15 @@ class WriteLoop:
         for writer in self.writers.values():
             s = writer.stats
             logger.info(
-                f"Stream '{writer.key}' → {writer.table}: {s.records} records, {s.filtered} filtered by the "
-                f"transformation, {s.inserted} inserted, {s.updated} updated, {s.deleted} deleted, {s.skipped} skipped "
-                f"by their _op, {s.ignored_older} older changes ignored, {s.op_errors} unknown _op, {s.misfits} values "
-                f"not fitting their column (kept in _doc), {s.generations_removed} removed with older generations, "
-                f"{s.purged} purged by retention."
+                f"Stream '{writer.key}' → {writer.table}: {s.summary()}; {s.misfits} values not fitting their column "
+                f"(kept in _doc), {s.generations_removed} documents removed with older generations, {s.purged} purged "
+                f"by retention."
             )
+            if not s.adds_up():  # a bug of ours: say so rather than show numbers that do not add up
+                logger.warning(
+                    f"Stream '{writer.key}': the summary does not add up ({s.records} records + {s.extra_rows} extra "
+                    f"rows != {s.filtered} filtered + {s.counts.total()} changes); please report this."
+                )
         problems = []
         if self.malformed:
             problems.append(

@@ -2,7 +2,7 @@
 
 One collection = one table::
 
-    _id TEXT PRIMARY KEY, _event_time TIMESTAMPTZ, _meta JSON, _doc JSON (every field of the document),
+    _id TEXT PRIMARY KEY (DuckDB: NOT NULL, unique by the writer; see duckdb_store.py), _event_time TIMESTAMPTZ, _meta JSON, _doc JSON (every field of the document),
     _airbyte_raw_id, _airbyte_extracted_at, _airbyte_meta JSON, _airbyte_generation_id BIGINT,
     then one typed column per top-level field (see column_types.py)
 
@@ -43,9 +43,12 @@ class Store(abc.ABC):
     """Shared behaviour; subclasses supply the dialect (types, staging, parameters)."""
 
     name = "store"
+    # declared capabilities: text columns can hold U+0000 (PostgreSQL's cannot: such a value is a misfit there)
+    holds_nul = True
     schema: str | None = None
     json_sql_type = "JSON"
     param = "?"
+    id_constraint = " PRIMARY KEY"  # what a new collection's _id column declares (see DuckDBStore)
 
     # -- connection and transactions --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -78,15 +81,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def _table_exists(self, table: str) -> bool: ...
 
+    # -- the batch write path (collection_writer.py): one lookup and one write per batch ---------------------
     @abc.abstractmethod
-    def fetch_documents(self, table: str, ids: list[str]) -> dict[str, Stored]: ...
+    def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
+        """The stored rows of ``ids`` (distinct), in one set operation driven from the batch's side: event time,
+        generation, locator, and ``fields``/``meta`` for the ids in ``documents`` (merges); for the other ids those
+        are None, except that an error-only placeholder always comes back as one (``fields`` {} and ``meta`` with
+        its error), since whether a document exists depends on it."""
 
     @abc.abstractmethod
-    def delete_documents(self, table: str, ids: list[str]) -> None: ...
-
-    @abc.abstractmethod
-    def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
-        """Stage ``data`` (column name → values) in bulk, then one INSERT (… ON CONFLICT (_id) DO UPDATE)."""
+    def write_batch(
+        self, table: str, removed: dict[str, Stored], columns: list[tuple[str, str]], data: dict[str, list]
+    ) -> None:
+        """Remove the stored rows in ``removed`` (deleted or rewritten documents, as ``lookup`` returned them), then
+        insert ``data`` (column name → values) in bulk. No ``_id`` of ``data`` is stored once ``removed`` is gone."""
 
     @abc.abstractmethod
     def table_bytes(self, table: str) -> int | None: ...
@@ -104,7 +112,7 @@ class Store(abc.ABC):
         return [t for t, _ in encoded], (changes if any(changes) else None)
 
     def encode_text(self, value: str) -> str | None:
-        """A string for a text column, or None if the store cannot hold it."""
+        """A string for a text column, or None if the store cannot hold it (see ``holds_nul``)."""
         return value
 
     # -- names ------------------------------------------------------------------------------------------------
@@ -135,7 +143,7 @@ class Store(abc.ABC):
         """Create the collection table (and its declared columns) if missing; return its column map."""
         if not self._table_exists(table):
             system = ", ".join(
-                f"{quote_ident(name)} {self.sql_type(kind)}" + (" PRIMARY KEY" if name == "_id" else "")
+                f"{quote_ident(name)} {self.sql_type(kind)}" + (self.id_constraint if name == "_id" else "")
                 for name, kind in SYSTEM_COLUMN_TYPES
             )
             self.execute(f"CREATE TABLE {self.q(table)} ({system})")

@@ -69,6 +69,7 @@ def connect(config: PostgresStoreConfig) -> psycopg.Connection:
 class PostgresStore(Store):
     name = "postgres"
     param = "%s"
+    holds_nul = False
 
     def __init__(self, config: PostgresStoreConfig, read_only: bool = False):
         self.config = config
@@ -171,38 +172,29 @@ class PostgresStore(Store):
     def encode_text(self, value: str) -> str | None:
         return None if "\x00" in value else value
 
-    def fetch_documents(self, table: str, ids: list[str]) -> dict[str, Stored]:
+    def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
         if not ids:
             return {}
+        # through the _id index (an index scan or a nested loop over ANY's array: proportional to the batch)
         rows = self.fetchall(
-            f"SELECT _id, _event_time, _airbyte_generation_id, _doc::text, _meta::text FROM {self.q(table)} "
-            f"WHERE _id = ANY(%s)",
-            [ids],
+            f"SELECT _id, _event_time, _airbyte_generation_id, "
+            f"CASE WHEN _id = ANY(%s) OR _doc = '{{}}'::jsonb THEN _doc::text END, "
+            f"CASE WHEN _id = ANY(%s) OR _doc = '{{}}'::jsonb THEN _meta::text END "
+            f"FROM {self.q(table)} WHERE _id = ANY(%s)",
+            [list(documents), list(documents), ids],
         )
-        return {
-            row[0]: Stored(jsonio.loads(row[3]) if row[3] else {}, jsonio.loads(row[4]) if row[4] else {}, row[1], row[2])
-            for row in rows
-        }
+        return {row[0]: _stored(row, documents) for row in rows}
 
-    def delete_documents(self, table: str, ids: list[str]) -> None:
-        if ids:
-            self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [ids])
-
-    def write_rows(self, table: str, columns: list[tuple[str, str]], data: dict[str, list], plain_insert: bool) -> None:
-        names = ", ".join(quote_ident(name) for name, _ in columns)
-        if plain_insert:
-            # fresh generated ids only: every row is new, so COPY straight into the collection (no staging table
-            # and no INSERT … SELECT: the rows cross the server once); a conflict would fail exactly like INSERT
+    def write_batch(
+        self, table: str, removed: dict[str, Stored], columns: list[tuple[str, str]], data: dict[str, list]
+    ) -> None:
+        if removed:
+            self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [list(removed)])
+        if data["_id"]:
+            # every row is new now: COPY straight into the collection (the rows cross the server once; no staging
+            # table, no ON CONFLICT); a row whose _id is stored after all fails the batch like a PRIMARY KEY does
+            names = ", ".join(quote_ident(name) for name, _ in columns)
             self._copy(self.q(table), names, columns, data)
-            return
-        stage = quote_ident(f"__kc_stage_{next(_names)}")
-        self.execute(f"CREATE TEMP TABLE {stage} (LIKE {self.q(table)} INCLUDING DEFAULTS) ON COMMIT DROP")
-        self._copy(stage, names, columns, data)
-        updates = ", ".join(f"{quote_ident(n)} = excluded.{quote_ident(n)}" for n, _ in columns if n != "_id")
-        self.execute(
-            f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {stage} ON CONFLICT (_id) DO UPDATE SET {updates}"
-        )
-        self.execute(f"DROP TABLE {stage}")
 
     def _copy(self, target: str, names: str, columns: list[tuple[str, str]], data: dict[str, list]) -> None:
         with self.conn.cursor() as cursor:
@@ -331,3 +323,15 @@ def _encode_nul(value: Any, path: str, changes: list[dict[str, Any]]) -> Any:
     if isinstance(value, list):
         return [_encode_nul(item, f"{path}[{i}]", changes) for i, item in enumerate(value)]
     return value
+
+
+def _stored(row: tuple, documents: set[str]) -> Stored:
+    """A looked-up row: documents read for merges, or an error-only placeholder (empty document) always."""
+    key, event_time, generation, doc, meta = row
+    if doc is None and meta is None:
+        return Stored(None, None, event_time, generation)
+    fields = jsonio.loads(doc) if doc else {}
+    meta_value = jsonio.loads(meta) if meta else {}
+    if key not in documents and not ((meta_value.get("error") or {}).get("error_only") if isinstance(meta_value, dict) else False):
+        return Stored(None, None, event_time, generation)
+    return Stored(fields, meta_value, event_time, generation)

@@ -69,7 +69,9 @@ def test_generated_ids_are_uuid7_unique_and_ordered_within_a_chunk():
 
 # -- columnar rows == per-value rows ------------------------------------------------------------------------------
 class _NulRefusingStore(Store):
-    """Only the encode hooks matter here (PostgreSQL's NUL rule without a server)."""
+    """Only the encode hooks and the declared capability matter here (PostgreSQL's NUL rule without a server)."""
+
+    holds_nul = False
 
     def encode_text(self, value):
         return None if "\x00" in value else value
@@ -79,10 +81,12 @@ class _NulRefusingStore(Store):
         return text, ([{"field": "_doc", "change": "NULLED", "reason": "NUL"}] if "\\u0000" in text else [])
 
     close = transaction = execute = fetchall = fetch_with_columns = sql_type = _table_exists = None
-    fetch_documents = delete_documents = write_rows = table_bytes = _alter_type_sql = iter_documents = None
+    lookup = write_batch = table_bytes = _alter_type_sql = iter_documents = None
 
 
 class _PlainStore(_NulRefusingStore):
+    holds_nul = True
+
     def encode_text(self, value):
         return value
 
