@@ -30,6 +30,7 @@ DEFAULT_MEMORY_LIMIT = "256MB"
 MIN_MEMORY_BYTES = 64 * 10**6
 MAX_MEMORY_BYTES = 10**15  # 1000TB: more is surely a typo (DuckDB itself refuses some larger values with a parser error)
 DEFAULT_BATCH_MAX_BYTES = 16 * MiB
+DEFAULT_CHECKPOINT_THRESHOLD = "16MB"  # DuckDB's own default
 
 
 def memory_bytes(text: str) -> int:
@@ -49,6 +50,8 @@ class DuckDBStoreConfig(_Model):
     path: str = Field(min_length=1)
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     temp_directory: str | None = None
+    checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
+    background_commit: bool = True
 
     @field_validator("path", "temp_directory")
     @classmethod
@@ -72,6 +75,14 @@ class DuckDBStoreConfig(_Model):
             raise ValueError("must be at least 64MB (DuckDB cannot write batches with less)")
         if size > MAX_MEMORY_BYTES:
             raise ValueError("must be at most 1000TB (a size such as 256MB, 4GB)")
+        return value.strip()
+
+    @field_validator("checkpoint_threshold")
+    @classmethod
+    def _checkpoint(cls, value: str) -> str:
+        size = memory_bytes(value)
+        if size < 10**6 or size > MAX_MEMORY_BYTES:
+            raise ValueError("must be between 1MB and 1000TB (a size such as 16MB, 128MB)")
         return value.strip()
 
     def resolved_path(self) -> str:

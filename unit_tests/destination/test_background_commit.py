@@ -68,9 +68,24 @@ def test_a_failed_background_commit_acknowledges_nothing_and_fails_the_write(har
 
 
 def test_synchronous_commit_can_be_chosen(harness, monkeypatch):
-    monkeypatch.setattr(duckdb_store, "BACKGROUND_COMMIT", False)
+    harness.store_config = {**harness.store_config, "background_commit": False}  # store.background_commit
     started = []
     monkeypatch.setattr(duckdb_store._Commit, "__init__", lambda self, con: started.append(1))
     echoes = harness.write([stream(S)], [record(S, {"k": 1}), state(S, {"upto": 1}, state_id=5)])
     assert [e["state"]["id"] for e in echoes] == [5] and started == []
     assert harness.states()[S]["id"] == 5
+
+
+def test_checkpoint_threshold_is_a_config_field(harness):
+    harness.store_config = {**harness.store_config, "checkpoint_threshold": "128MB"}
+    harness.write([stream(S)], [record(S, {"k": 1})])
+    store = harness.store()
+    try:
+        assert store.fetchall("SELECT current_setting('checkpoint_threshold')")[0][0] in ("128.0 MB", "122.0 MiB")
+    finally:
+        store.close()
+    from destination_collection.config import parse_config
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    with pytest.raises(AirbyteTracedException, match="store.duckdb.checkpoint_threshold|checkpoint_threshold"):
+        parse_config({"store": {**harness.store_config, "checkpoint_threshold": "lots"}})
