@@ -167,6 +167,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from destination_collection import without_pandas
+
+    without_pandas.install()  # ~45 MB DuckDB/pyarrow would import and never use (see without_pandas.py)
     # The CDK configures the "airbyte" logger (to stdout) when first imported: import it before our own set-up.
     from airbyte_cdk.models import FailureType
     from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets

@@ -38,7 +38,7 @@ from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import inspect as inspect_cmd
-from . import jsonio
+from . import jsonio, without_pandas
 from .config import parse_config
 from .destination import DestinationCollection, raw_spec
 from .read_only_query import DEFAULT_TIMEOUT_SECS
@@ -160,6 +160,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
+    without_pandas.install()  # the console script's process only (see without_pandas.py)
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     if args.command in AIRBYTE_COMMANDS:
