@@ -191,9 +191,12 @@ class CollectionWriter:
             stored: dict[str, Stored] = {}
             result = FoldResult(writes={c.id: c for c in changes}, counts=ChangeCounts(inserted=len(changes)))
         else:
-            stored = store.lookup(self.table, list(dict.fromkeys(c.id for c in changes)), ids_needing_documents(changes))
+            guard = self.settings.ignore_older_changes
+            stored = store.lookup(
+                self.table, list(dict.fromkeys(c.id for c in changes)), ids_needing_documents(changes, guard)
+            )
             result = fold(
-                changes, stored, guard=self.settings.ignore_older_changes,
+                changes, stored, guard=guard,
                 min_alive_generation=self.plan.min_alive_generation,
             )
         stats = self.stats

@@ -104,13 +104,16 @@ def _is_placeholder(doc: Document | None) -> bool:
     return doc is not None and not doc.fields and bool((doc.meta.get("error") or {}).get("error_only"))
 
 
-# changes with these _ops build on the stored document (merge its fields, or keep them beside an error): the store
-# reads the stored _doc/_meta only for ids that have one of them in the batch
-NEEDS_STORED_DOCUMENT = frozenset({"UPSERT", "UPDATE", ERROR_OP})
+# The stored _doc/_meta a batch needs: changes with these _ops build on the stored document (merge its fields, or
+# keep them beside an error), or depend on whether it is an error-only placeholder (INSERT, REPLACE; every _op under
+# the guard). The store reads documents only for those ids (REPSERT and DELETE read none: see Store.lookup).
+READS_STORED_DOCUMENT = frozenset({"UPSERT", "UPDATE", ERROR_OP, "INSERT", "REPLACE"})
 
 
-def ids_needing_documents(changes: Iterable[Change]) -> set[str]:
-    return {change.id for change in changes if change.op in NEEDS_STORED_DOCUMENT}
+def ids_needing_documents(changes: Iterable[Change], guard: bool = False) -> set[str]:
+    if guard:
+        return {change.id for change in changes}
+    return {change.id for change in changes if change.op in READS_STORED_DOCUMENT}
 
 
 def fold(

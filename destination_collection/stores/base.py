@@ -84,10 +84,9 @@ class Store(abc.ABC):
     # -- the batch write path (collection_writer.py): one lookup and one write per batch ---------------------
     @abc.abstractmethod
     def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
-        """The stored rows of ``ids`` (distinct), in one set operation driven from the batch's side: event time,
-        generation, locator, and ``fields``/``meta`` for the ids in ``documents`` (merges); for the other ids those
-        are None, except that an error-only placeholder always comes back as one (``fields`` {} and ``meta`` with
-        its error), since whether a document exists depends on it."""
+        """The stored rows of ``ids`` (distinct), by set operations driven from the batch's side: event time,
+        generation and locator of each; ``fields``/``meta`` only for the ids in ``documents`` (None for the others:
+        not read)."""
 
     @abc.abstractmethod
     def write_batch(

@@ -2,10 +2,13 @@
 
 A batch is one lookup and one write (see ``Store.lookup`` / ``Store.write_batch``):
 
-* **Lookup**: a hash join with the batch's ids as the build side, reading the table's ``_id`` column, and ``_doc`` /
-  ``_meta`` of matched rows only when the batch merges (UPSERT/UPDATE). It returns each stored row's ``rowid``.
-  Measured on DuckDB 1.5 (10k ids): 5 ms in a 100k-row table, ~150 ms in a 10 M-row one (``_id`` only; ~420 ms with
-  the documents). DuckDB's ART index is not used for joins, and ``IN`` lists or rowid filters scan the same.
+* **Lookup**: a hash join with the batch's ids as the build side reads the table's ``_id`` column and returns each
+  stored id's ``rowid``; a second join by rowid reads ``_doc``/``_meta`` only for the stored ids whose changes need
+  them (merges; INSERT/REPLACE, which depend on an error-only placeholder; all under the guard). Measured on DuckDB
+  1.5 with 5k stored ids among 10k: ~10 ms and ~30 ms in a 100k-document collection, ~0.55 s and ~1.5 s in a
+  10 M-document one. The second grows with the collection because DuckDB reads (decompresses) every 2048-row
+  vector holding a wanted row, and random ids touch most vectors; DuckDB has no per-row fetch outside its ART index
+  (which is not used for joins either).
 * **Write**: ``DELETE … WHERE rowid IN (…)`` of the looked-up rows the batch deletes or rewrites, then one plain
   ``INSERT … SELECT`` of the batch's rows (never ``ON CONFLICT DO UPDATE``: its in-place update of random rows costs
   ~90 µs per row at 2 M rows, and it needs several times the staged bytes in memory for large values).
@@ -301,39 +304,52 @@ class DuckDBStore(Store):
     def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
         if not ids:
             return {}
-        # one hash join with the batch as the build side: it reads the _id column (and _doc/_meta of the matched
-        # rows only when the batch merges: ``documents``), never the table's index (see the module docstring)
-        staged = self._register(
-            pa.table({"_id": pa.array(ids, pa.string()), "need": pa.array([i in documents for i in ids], pa.bool_())})
-        )
+        # 1. which ids are stored: a hash join with the batch as the build side, reading only the table's _id column
+        #    (and the three small columns of matched rows)
+        staged = self._register(pa.table({"_id": pa.array(ids, pa.string())}))
         try:
-            if documents:
-                docs = "CASE WHEN s.need OR t._doc = '{}' THEN t._doc END, CASE WHEN s.need OR t._doc = '{}' THEN t._meta END"
-            else:  # nothing merges: only whether each id is stored (an empty document may be an error placeholder)
-                docs = "CASE WHEN t._doc = '{}' THEN t._doc END, CASE WHEN t._doc = '{}' THEN t._meta END"
             rows = self.fetchall(
-                f"SELECT t._id, t._event_time, t._airbyte_generation_id, {docs}, t.rowid "
+                f"SELECT t._id, t._event_time, t._airbyte_generation_id, t.rowid "
                 f"FROM {self.q(table)} t JOIN {staged} s ON t._id = s._id"
             )
         finally:
             self.con.unregister(staged)
-        return {row[0]: _stored(row, documents) for row in rows}
+        found = {key: Stored(None, None, event_time, generation, rowid) for key, event_time, generation, rowid in rows}
+        # 2. the documents of the stored ids that need them (merges, placeholders): a second join, made only when
+        #    there are some; it reads _doc/_meta of every vector holding one of them (see the module docstring)
+        wanted = [key for key in found if key in documents]
+        if wanted:
+            staged = self._register(pa.table({"r": pa.array([found[key].locator for key in wanted], pa.int64())}))
+            try:
+                docs = self.fetchall(
+                    f"SELECT t.rowid, t._doc, t._meta FROM {self.q(table)} t JOIN {staged} s ON t.rowid = s.r"
+                )
+            finally:
+                self.con.unregister(staged)
+            by_rowid = {rowid: (doc, meta) for rowid, doc, meta in docs}
+            for key in wanted:
+                stored = found[key]
+                doc, meta = by_rowid[stored.locator]
+                stored.fields = jsonio.loads(doc) if doc else {}
+                stored.meta = jsonio.loads(meta) if meta else {}
+        return found
 
     def write_batch(
         self, table: str, removed: dict[str, Stored], columns: list[tuple[str, str]], data: dict[str, list]
     ) -> None:
         if removed:
-            # by rowid (found by ``lookup`` in this transaction): no second scan of the _id column
+            # by rowid (found by ``lookup`` in this transaction): no second scan of the _id column. (RETURNING would
+            # cost ~100x the DELETE itself: DuckDB materialises the deleted rows; the count is checked instead.)
             staged = self._register(pa.table({"r": pa.array([s.locator for s in removed.values()], pa.int64())}))
             try:
-                gone = self.fetchall(f"DELETE FROM {self.q(table)} WHERE rowid IN (SELECT r FROM {staged}) RETURNING _id")
+                gone = self.fetchall(f"DELETE FROM {self.q(table)} AS t USING {staged} AS s WHERE t.rowid = s.r")[0][0]
             finally:
                 self.con.unregister(staged)
-            if len(gone) != len(removed) or any(row[0] not in removed for row in gone):
+            if gone != len(removed):
                 # rowids are stable within a transaction; if that ever failed, stop before the collection is wrong
                 raise RuntimeError(
-                    f"Collection {table}: deleting {len(removed)} looked-up document(s) by rowid removed {len(gone)} "
-                    f"other row(s); the batch was rolled back."
+                    f"Collection {table}: deleting {len(removed)} looked-up document(s) by rowid removed {gone} "
+                    f"row(s); the batch was rolled back."
                 )
         if not data["_id"]:
             return
@@ -425,15 +441,3 @@ class DuckDBStore(Store):
 
     def interrupt(self) -> None:
         self.con.interrupt()
-
-
-def _stored(row: tuple, documents: set[str]) -> Stored:
-    """A looked-up row: its document read for merges, or an error-only placeholder (an empty document) always."""
-    key, event_time, generation, doc, meta, rowid = row
-    if doc is not None or meta is not None:
-        fields = jsonio.loads(doc) if doc else {}
-        meta_value = jsonio.loads(meta) if meta else {}
-        placeholder = isinstance(meta_value, dict) and bool((meta_value.get("error") or {}).get("error_only"))
-        if key in documents or placeholder:
-            return Stored(fields, meta_value, event_time, generation, rowid)
-    return Stored(None, None, event_time, generation, rowid)

@@ -178,8 +178,7 @@ class PostgresStore(Store):
         # through the _id index (an index scan or a nested loop over ANY's array: proportional to the batch)
         rows = self.fetchall(
             f"SELECT _id, _event_time, _airbyte_generation_id, "
-            f"CASE WHEN _id = ANY(%s) OR _doc = '{{}}'::jsonb THEN _doc::text END, "
-            f"CASE WHEN _id = ANY(%s) OR _doc = '{{}}'::jsonb THEN _meta::text END "
+            f"CASE WHEN _id = ANY(%s) THEN _doc::text END, CASE WHEN _id = ANY(%s) THEN _meta::text END "
             f"FROM {self.q(table)} WHERE _id = ANY(%s)",
             [list(documents), list(documents), ids],
         )
@@ -326,12 +325,7 @@ def _encode_nul(value: Any, path: str, changes: list[dict[str, Any]]) -> Any:
 
 
 def _stored(row: tuple, documents: set[str]) -> Stored:
-    """A looked-up row: documents read for merges, or an error-only placeholder (empty document) always."""
     key, event_time, generation, doc, meta = row
-    if doc is None and meta is None:
+    if key not in documents:
         return Stored(None, None, event_time, generation)
-    fields = jsonio.loads(doc) if doc else {}
-    meta_value = jsonio.loads(meta) if meta else {}
-    if key not in documents and not ((meta_value.get("error") or {}).get("error_only") if isinstance(meta_value, dict) else False):
-        return Stored(None, None, event_time, generation)
-    return Stored(fields, meta_value, event_time, generation)
+    return Stored(jsonio.loads(doc) if doc else {}, jsonio.loads(meta) if meta else {}, event_time, generation)
