@@ -20,9 +20,11 @@ Accounting (``ChangeCounts``): every change is counted exactly once. Per ``_id``
 carries the net effect against the store — ``inserted`` (absent before the batch), ``updated`` (merged onto the
 stored document), ``replaced`` (stored before, now a document not merged onto it: REPLACE, REPSERT, or a DELETE
 followed by a new document) or ``deleted`` — and each earlier applied change of that ``_id`` is ``merged`` into it.
-Changes that apply nothing are ``skipped`` (their ``_op`` does not apply), ``ignored_older`` (the guard) or
-``errors`` (unknown ``_op``, a failed transformation; such a change writes its error into ``_meta`` but takes no part
-in the net effect).
+Changes that apply nothing are ``skipped`` (their ``_op`` does not apply; a second DELETE of one ``_id`` in a batch
+too), ``ignored_older`` (the guard) or ``errors`` (unknown ``_op``, a failed transformation; such a change writes its
+error into ``_meta`` but takes no part in the net effect). A stored error-only document counts as absent, except
+under a REPSERT or DELETE, which do not read the stored document: rewriting or removing one counts as replaced or
+deleted.
 """
 from __future__ import annotations
 
@@ -143,7 +145,10 @@ def fold(
                 if alive
                 else None
             )
-            existed[key] = current[key] is not None
+            # for the counts, a stored error-only document is absent (as for the _ops), when the store read it: a
+            # REPSERT or DELETE reads no document, so one that rewrites or removes a placeholder counts as replaced
+            # or deleted (see Store.lookup)
+            existed[key] = current[key] is not None and not _is_placeholder(current[key])
             based_on_stored[key] = existed[key]
             touched[key] = False
         doc = current[key]
@@ -170,7 +175,8 @@ def fold(
                 continue
             doc = _merge(doc, change)
         elif op == "DELETE":
-            if doc is None and not physical[key]:
+            # nothing to delete: absent before the batch, or already deleted by an earlier change of this batch
+            if doc is None and (not physical[key] or key in last_op):
                 counts.skipped += 1
                 continue
             doc = None

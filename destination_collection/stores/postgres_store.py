@@ -328,4 +328,30 @@ def _stored(row: tuple, documents: set[str]) -> Stored:
     key, event_time, generation, doc, meta = row
     if key not in documents:
         return Stored(None, None, event_time, generation)
-    return Stored(jsonio.loads(doc) if doc else {}, jsonio.loads(meta) if meta else {}, event_time, generation)
+    fields = _decode_nul(jsonio.loads(doc)) if doc else {}
+    return Stored(fields, _decode_nul(jsonio.loads(meta)) if meta else {}, event_time, generation)
+
+
+def _decode_nul(value: Any) -> Any:
+    """A stored value as it was before ``_encode_nul``: what a merge in a later batch builds on, so the merged document
+    is encoded (and its changes recorded) exactly as if the merge had happened within one batch. Only objects this
+    store writes are decoded: one key, whose base64 text decodes to UTF-8 holding NUL (an encoding only NUL causes)."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (name, item), = value.items()
+            if name in (NUL_STRING_KEY, NUL_DOCUMENT_KEY) and isinstance(item, str):
+                try:
+                    text = base64.b64decode(item.encode("ascii"), validate=True).decode("utf-8")
+                except (ValueError, UnicodeError):
+                    text = None
+                if text is not None and "\x00" in text:
+                    if name == NUL_STRING_KEY:
+                        return text
+                    try:
+                        return jsonio.loads(text)
+                    except ValueError:
+                        pass
+        return {name: _decode_nul(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_decode_nul(item) for item in value]
+    return value
