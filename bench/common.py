@@ -33,6 +33,7 @@ class Context:
     runs: int = 3
     cache_dir: str = CACHE
     scale: float = 1.0  # multiplies record counts (smoke mode uses a tiny scale)
+    rebuild: bool = False  # rebuild cached artefacts (e.g. the destination's built collections) instead of reusing them
     log: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
     _services: dict[str, Any] = dataclasses.field(default_factory=dict)
     _cleanups: list[Callable[[], None]] = dataclasses.field(default_factory=list)

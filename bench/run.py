@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run only this comparison module (repeatable)")
     parser.add_argument("--runs", type=int, default=None, help="runs per subject (default 3; smoke: 1)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply record counts (e.g. 0.1 for a quick look)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="rebuild cached collections (bench/destination.py reuses them while the code is unchanged)")
     parser.add_argument("--output", default=None,
                         help="Markdown file (default BENCHMARKS.md; smoke mode: .cache/bench/BENCHMARKS.smoke.md)")
     args = parser.parse_args(argv)
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown comparison(s) {sorted(unknown)}; known: {sorted(known)}")
         modules = [m for m in modules if m.__name__.split(".")[-1] in args.only]
 
-    ctx = common.Context(smoke=args.smoke, runs=args.runs or (1 if args.smoke else 3), scale=args.scale)
+    ctx = common.Context(smoke=args.smoke, runs=args.runs or (1 if args.smoke else 3), scale=args.scale,
+                         rebuild=args.rebuild)
     output = args.output or (os.path.join(common.CACHE, "BENCHMARKS.smoke.md") if args.smoke
                              else os.path.join(common.REPO, "BENCHMARKS.md"))
     command = "python -m bench.run" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
