@@ -1,4 +1,7 @@
-"""PostgreSQL store: batches are staged with COPY into a temporary table, then applied with one statement.
+"""PostgreSQL store: a batch is one lookup through the ``_id`` index (``_id = ANY(…)``, documents read only for the ids
+that need them), one ``DELETE`` of the rows it deletes or rewrites (through the index), and one ``COPY`` of its rows
+straight into the collection. Merges read back the NUL encoding below decoded (``_decode_nul``), so a document merged
+in a later batch is encoded exactly as one merged within a batch.
 
 ``jsonb`` cannot hold the NUL character (``\\u0000``). A string value containing it is stored in ``_doc`` as
 ``{"$base64_utf8": "<base64 of its UTF-8>"}`` (lossless) and listed in ``_airbyte_meta.changes`` with reason
