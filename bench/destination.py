@@ -5,7 +5,7 @@
   generated ids; `append_dedup` uses `id_field: order_id` (every id new when building).
 * **Subjects**: `destination-collection write --config C --catalog K < file`, a child process, default batch
   settings. **Floors**, on the same file in the same run: DuckDB's own `read_json` of the file into a table with the
-  collection's own definition (copied from the collection the destination created: `_id` PRIMARY KEY, typed
+  collection's own definition (copied from the collection the destination created: `_id NOT NULL`, typed
   columns, `_doc`/`_meta` JSON), and PostgreSQL `COPY` of the same rows (CSV prepared before the measurement) into
   the same table definition (`CREATE TABLE … (LIKE collection INCLUDING ALL)`), both child processes too.
 * **CPU per record** = user + system CPU of every thread of every process of the child's tree (the write process
