@@ -1,0 +1,96 @@
+"""Lookups are driven from the batch's side and read stored documents only when a change needs them (issue 11, item 2),
+proven with DuckDB's own EXPLAIN of the statements the store runs during real writes."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from destination_collection.stores import duckdb_store
+from unit_tests.destination.harness import record, stream
+
+S = "orders"
+
+
+@pytest.fixture
+def plans(monkeypatch):
+    """Every SELECT the DuckDB store runs during a write, with DuckDB's EXPLAIN of it (taken before it runs, while
+    the staged Arrow tables are registered)."""
+    seen: list[tuple[str, str]] = []
+    original = duckdb_store.DuckDBStore.fetchall
+
+    def spy(self, sql, params=None):
+        if sql.lstrip().upper().startswith("SELECT") and " JOIN " in sql:
+            plan = "\n".join(row[1] for row in original(self, "EXPLAIN " + sql, params))
+            seen.append((sql, plan))
+        return original(self, sql, params)
+
+    monkeypatch.setattr(duckdb_store.DuckDBStore, "fetchall", spy)
+    return seen
+
+
+def _scan_projections(plan: str, table: str) -> set[str]:
+    """The columns the plan's scan of ``table`` reads (the 'Projections' of its SEQ_SCAN box)."""
+    boxes = plan.split("┌")
+    for box in boxes:
+        if "SEQ_SCAN" in box and f".{table}" in box.replace(" ", "") or (f"Table: {table}" in box and "SEQ_SCAN" in box):
+            text = re.sub(r"[│└┘─┴┬├┤┼]", " ", box)
+            if "Projections:" not in text:
+                continue
+            after = text.split("Projections:", 1)[1]
+            return {word for word in after.split() if word.startswith("_") or word == "rowid"}
+    return set()
+
+
+def _seed(harness, count=50):
+    harness.write([stream(S)], [record(S, {"k": k, "v": "seed", "n": k}) for k in range(count)])
+
+
+def test_repsert_and_delete_batches_read_only_the_id_column(harness, plans):
+    _seed(harness)
+    plans.clear()
+    harness.write(
+        [stream(S)],
+        [record(S, {"k": k, "v": "new", "_op": "repsert"}) for k in range(0, 10)]
+        + [record(S, {"k": k, "_op": "delete"}) for k in range(10, 20)]
+        + [record(S, {"k": 1000 + k, "v": "fresh", "_op": "repsert"}) for k in range(5)],
+    )
+    assert len(plans) == 1, [sql for sql, _ in plans]  # one lookup, no document read
+    sql, plan = plans[0]
+    assert "HASH_JOIN" in plan
+    read = _scan_projections(plan, S)
+    assert "_id" in read and not ({"_doc", "_meta"} & read), plan
+    docs = harness.docs(S)
+    assert len(docs) == 50 - 10 + 5 and docs["[1]"] == {"k": 1, "v": "new"} and "[15]" not in docs
+
+
+def test_merges_read_documents_only_for_the_stored_ids_they_touch(harness, plans):
+    _seed(harness)
+    plans.clear()
+    harness.write([stream(S)], [record(S, {"k": 3, "w": "merged"}), record(S, {"k": 999, "w": "new"})])
+    assert len(plans) == 2, [sql for sql, _ in plans]
+    first, second = plans
+    assert not ({"_doc", "_meta"} & _scan_projections(first[1], S)), first[1]
+    # the second join is by rowid, from the ids the first one found (one stored id here), and reads the documents
+    assert "rowid" in second[0] and "HASH_JOIN" in second[1]
+    assert {"_doc", "_meta"} <= _scan_projections(second[1], S), second[1]
+    assert harness.docs(S)["[3]"] == {"k": 3, "v": "seed", "n": 3, "w": "merged"}
+
+
+def test_append_with_generated_ids_does_no_lookup(harness, plans, monkeypatch):
+    calls = []
+    original = duckdb_store.DuckDBStore.lookup
+    monkeypatch.setattr(duckdb_store.DuckDBStore, "lookup", lambda self, *a: calls.append(a) or original(self, *a))
+    harness.write([stream(S, mode="append")], [record(S, {"k": k}) for k in range(20)])
+    harness.write([stream(S, mode="append")], [record(S, {"k": k}) for k in range(20)])
+    assert calls == [] and plans == []
+    assert len(harness.docs(S)) == 40
+
+
+def test_new_collections_have_no_primary_key_index(harness):
+    """DuckDB's ART index of a key lives wholly in memory (~350 MB at 10 M ids) and serves no join."""
+    _seed(harness, 5)
+    rows = harness.query(f"SELECT constraint_type FROM duckdb_constraints() WHERE table_name = '{S}'")
+    assert "PRIMARY KEY" not in {r["constraint_type"] for r in rows}
+    assert {r["constraint_type"] for r in rows} >= {"NOT NULL"}
+    assert harness.query(f"SELECT count(*) AS n FROM duckdb_indexes() WHERE table_name = '{S}'")[0]["n"] == 0
