@@ -16,11 +16,14 @@ from typing import Any
 import orjson
 
 # orjson keeps integers in [-2**63, 2**64 - 1] exact and turns others into floats: a run of 20+ digits, or of 19
-# after a minus sign (-9223372036854775809 … -9999999999999999999), may be outside that range
-_MAYBE_BIG_INT = re.compile(rb"[:\[,][ \t\r\n]*(?:-?[0-9]{20}|-[0-9]{19})")  # the rule; _maybe_big_int is its fast equivalent
+# after a minus sign above 9223372036854775808 (-9223372036854775809 … -9999999999999999999), may be outside that
+# range. _MAYBE_BIG_INT is the 20+-digit / any-19-digit-negative superset of the rule (the 2**63 comparison is not
+# a regular expression); _maybe_big_int is the exact rule, fast.
+_MAYBE_BIG_INT = re.compile(rb"[:\[,][ \t\r\n]*(?:-?[0-9]{20}|-[0-9]{19})")
 _NUMBER_START = frozenset(b"-0123456789")
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _RUN = b"0" * 19
+_INT64_MIN_DIGITS = b"9223372036854775808"  # 2**63: orjson parses -2**63 exactly, anything lower as a float
 _BEFORE_NUMBER = frozenset(b":[,")
 _SPACE = frozenset(b" \t\r\n")
 _NOT_ZERO = re.compile(rb"[^0]")
@@ -28,7 +31,8 @@ _NOT_ZERO = re.compile(rb"[^0]")
 
 def _maybe_big_int(raw: bytes) -> bool:
     """True if ``raw`` has, right after ``:``, ``[`` or ``,`` (whitespace between allowed), a run of 20+ digits or a
-    minus sign and 19+ digits: exactly what ``_MAYBE_BIG_INT.search`` finds, ~10x faster (C-level translate/find
+    minus sign and 19 digits above 9223372036854775808: what ``_MAYBE_BIG_INT.search`` finds, minus the 19-digit
+    negatives orjson holds exactly, ~10x faster (C-level translate/find
     instead of a regex tried at every position; the digit runs of Kinesis sequence numbers, which sit in strings,
     are skipped)."""
     mapped = raw.translate(_DIGITS_TO_ZERO)
@@ -40,7 +44,9 @@ def _maybe_big_int(raw: bytes) -> bool:
         negative = j >= 0 and mapped[j] == 0x2D  # '-'
         if negative:
             j -= 1
-        if end - start >= 20 or negative:
+        # 19 digits after '-' are below orjson's range only past -9223372036854775808 (same-length text compares as
+        # the number does); most 19-digit negatives (e.g. any of -2**62 .. -10**18) stay on the fast path
+        if end - start >= 20 or (negative and raw[start:end] > _INT64_MIN_DIGITS):
             while j >= 0 and mapped[j] in _SPACE:
                 j -= 1
             if j >= 0 and mapped[j] in _BEFORE_NUMBER:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import uuid
 
 import pytest
@@ -28,11 +29,28 @@ from destination_collection.stores.base import Store
         (b'{"a": 1234567890123456789}', False),  # 19 digits fit int64
         (b'{"a": 1.12345678901234567890}', False),
         (b'{"s": "49590338271490256608559692538361571095921575989136588898", "b": 123456789012345678901234567}', True),
+        (b'{"a":-9223372036854775809}', True),  # 19 digits, below int64: orjson would return a float
+        (b'{"a": [-9999999999999999999]}', True),
+        (b'{"a":-9223372036854775808}', False),  # -2**63: orjson keeps it exact
+        (b'{"a":-4611686018427387904}', False),  # a common 19-digit negative stays on the fast path
     ],
 )
 def test_big_int_scan_cases(raw, expected):
     assert jsonio._maybe_big_int(raw) is expected
-    assert bool(jsonio._MAYBE_BIG_INT.search(raw)) is expected
+    assert _reference_big_int(raw) is expected
+    assert bool(jsonio._MAYBE_BIG_INT.search(raw)) >= expected  # the regex is a superset of the rule
+
+
+_NUMBER_RUN = re.compile(rb"[:\[,][ \t\r\n]*(-?)([0-9]+)")
+
+
+def _reference_big_int(raw: bytes) -> bool:
+    """The rule, written plainly: a number (after ':', '[' or ',') orjson cannot hold exactly."""
+    for match in _NUMBER_RUN.finditer(raw):
+        sign, digits = match.groups()
+        if len(digits) >= 20 or (sign and len(digits) == 19 and digits > b"9223372036854775808"):
+            return True
+    return False
 
 
 def test_big_int_scan_equals_regex_on_random_input():
@@ -41,7 +59,7 @@ def test_big_int_scan_equals_regex_on_random_input():
     for _ in range(50_000):
         raw = bytes(rng.choice(alphabet) if rng.random() < 0.3 else rng.choice(b"0123456789")
                     for _ in range(rng.randrange(15, 80)))
-        assert jsonio._maybe_big_int(raw) == bool(jsonio._MAYBE_BIG_INT.search(raw)), raw
+        assert jsonio._maybe_big_int(raw) == _reference_big_int(raw), raw
 
 
 def test_loads_keeps_big_ints_exact_and_sequence_numbers_as_text():
