@@ -314,12 +314,18 @@ class DuckDBStore(Store):
             )
         finally:
             self.con.unregister(staged)
-        found = {key: Stored(None, None, event_time, generation, rowid) for key, event_time, generation, rowid in rows}
+        found: dict[str, Stored] = {}
+        for key, event_time, generation, rowid in rows:
+            stored = found.get(key)
+            if stored is None:
+                found[key] = Stored(None, None, event_time, generation, (rowid,))
+            else:  # two rows of one _id (a copy made outside the writer): the batch's write replaces both
+                stored.locator += (rowid,)
         # 2. the documents of the stored ids that need them (merges, placeholders): a second join, made only when
         #    there are some; it reads _doc/_meta of every vector holding one of them (see the module docstring)
         wanted = [key for key in found if key in documents]
         if wanted:
-            staged = self._register(pa.table({"r": pa.array([found[key].locator for key in wanted], pa.int64())}))
+            staged = self._register(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())}))
             try:
                 docs = self.fetchall(
                     f"SELECT t.rowid, t._doc, t._meta FROM {self.q(table)} t JOIN {staged} s ON t.rowid = s.r"
@@ -329,7 +335,7 @@ class DuckDBStore(Store):
             by_rowid = {rowid: (doc, meta) for rowid, doc, meta in docs}
             for key in wanted:
                 stored = found[key]
-                doc, meta = by_rowid[stored.locator]
+                doc, meta = by_rowid[stored.locator[0]]
                 stored.fields = jsonio.loads(doc) if doc else {}
                 stored.meta = jsonio.loads(meta) if meta else {}
         return found
@@ -340,15 +346,16 @@ class DuckDBStore(Store):
         if removed:
             # by rowid (found by ``lookup`` in this transaction): no second scan of the _id column. (RETURNING would
             # cost ~100x the DELETE itself: DuckDB materialises the deleted rows; the count is checked instead.)
-            staged = self._register(pa.table({"r": pa.array([s.locator for s in removed.values()], pa.int64())}))
+            rowids = [rowid for stored in removed.values() for rowid in stored.locator]
+            staged = self._register(pa.table({"r": pa.array(rowids, pa.int64())}))
             try:
                 gone = self.fetchall(f"DELETE FROM {self.q(table)} AS t USING {staged} AS s WHERE t.rowid = s.r")[0][0]
             finally:
                 self.con.unregister(staged)
-            if gone != len(removed):
+            if gone != len(rowids):
                 # rowids are stable within a transaction; if that ever failed, stop before the collection is wrong
                 raise RuntimeError(
-                    f"Collection {table}: deleting {len(removed)} looked-up document(s) by rowid removed {gone} "
+                    f"Collection {table}: deleting {len(rowids)} looked-up row(s) by rowid removed {gone} "
                     f"row(s); the batch was rolled back."
                 )
         if not data["_id"]:
