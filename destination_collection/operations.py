@@ -50,7 +50,7 @@ class Stored:
     """A stored document as a batch needs it. ``fields``/``meta`` are read only for ids whose changes merge onto the
     stored document (None otherwise: the store did not read them). ``locator`` is the store's handle for the row
     (DuckDB: its rowids — one, or more if the _id was stored twice — valid within the transaction that looked them
-up; PostgreSQL: None, rows are found by _id)."""
+    up; PostgreSQL: None, rows are found by _id)."""
 
     fields: dict[str, Any] | None
     meta: dict[str, Any] | None
