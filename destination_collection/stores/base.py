@@ -111,8 +111,8 @@ class Store(abc.ABC):
         return [t for t, _ in encoded], (changes if any(changes) else None)
 
     def encode_text(self, value: str) -> str | None:
-        """A string for a text column, or None if the store cannot hold it (see ``holds_nul``)."""
-        return value
+        """A string for a text column, or None if the store cannot hold it (U+0000 where ``holds_nul`` is false)."""
+        return None if not self.holds_nul and "\x00" in value else value
 
     # -- names ------------------------------------------------------------------------------------------------
     def q(self, table: str) -> str:

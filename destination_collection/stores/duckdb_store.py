@@ -9,7 +9,7 @@ A batch is one lookup and one write (see ``Store.lookup`` / ``Store.write_batch`
   10 M-document one. The second grows with the collection because DuckDB reads (decompresses) every 2048-row
   vector holding a wanted row, and random ids touch most vectors; DuckDB has no per-row fetch outside its ART index
   (which is not used for joins either).
-* **Write**: ``DELETE … WHERE rowid IN (…)`` of the looked-up rows the batch deletes or rewrites, then one plain
+* **Write**: ``DELETE … USING`` the looked-up rowids of the rows the batch deletes or rewrites, then one plain
   ``INSERT … SELECT`` of the batch's rows (never ``ON CONFLICT DO UPDATE``: its in-place update of random rows costs
   ~90 µs per row at 2 M rows, and it needs several times the staged bytes in memory for large values).
 
@@ -295,25 +295,27 @@ class DuckDBStore(Store):
             )
         )
 
-    def _register(self, table: pa.Table) -> str:
+    @contextlib.contextmanager
+    def _staged(self, table: pa.Table) -> Iterator[str]:
+        """``table`` registered under a fresh name for the statements of the ``with`` block (zero-copy scans)."""
         self.settle()
         name = f"__kc_stage_{next(_names)}"
         self.con.register(name, table)
-        return name
+        try:
+            yield name
+        finally:
+            self.con.unregister(name)
 
     def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
         if not ids:
             return {}
         # 1. which ids are stored: a hash join with the batch as the build side, reading only the table's _id column
         #    (and the three small columns of matched rows)
-        staged = self._register(pa.table({"_id": pa.array(ids, pa.string())}))
-        try:
+        with self._staged(pa.table({"_id": pa.array(ids, pa.string())})) as staged:
             rows = self.fetchall(
                 f"SELECT t._id, t._event_time, t._airbyte_generation_id, t.rowid "
                 f"FROM {self.q(table)} t JOIN {staged} s ON t._id = s._id"
             )
-        finally:
-            self.con.unregister(staged)
         found: dict[str, Stored] = {}
         for key, event_time, generation, rowid in rows:
             stored = found.get(key)
@@ -325,13 +327,10 @@ class DuckDBStore(Store):
         #    there are some; it reads _doc/_meta of every vector holding one of them (see the module docstring)
         wanted = [key for key in found if key in documents]
         if wanted:
-            staged = self._register(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())}))
-            try:
+            with self._staged(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())})) as staged:
                 docs = self.fetchall(
                     f"SELECT t.rowid, t._doc, t._meta FROM {self.q(table)} t JOIN {staged} s ON t.rowid = s.r"
                 )
-            finally:
-                self.con.unregister(staged)
             by_rowid = {rowid: (doc, meta) for rowid, doc, meta in docs}
             for key in wanted:
                 stored = found[key]
@@ -347,11 +346,8 @@ class DuckDBStore(Store):
             # by rowid (found by ``lookup`` in this transaction): no second scan of the _id column. (RETURNING would
             # cost ~100x the DELETE itself: DuckDB materialises the deleted rows; the count is checked instead.)
             rowids = [rowid for stored in removed.values() for rowid in stored.locator]
-            staged = self._register(pa.table({"r": pa.array(rowids, pa.int64())}))
-            try:
+            with self._staged(pa.table({"r": pa.array(rowids, pa.int64())})) as staged:
                 gone = self.fetchall(f"DELETE FROM {self.q(table)} AS t USING {staged} AS s WHERE t.rowid = s.r")[0][0]
-            finally:
-                self.con.unregister(staged)
             if gone != len(rowids):
                 # rowids are stable within a transaction; if that ever failed, stop before the collection is wrong
                 raise RuntimeError(
@@ -361,12 +357,9 @@ class DuckDBStore(Store):
         if not data["_id"]:
             return
         arrays = [pa.array(data[name], _ARROW[kind]) for name, kind in columns]
-        staged = self._register(pa.Table.from_arrays(arrays, names=[name for name, _ in columns]))
         names = ", ".join(quote_ident(name) for name, _ in columns)
-        try:
+        with self._staged(pa.Table.from_arrays(arrays, names=[name for name, _ in columns])) as staged:
             self.execute(f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {staged}")
-        finally:
-            self.con.unregister(staged)
 
     def table_bytes(self, table: str) -> int | None:
         try:

@@ -172,9 +172,6 @@ class PostgresStore(Store):
                 texts[index], changes[index] = self.encode_document(values[index])
         return texts, changes
 
-    def encode_text(self, value: str) -> str | None:
-        return None if "\x00" in value else value
-
     def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
         if not ids:
             return {}
