@@ -377,6 +377,8 @@ def _floor_select(columns: list[tuple[str, str]], path: str, postgres: bool = Fa
         "_airbyte_extracted_at": "CAST(epoch_ms(emitted_at) AS TIMESTAMPTZ)",
         "_airbyte_meta": """'{"sync_id":42,"changes":[]}'""",
         "_airbyte_generation_id": "1",
+        # the writer's operations.document_shape of these documents: the same for every row
+        "_doc_shape": "'" + json.dumps([list(PAYLOAD), ["kinesis"]], separators=(",", ":")) + "'",
     }
     exprs = []
     for name, kind in columns:

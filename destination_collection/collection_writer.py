@@ -15,8 +15,8 @@ from .config import DestinationConfig
 from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
 from .naming import SYSTEM_COLUMNS, column_name, table_name
-from .operations import ChangeCounts, FoldResult, Stored, fold, ids_needing_documents
-from .stores.base import SYSTEM_COLUMN_TYPES, Store
+from .operations import ChangeCounts, DocumentReads, FoldResult, Stored, document_shape, fold
+from .stores.base import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, Store
 from .transformation import Transformation
 
 logger = logging.getLogger("airbyte")
@@ -81,6 +81,7 @@ class CollectionWriter:
         self.sync_id = configured.sync_id
         self.declared = self._declared_columns(stream.json_schema or {})
         self.columns: dict[str, Column] = {}
+        self.system_columns = SYSTEM_COLUMN_TYPES
         self._column_cap_logged = False
         self.plan = GenerationPlan(self.generation_id, None)
         self.buffer: list[tuple[dict[str, Any], Any]] = []
@@ -115,6 +116,7 @@ class CollectionWriter:
             taken.add(name.lower())
             declared.append(Column(field_name, name, logical, declared=True))
         self.columns = self.store.ensure_collection(self.table, self.name, self.namespace, declared)
+        self.system_columns = self.store.system_columns(self.table, self.columns)
         self.plan = plan_generation(
             self.mode, self.generation_id, self.minimum_generation_id, self.store.max_generation(self.table)
         )
@@ -192,9 +194,9 @@ class CollectionWriter:
             result = FoldResult(writes={c.id: c for c in changes}, counts=ChangeCounts(inserted=len(changes)))
         else:
             guard = self.settings.ignore_older_changes
-            stored = store.lookup(
-                self.table, list(dict.fromkeys(c.id for c in changes)), ids_needing_documents(changes, guard)
-            )
+            reads = DocumentReads(changes, guard)
+            stored = store.lookup(self.table, list(dict.fromkeys(c.id for c in changes)), reads)
+            reads.complete(stored)
             result = fold(
                 changes, stored, guard=guard,
                 min_alive_generation=self.plan.min_alive_generation,
@@ -348,7 +350,9 @@ class CollectionWriter:
             "_airbyte_meta": airbyte_metas,
             "_airbyte_generation_id": [self.plan.write_generation] * n,
         }
-        spec = list(SYSTEM_COLUMN_TYPES)
+        spec = list(self.system_columns)
+        if spec[-1][0] == SHAPE_COLUMN:
+            data[SHAPE_COLUMN] = [document_shape(doc.fields, doc.meta) for doc in writes.values()]
         for key, column in columns.items():
             spec.append((column.name, column.type))
             data[column.name] = typed[key]

@@ -39,6 +39,7 @@ SYSTEM_COLUMNS = (
     "_airbyte_extracted_at",
     "_airbyte_meta",
     "_airbyte_generation_id",
+    "_doc_shape",
 )
 
 _HASHED = re.compile(r"__[0-9a-f]{%d}$" % HASH_CHARS)

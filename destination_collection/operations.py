@@ -32,6 +32,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from . import jsonio
 from .documents import ERROR_OP, Change
 
 
@@ -57,6 +58,7 @@ class Stored:
     event_time: dt.datetime | None
     generation: int | None
     locator: Any = None
+    shape: str | None = None  # its _doc_shape (see document_shape)
 
 
 @dataclass
@@ -107,16 +109,81 @@ def _is_placeholder(doc: Document | None) -> bool:
     return doc is not None and not doc.fields and bool((doc.meta.get("error") or {}).get("error_only"))
 
 
-# The stored _doc/_meta a batch needs: changes with these _ops build on the stored document (merge its fields, or
-# keep them beside an error), or depend on whether it is an error-only placeholder (INSERT, REPLACE; every _op under
-# the guard). The store reads documents only for those ids (REPSERT and DELETE read none: see Store.lookup).
+# The stored _doc/_meta a batch needs. A change builds on the stored document when it merges onto it (UPSERT,
+# UPDATE) or keeps its fields beside an error (ERROR), and depends on whether it is an error-only placeholder
+# (INSERT, REPLACE; every _op under the guard). REPSERT and DELETE need neither.
+#
+# Shapes let a store skip most of these reads: every row keeps its document's shape (``_doc_shape``, see
+# ``document_shape``): the top-level field names of ``_doc`` and of ``_meta`` in order, or NULL when its ``_meta``
+# holds an error. A known shape says the row is no placeholder; and a merge whose change has the row's very shape
+# overwrites every stored field and every kept ``_meta`` key, so its result does not depend on the stored values:
+# such an upsert (a full document each time: what event streams send) reads nothing.
 READS_STORED_DOCUMENT = frozenset({"UPSERT", "UPDATE", ERROR_OP, "INSERT", "REPLACE"})
+_MERGES = frozenset({"UPSERT", "UPDATE"})
+_DROPPED_META = ("bad", "error")  # describe only the change that carried them: a merge drops the stored ones
+MAX_SHAPE_CHARS = 4096  # a longer shape is not kept (NULL): such documents are read when a change needs them
+_shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], str | None] = {}
 
 
-def ids_needing_documents(changes: Iterable[Change], guard: bool = False) -> set[str]:
-    if guard:
-        return {change.id for change in changes}
-    return {change.id for change in changes if change.op in READS_STORED_DOCUMENT}
+def document_shape(fields: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """The ``_doc_shape`` of a document: JSON ``[[field names], [_meta keys but bad/error]]`` in order; None when
+    ``_meta`` holds an error (the document may be a placeholder), a name holds NUL, or the text is too long."""
+    if "error" in meta:
+        return None
+    key = (tuple(fields), tuple(meta))
+    shape = _shapes.get(key, False)
+    if shape is False:
+        names = [list(key[0]), [name for name in key[1] if name not in _DROPPED_META]]
+        text = jsonio.dumps(names)
+        shape = None if len(text) > MAX_SHAPE_CHARS or "\\u0000" in text else text
+        if len(_shapes) >= 10_000:  # documents with ever new field names: a bounded cache, not a leak
+            _shapes.clear()
+        _shapes[key] = shape
+    return shape
+
+
+class DocumentReads:
+    """Which stored documents a batch reads (``needs``: given an _id and its stored ``_doc_shape``) and, for the
+    ones it does not read although its merges build on them, the stand-in the fold merges onto (``complete``)."""
+
+    def __init__(self, changes: Iterable[Change], guard: bool = False) -> None:
+        self._always: set[str] = set()  # a change builds on the stored document whatever its shape
+        self._known: set[str] = set()  # needs the stored document unless its shape is known
+        self._cover: dict[str, Change] = {}  # merges whose change has one shape: not read if the row has it
+        shapes: dict[str, str | None] = {}
+        for change in changes:
+            key, op = change.id, change.op
+            if op == ERROR_OP:
+                self._always.add(key)
+            elif op in _MERGES:
+                shape = document_shape(change.fields, change.meta)
+                if shapes.setdefault(key, shape) != shape or shape is None:
+                    self._always.add(key)
+                self._cover.setdefault(key, change)
+            elif guard or op in READS_STORED_DOCUMENT:  # INSERT, REPLACE; any _op under the guard
+                self._known.add(key)
+        self._shapes = shapes
+
+    @property
+    def candidates(self) -> set[str]:
+        """The ids whose stored document may be read."""
+        return self._always | self._known | set(self._cover)
+
+    def needs(self, key: str, stored_shape: str | None) -> bool:
+        if key in self._always:
+            return True
+        if key in self._cover:
+            return stored_shape is None or stored_shape != self._shapes[key]
+        return key in self._known and stored_shape is None
+
+    def complete(self, stored: dict[str, Stored]) -> None:
+        """Give the stored rows that were not read but are merged onto their stand-in: the covering change's fields
+        and kept ``_meta`` keys (the same names in the same order as the row's; the merge overwrites every value)."""
+        for key, change in self._cover.items():
+            row = stored.get(key)
+            if row is not None and row.fields is None:
+                row.fields = dict(change.fields)
+                row.meta = {name: value for name, value in change.meta.items() if name not in _DROPPED_META}
 
 
 def fold(

@@ -4,7 +4,12 @@ One collection = one table::
 
     _id TEXT PRIMARY KEY (DuckDB: NOT NULL, unique by the writer; see duckdb_store.py), _event_time TIMESTAMPTZ, _meta JSON, _doc JSON (every field of the document),
     _airbyte_raw_id, _airbyte_extracted_at, _airbyte_meta JSON, _airbyte_generation_id BIGINT,
+    _doc_shape TEXT (the document's field names, so that a write can skip reading it: operations.document_shape),
     then one typed column per top-level field (see column_types.py)
+
+A collection created before ``_doc_shape`` existed gets the column when a sync opens it (NULL in its rows until they
+are rewritten: such rows are read when a change needs them), unless one of its typed columns already has that name:
+then it goes without (``system_columns``).
 
 Metadata tables (same schema as the collections):
 
@@ -24,7 +29,7 @@ from typing import Any, Iterator, Sequence
 from .. import jsonio
 from ..column_types import Column
 from ..naming import CATALOG_TABLE, COLUMNS_TABLE, STATE_TABLE, quote_ident
-from ..operations import Stored
+from ..operations import DocumentReads, Stored
 
 GLOBAL_STATE_KEY = "__global__"
 SYSTEM_COLUMN_TYPES = (
@@ -36,7 +41,9 @@ SYSTEM_COLUMN_TYPES = (
     ("_airbyte_extracted_at", "TIMESTAMPTZ"),
     ("_airbyte_meta", "JSON"),
     ("_airbyte_generation_id", "BIGINT"),
+    ("_doc_shape", "VARCHAR"),
 )
+SHAPE_COLUMN = "_doc_shape"
 
 
 class Store(abc.ABC):
@@ -83,10 +90,10 @@ class Store(abc.ABC):
 
     # -- the batch write path (collection_writer.py): one lookup and one write per batch ---------------------
     @abc.abstractmethod
-    def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
+    def lookup(self, table: str, ids: list[str], reads: DocumentReads) -> dict[str, Stored]:
         """The stored rows of ``ids`` (distinct), by set operations driven from the batch's side: event time,
-        generation and locator of each; ``fields``/``meta`` only for the ids in ``documents`` (None for the others:
-        not read)."""
+        generation, shape and locator of each; ``fields``/``meta`` only where ``reads.needs(_id, shape)`` (None for
+        the others: not read)."""
 
     @abc.abstractmethod
     def write_batch(
@@ -152,11 +159,42 @@ class Store(abc.ABC):
                 [table, stream, namespace, _now()],
             )
         columns = self.load_columns(table)
+        if self.system_columns(table, columns) is SYSTEM_COLUMN_TYPES and SHAPE_COLUMN not in self._column_names(table):
+            self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {SHAPE_COLUMN} {self.sql_type('VARCHAR')}")
         new = [c for c in declared if c.field not in columns]
         if new:
             self.add_columns(table, new)
             columns.update({c.field: c for c in new})
         return columns
+
+    def system_columns(self, table: str, columns: dict[str, Column]) -> tuple[tuple[str, str], ...]:
+        """The system columns of ``table`` (given its typed ``columns``): all of them, or all but ``_doc_shape`` when a
+        typed column made before it existed has that name."""
+        shaped = not any(c.name.lower() == SHAPE_COLUMN for c in columns.values())
+        self._shaped()[table] = shaped
+        return SYSTEM_COLUMN_TYPES if shaped else tuple(pair for pair in SYSTEM_COLUMN_TYPES if pair[0] != SHAPE_COLUMN)
+
+    def _shaped(self) -> dict[str, bool]:
+        shaped = self.__dict__.get("_shaped_tables")
+        if shaped is None:
+            shaped = self.__dict__["_shaped_tables"] = {}
+        return shaped
+
+    def shape_sql(self, table: str, alias: str = "") -> str:
+        """The SQL for a row's ``_doc_shape`` in ``lookup`` (NULL for a collection without the column)."""
+        shaped = self._shaped().get(table)
+        if shaped is None:
+            self.system_columns(table, self.load_columns(table))
+            shaped = self._shaped()[table]
+        return f"{alias}{SHAPE_COLUMN}" if shaped else "NULL"
+
+    def _column_names(self, table: str) -> set[str]:
+        rows = self.fetchall(
+            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {self.param} "
+            f"AND table_name = {self.param}",
+            [self.schema or "main", table],
+        )
+        return {row[0] for row in rows}
 
     def load_columns(self, table: str) -> dict[str, Column]:
         rows = self.fetchall(

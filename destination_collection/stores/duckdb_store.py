@@ -3,12 +3,13 @@
 A batch is one lookup and one write (see ``Store.lookup`` / ``Store.write_batch``):
 
 * **Lookup**: a hash join with the batch's ids as the build side reads the table's ``_id`` column and returns each
-  stored id's ``rowid``; a second join by rowid reads ``_doc``/``_meta`` only for the stored ids whose changes need
-  them (merges; INSERT/REPLACE, which depend on an error-only placeholder; all under the guard). Measured on DuckDB
-  1.5 with 5k stored ids among 10k: ~10 ms and ~30 ms in a 100k-document collection, ~0.55 s and ~1.5 s in a
-  10 M-document one. The second grows with the collection because DuckDB reads (decompresses) every 2048-row
-  vector holding a wanted row, and random ids touch most vectors; DuckDB has no per-row fetch outside its ART index
-  (which is not used for joins either).
+  stored id's ``rowid`` and ``_doc_shape``; a second join by rowid reads ``_doc``/``_meta`` only for the stored ids
+  whose changes need them (``operations.DocumentReads``: merges whose change does not have the stored document's
+  shape, changes onto a row that may be an error-only placeholder). Measured on DuckDB 1.5 with 5k stored ids among
+  10k: ~10 ms and ~30 ms in a 100k-document collection, ~0.14 s and ~0.9 s in a 10 M-document one. Both grow with
+  the collection: DuckDB reads (decompresses) every 2048-row vector holding a wanted row, and random ids touch most
+  vectors; it has no per-row fetch outside its ART index (which is not used for joins either). Upserts of whole
+  documents (the same field names as stored) skip the second join.
 * **Write**: ``DELETE … USING`` the looked-up rowids of the rows the batch deletes or rewrites, then one plain
   ``INSERT … SELECT`` of the batch's rows (never ``ON CONFLICT DO UPDATE``: its in-place update of random rows costs
   ~90 µs per row at 2 M rows, and it needs several times the staged bytes in memory for large values).
@@ -38,7 +39,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from .. import jsonio
 from ..config import DEFAULT_CHECKPOINT_THRESHOLD, DEFAULT_MEMORY_LIMIT
 from ..naming import quote_ident
-from ..operations import Stored
+from ..operations import DocumentReads, Stored
 from .base import Store
 
 _TYPES = {
@@ -306,26 +307,28 @@ class DuckDBStore(Store):
         finally:
             self.con.unregister(name)
 
-    def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
+    def lookup(self, table: str, ids: list[str], reads: DocumentReads) -> dict[str, Stored]:
         if not ids:
             return {}
         # 1. which ids are stored: a hash join with the batch as the build side, reading only the table's _id column
-        #    (and the three small columns of matched rows)
+        #    (and the small columns of matched rows)
         with self._staged(pa.table({"_id": pa.array(ids, pa.string())})) as staged:
             rows = self.fetchall(
-                f"SELECT t._id, t._event_time, t._airbyte_generation_id, t.rowid "
+                f"SELECT t._id, t._event_time, t._airbyte_generation_id, {self.shape_sql(table, 't.')}, t.rowid "
                 f"FROM {self.q(table)} t JOIN {staged} s ON t._id = s._id"
             )
         found: dict[str, Stored] = {}
-        for key, event_time, generation, rowid in rows:
+        for key, event_time, generation, shape, rowid in rows:
             stored = found.get(key)
             if stored is None:
-                found[key] = Stored(None, None, event_time, generation, (rowid,))
+                found[key] = Stored(None, None, event_time, generation, (rowid,), shape)
             else:  # two rows of one _id (a copy made outside the writer): the batch's write replaces both
                 stored.locator += (rowid,)
-        # 2. the documents of the stored ids that need them (merges, placeholders): a second join, made only when
-        #    there are some; it reads _doc/_meta of every vector holding one of them (see the module docstring)
-        wanted = [key for key in found if key in documents]
+                stored.shape = None
+        # 2. the documents the batch needs (reads.needs: merges that do not cover the stored shape, placeholders):
+        #    a second join, made only when there are some; it reads _doc/_meta of every vector holding one of them,
+        #    so its cost grows with the collection (see the module docstring)
+        wanted = [key for key, stored in found.items() if reads.needs(key, stored.shape)]
         if wanted:
             with self._staged(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())})) as staged:
                 docs = self.fetchall(

@@ -26,7 +26,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from .. import jsonio
 from ..config import PostgresStoreConfig
 from ..naming import quote_ident
-from ..operations import Stored
+from ..operations import DocumentReads, Stored
 from .base import Store
 
 _TYPES = {
@@ -172,17 +172,26 @@ class PostgresStore(Store):
                 texts[index], changes[index] = self.encode_document(values[index])
         return texts, changes
 
-    def lookup(self, table: str, ids: list[str], documents: set[str]) -> dict[str, Stored]:
+    def lookup(self, table: str, ids: list[str], reads: DocumentReads) -> dict[str, Stored]:
         if not ids:
             return {}
-        # through the _id index (an index scan or a nested loop over ANY's array: proportional to the batch)
+        # through the _id index (an index scan or a nested loop over ANY's array: proportional to the batch): first
+        # the small columns, then the documents the batch needs (reads.needs), by _id again
         rows = self.fetchall(
-            f"SELECT _id, _event_time, _airbyte_generation_id, "
-            f"CASE WHEN _id = ANY(%s) THEN _doc::text END, CASE WHEN _id = ANY(%s) THEN _meta::text END "
+            f"SELECT _id, _event_time, _airbyte_generation_id, {self.shape_sql(table)} "
             f"FROM {self.q(table)} WHERE _id = ANY(%s)",
-            [list(documents), list(documents), ids],
+            [ids],
         )
-        return {row[0]: _stored(row, documents) for row in rows}
+        found = {key: Stored(None, None, event_time, generation, None, shape) for key, event_time, generation, shape in rows}
+        wanted = [key for key, stored in found.items() if reads.needs(key, stored.shape)]
+        if wanted:
+            for key, doc, meta in self.fetchall(
+                f"SELECT _id, _doc::text, _meta::text FROM {self.q(table)} WHERE _id = ANY(%s)", [wanted]
+            ):
+                stored = found[key]
+                stored.fields = _decode_nul(jsonio.loads(doc)) if doc else {}
+                stored.meta = _decode_nul(jsonio.loads(meta)) if meta else {}
+        return found
 
     def write_batch(
         self, table: str, removed: dict[str, Stored], columns: list[tuple[str, str]], data: dict[str, list]
@@ -322,14 +331,6 @@ def _encode_nul(value: Any, path: str, changes: list[dict[str, Any]]) -> Any:
     if isinstance(value, list):
         return [_encode_nul(item, f"{path}[{i}]", changes) for i, item in enumerate(value)]
     return value
-
-
-def _stored(row: tuple, documents: set[str]) -> Stored:
-    key, event_time, generation, doc, meta = row
-    if key not in documents:
-        return Stored(None, None, event_time, generation)
-    fields = _decode_nul(jsonio.loads(doc)) if doc else {}
-    return Stored(fields, _decode_nul(jsonio.loads(meta)) if meta else {}, event_time, generation)
 
 
 def _decode_nul(value: Any) -> Any:

@@ -30,12 +30,30 @@ def test_lookup_uses_the_id_index_and_reads_documents_only_for_merges(harness, m
         [record(S, {"k": 1, "w": "merged"}), record(S, {"k": 2, "_op": "repsert", "v": "new"}),
          record(S, {"k": 3, "_op": "delete"}), record(S, {"k": 50_000, "v": "fresh"})],
     )
-    assert len(seen) == 1
-    sql, params, plan = seen[0]
-    assert "Index" in plan and "Seq Scan" not in plan, plan
-    documents, _, ids = params
-    assert sorted(ids) == ["[1]", "[2]", "[3]", "[50000]"]
-    assert sorted(documents) == ["[1]", "[50000]"]  # the merges (UPSERT); REPSERT and DELETE read no document
+    assert len(seen) == 2, [sql for sql, _, _ in seen]
+    for sql, params, plan in seen:
+        assert "Index" in plan and "Seq Scan" not in plan, plan
+    (first, (ids,), _), (second, (documents,), _) = seen
+    assert sorted(ids) == ["[1]", "[2]", "[3]", "[50000]"] and "_doc," not in first and "_doc::" not in first
+    # the merge onto a stored document with other fields (UPSERT of k=1); REPSERT, DELETE and new ids read none
+    assert documents == ["[1]"] and "_doc::text" in second
     docs = harness.docs(S)
     assert docs["[1]"] == {"k": 1, "v": "seed", "w": "merged"} and docs["[2]"] == {"k": 2, "v": "new"}
     assert "[3]" not in docs and docs["[50000]"] == {"k": 50_000, "v": "fresh"}
+
+
+def test_upserts_of_whole_documents_read_no_document(harness, monkeypatch):
+    """A change with the stored document's field names overwrites all of them: the merge needs no stored values."""
+    harness.write([stream(S)], [record(S, {"k": k, "v": "seed"}) for k in range(100)])
+    statements = []
+    original = postgres_store.PostgresStore.fetchall
+
+    def spy(self, sql, params=None):
+        statements.append(sql)
+        return original(self, sql, params)
+
+    monkeypatch.setattr(postgres_store.PostgresStore, "fetchall", spy)
+    harness.write([stream(S)], [record(S, {"k": k, "v": f"new {k}"}) for k in range(0, 100, 2)])
+    assert not [sql for sql in statements if "_doc::text" in sql], statements
+    docs = harness.docs(S)
+    assert docs["[2]"] == {"k": 2, "v": "new 2"} and docs["[3]"] == {"k": 3, "v": "seed"} and len(docs) == 100

@@ -192,6 +192,89 @@ def test_unknown_op_is_recorded_in_meta_not_a_crash(harness):
     assert "error" not in harness.rows(S)["[2]"]["_meta"]
 
 
+def test_upserts_merge_alike_whether_or_not_they_carry_every_stored_field(harness):
+    """A merge whose change has the stored document's field names (and _meta keys) is applied without reading the
+    stored document (``_doc_shape``); every other merge reads it. Both give the ``_op`` table's result."""
+    streams = [stream(S)]
+    bad = {"_kinesis_raw_data": "AAEC", "_kinesis_error": "payload is not JSON"}
+    harness.write(streams, [
+        record(S, {"k": 1, "a": 1, "b": 2}),
+        record(S, {"k": 2, "a": 1, "b": 2}),
+        record(S, {"k": 3, "a": 1, "b": 2}),
+        record(S, {"k": 4, "a": 1, **bad}),
+        record(S, {"k": 5, "_op": "MERGE"}),  # an error-only placeholder
+        record(S, {"k": 6, "_op": "MERGE"}),
+        record(S, {"k": 7, "a": 1, "_meta": {"src": "seed"}}),
+        record(S, {"k": 8, "a": 1, "b": 2}),
+    ])
+    harness.write(streams, [
+        record(S, {"k": 1, "a": 10, "b": 20}),  # the same names: nothing to read
+        record(S, {"k": 2, "b": 20, "a": 10}),  # the same names in another order: the stored order stays
+        record(S, {"k": 3, "a": 10}),  # fewer names: b is kept
+        record(S, {"k": 4, "a": 10}),  # the stored _meta.bad described the stored change only
+        record(S, {"k": 5}),  # onto a placeholder: inserted
+        record(S, {"k": 6, "_op": "INSERT"}),
+        record(S, {"k": 7, "a": 10}),  # _meta.src is kept (a _meta key the change lacks)
+        record(S, {"k": 8, "a": 10, "b": 20}), record(S, {"k": 8, "a": 11}), record(S, {"k": 8, "a": 12, "b": 22}),
+    ])
+    rows = harness.rows(S)
+    docs = {key: row["_doc"] for key, row in rows.items()}
+    assert docs["[1]"] == {"k": 1, "a": 10, "b": 20}
+    assert docs["[2]"] == {"k": 2, "a": 10, "b": 20}
+    if harness.store_config["store_type"] == "duckdb":  # (PostgreSQL's jsonb orders keys its own way)
+        assert list(docs["[2]"]) == ["k", "a", "b"]
+    assert docs["[3]"] == {"k": 3, "a": 10, "b": 2}
+    assert docs["[4]"] == {"k": 4, "a": 10} and "bad" not in rows["[4]"]["_meta"]
+    assert docs["[5]"] == {"k": 5} and "error" not in rows["[5]"]["_meta"]
+    assert docs["[6]"] == {"k": 6} and "error" not in rows["[6]"]["_meta"]
+    assert docs["[7]"] == {"k": 7, "a": 10} and rows["[7]"]["_meta"]["supplied"] == {"src": "seed"}
+    assert docs["[8]"] == {"k": 8, "a": 12, "b": 22}
+    # and a third batch merges onto what the second wrote (its shapes are the merged documents')
+    harness.write(streams, [record(S, {"k": 3, "a": 100, "b": 200}), record(S, {"k": 3, "c": 1})])
+    assert harness.docs(S)["[3]"] == {"k": 3, "a": 100, "b": 200, "c": 1}
+
+
+def test_a_collection_made_before_doc_shape_gets_the_column_and_merges_the_same(harness):
+    streams = [stream(S)]
+    harness.write(streams, [record(S, {"k": k, "a": 1, "b": 2}) for k in range(3)])
+    store = harness.store()
+    try:
+        with store.transaction():
+            store.execute(f"ALTER TABLE {store.q(S)} DROP COLUMN _doc_shape")
+    finally:
+        store.close()
+    harness.write(streams, [record(S, {"k": 0, "a": 10, "b": 20}), record(S, {"k": 1, "a": 10})])
+    rows = harness.rows(S)
+    assert {key: row["_doc"] for key, row in rows.items()} == {
+        "[0]": {"k": 0, "a": 10, "b": 20}, "[1]": {"k": 1, "a": 10, "b": 2}, "[2]": {"k": 2, "a": 1, "b": 2}}
+    assert rows["[0]"]["_doc_shape"] is not None and rows["[2]"]["_doc_shape"] is None  # old rows: read when needed
+    harness.write(streams, [record(S, {"k": 2, "a": 10, "b": 20})])
+    assert harness.docs(S)["[2]"] == {"k": 2, "a": 10, "b": 20}
+
+
+def test_a_typed_column_that_an_older_version_named_doc_shape_stays_the_users(harness):
+    """Before _doc_shape existed, a payload field of that name got a typed column of that name: it keeps holding the
+    field's values, and the collection goes without shapes (its documents are read whenever a merge needs them)."""
+    streams = [stream(S)]
+    harness.write(streams, [record(S, {"k": 1, "a": 1})])
+    store = harness.store()
+    try:
+        with store.transaction():
+            store.execute(f"ALTER TABLE {store.q(S)} DROP COLUMN _doc_shape")
+            store.execute(f"ALTER TABLE {store.q(S)} ADD COLUMN _doc_shape {store.sql_type('VARCHAR')}")
+            store.execute(
+                f"INSERT INTO {store.q('_collection_columns')} (table_name, field, column_name, column_type, declared) "
+                f"VALUES ({store.param}, '_doc_shape', '_doc_shape', 'VARCHAR', false)", [S],
+            )
+    finally:
+        store.close()
+    harness.write(streams, [record(S, {"k": 1, "a": 2, "_doc_shape": "mine"}), record(S, {"k": 2, "_doc_shape": "x"})])
+    harness.write(streams, [record(S, {"k": 1, "a": 3, "_doc_shape": "mine"}), record(S, {"k": 2, "b": 1})])
+    rows = harness.rows(S)
+    assert rows["[1]"]["_doc"] == {"k": 1, "a": 3, "_doc_shape": "mine"} and rows["[1]"]["_doc_shape"] == "mine"
+    assert rows["[2]"]["_doc"] == {"k": 2, "_doc_shape": "x", "b": 1} and rows["[2]"]["_doc_shape"] == "x"
+
+
 def test_guard_ignores_older_changes_and_counts_them(harness, caplog):
     harness.options = {"collections": [{"stream": S, "event_time_field": "ts", "ignore_older_changes": True}]}
     streams = [stream(S)]

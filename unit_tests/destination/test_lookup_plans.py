@@ -77,6 +77,22 @@ def test_merges_read_documents_only_for_the_stored_ids_they_touch(harness, plans
     assert harness.docs(S)["[3]"] == {"k": 3, "v": "seed", "n": 3, "w": "merged"}
 
 
+def test_upserts_of_whole_documents_read_no_document(harness, plans):
+    """Changes with the stored documents' field names (what event streams send) overwrite every stored field: the
+    lookup reads each row's _doc_shape, not its _doc; a change with fewer fields reads that one document."""
+    _seed(harness)
+    plans.clear()
+    harness.write([stream(S)], [record(S, {"k": k, "v": "new", "n": -k}) for k in range(0, 50, 2)])
+    assert len(plans) == 1, [sql for sql, _ in plans]
+    assert not ({"_doc", "_meta"} & _scan_projections(plans[0][1], S)), plans[0][1]
+    plans.clear()
+    harness.write([stream(S)], [record(S, {"k": 4, "v": "newer", "n": 0}), record(S, {"k": 5, "v": "partial"})])
+    assert len(plans) == 2 and {"_doc", "_meta"} <= _scan_projections(plans[1][1], S)
+    docs = harness.docs(S)
+    assert docs["[2]"] == {"k": 2, "v": "new", "n": -2} and docs["[3]"] == {"k": 3, "v": "seed", "n": 3}
+    assert docs["[4]"] == {"k": 4, "v": "newer", "n": 0} and docs["[5]"] == {"k": 5, "v": "partial", "n": 5}
+
+
 def test_append_with_generated_ids_does_no_lookup(harness, plans, monkeypatch):
     calls = []
     original = duckdb_store.DuckDBStore.lookup
