@@ -351,7 +351,7 @@ class CollectionWriter:
             "_airbyte_generation_id": [self.plan.write_generation] * n,
         }
         spec = list(self.system_columns)
-        if spec[-1][0] == SHAPE_COLUMN:
+        if (SHAPE_COLUMN, "VARCHAR") in spec:  # (not in a collection whose typed column has that name: base.py)
             data[SHAPE_COLUMN] = [document_shape(doc.fields, doc.meta) for doc in writes.values()]
         for key, column in columns.items():
             spec.append((column.name, column.type))

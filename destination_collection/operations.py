@@ -164,11 +164,6 @@ class DocumentReads:
                 self._known.add(key)
         self._shapes = shapes
 
-    @property
-    def candidates(self) -> set[str]:
-        """The ids whose stored document may be read."""
-        return self._always | self._known | set(self._cover)
-
     def needs(self, key: str, stored_shape: str | None) -> bool:
         if key in self._always:
             return True

@@ -56,6 +56,7 @@ class Store(abc.ABC):
     json_sql_type = "JSON"
     param = "?"
     id_constraint = " PRIMARY KEY"  # what a new collection's _id column declares (see DuckDBStore)
+    _shaped_tables: dict[str, bool] | None = None
 
     # -- connection and transactions --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -175,10 +176,10 @@ class Store(abc.ABC):
         return SYSTEM_COLUMN_TYPES if shaped else tuple(pair for pair in SYSTEM_COLUMN_TYPES if pair[0] != SHAPE_COLUMN)
 
     def _shaped(self) -> dict[str, bool]:
-        shaped = self.__dict__.get("_shaped_tables")
-        if shaped is None:
-            shaped = self.__dict__["_shaped_tables"] = {}
-        return shaped
+        """Per table: whether it has the ``_doc_shape`` column (filled by ``system_columns``)."""
+        if self._shaped_tables is None:
+            self._shaped_tables = {}
+        return self._shaped_tables
 
     def shape_sql(self, table: str, alias: str = "") -> str:
         """The SQL for a row's ``_doc_shape`` in ``lookup`` (NULL for a collection without the column)."""

@@ -297,3 +297,41 @@ def test_inspect_query_describe_and_stats(harness):
             inspect_cmd.run_query(store, "SELECT * FROM missing_table")
     finally:
         store.close()
+
+
+# -- which stored documents a batch reads (operations.DocumentReads) ----------------------------------------------
+def _change(key, op, fields, meta=None):
+    from destination_collection.documents import Change
+
+    return Change(key, op, fields, utc(2026, 1, 1), meta if meta is not None else {"kinesis": {"shard_id": "s"}}, "r", utc(2026, 1, 1))
+
+
+def test_document_reads_skip_rows_whose_shape_a_merge_covers():
+    from destination_collection.operations import DocumentReads, Stored, document_shape
+
+    full = {"k": 1, "a": 2}
+    shape = document_shape(full, {"kinesis": {}})
+    assert shape == '[["k","a"],["kinesis"]]'
+    assert document_shape(full, {"kinesis": {}, "bad": {}}) == shape  # bad describes one change only
+    assert document_shape(full, {"error": {"error_only": True}}) is None  # may be a placeholder
+    assert document_shape({"a\x00": 1}, {}) is None
+    reads = DocumentReads([
+        _change("full", "UPSERT", {"k": 1, "a": 3}),
+        _change("fewer", "UPSERT", {"k": 1}),
+        _change("two", "UPSERT", {"k": 1, "a": 3}), _change("two", "UPDATE", {"a": 4, "k": 1}),
+        _change("error", "UPSERT", {"k": 1, "a": 3}), _change("error", "ERROR", {}),
+        _change("insert", "INSERT", {"k": 1}),
+        _change("repsert", "REPSERT", {"k": 1}), _change("delete", "DELETE", {}),
+    ])
+    assert not reads.needs("full", shape)
+    assert reads.needs("full", None) and reads.needs("full", '[["k","a","b"],["kinesis"]]')
+    assert reads.needs("fewer", shape)  # the stored "a" stays: its value is needed
+    assert reads.needs("two", shape)  # two shapes (another order): the first applied one decides
+    assert reads.needs("error", shape)  # an error keeps the stored fields beside it
+    assert not reads.needs("insert", shape) and reads.needs("insert", None)  # NULL: maybe a placeholder
+    assert not reads.needs("repsert", None) and not reads.needs("delete", None)
+    stored = {"full": Stored(None, None, utc(2026, 1, 1), None, None, shape)}
+    reads.complete(stored)
+    assert stored["full"].fields == {"k": 1, "a": 3} and stored["full"].meta == {"kinesis": {"shard_id": "s"}}
+    guarded = DocumentReads([_change("x", "REPSERT", {"k": 1}), _change("y", "UPSERT", {"k": 1, "a": 3})], guard=True)
+    assert guarded.needs("x", None) and not guarded.needs("x", shape) and not guarded.needs("y", shape)
