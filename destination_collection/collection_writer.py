@@ -118,7 +118,7 @@ class CollectionWriter:
         self.columns = self.store.ensure_collection(self.table, self.name, self.namespace, declared)
         self.system_columns = self.store.system_columns(self.table, self.columns)
         self.plan = plan_generation(
-            self.mode, self.generation_id, self.minimum_generation_id, self.store.max_generation(self.table)
+            self.mode, self.generation_id, self.minimum_generation_id, lambda: self.store.max_generation(self.table)
         )
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ documents of a generation being replaced count as absent for ``_op`` semantics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,12 @@ class GenerationPlan:
 
 
 def plan_generation(
-    mode: str, generation_id: int | None, minimum_generation_id: int | None, max_stored: int | None
+    mode: str, generation_id: int | None, minimum_generation_id: int | None, max_stored: Callable[[], int | None]
 ) -> GenerationPlan:
+    """``max_stored`` gives the highest generation stored in the collection; it is called only for ``overwrite``,
+    the one mode that needs it (it scans the whole collection on PostgreSQL: ~1.5 s at 10 M rows)."""
     if mode == "overwrite":
+        max_stored = max_stored()
         if generation_id is not None and (max_stored is None or generation_id > max_stored):
             generation = generation_id
         else:

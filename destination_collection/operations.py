@@ -29,6 +29,7 @@ deleted.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -114,28 +115,30 @@ def _is_placeholder(doc: Document | None) -> bool:
 # (INSERT, REPLACE; every _op under the guard). REPSERT and DELETE need neither.
 #
 # Shapes let a store skip most of these reads: every row keeps its document's shape (``_doc_shape``, see
-# ``document_shape``): the top-level field names of ``_doc`` and of ``_meta`` in order, or NULL when its ``_meta``
-# holds an error. A known shape says the row is no placeholder; and a merge whose change has the row's very shape
-# overwrites every stored field and every kept ``_meta`` key, so its result does not depend on the stored values:
-# such an upsert (a full document each time: what event streams send) reads nothing.
+# ``document_shape``): a digest of the top-level field names of ``_doc`` and of ``_meta`` in order, or NULL when its
+# ``_meta`` holds an error. A known shape says the row is no placeholder; and a merge whose change has the row's very
+# shape overwrites every stored field and every kept ``_meta`` key, so its result does not depend on the stored
+# values: such an upsert (a full document each time: what event streams send) reads nothing.
 READS_STORED_DOCUMENT = frozenset({"UPSERT", "UPDATE", ERROR_OP, "INSERT", "REPLACE"})
 _MERGES = frozenset({"UPSERT", "UPDATE"})
 _DROPPED_META = ("bad", "error")  # describe only the change that carried them: a merge drops the stored ones
-MAX_SHAPE_CHARS = 4096  # a longer shape is not kept (NULL): such documents are read when a change needs them
 _shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], str | None] = {}
+_MAX_SHAPE_NAMES = 4096  # a document with more top-level names gets no shape: it is read when a change needs it
 
 
 def document_shape(fields: dict[str, Any], meta: dict[str, Any]) -> str | None:
-    """The ``_doc_shape`` of a document: JSON ``[[field names], [_meta keys but bad/error]]`` in order; None when
-    ``_meta`` holds an error (the document may be a placeholder), a name holds NUL, or the text is too long."""
-    if "error" in meta:
+    """The ``_doc_shape`` of a document: a 128-bit BLAKE2b digest (32 hex digits) of its top-level field names and
+    its ``_meta`` keys but bad/error, in order; None when ``_meta`` holds an error (the document may be a
+    placeholder) or it has too many names. A digest, not the names, so that PostgreSQL rows grow by 33 bytes rather
+    than by the names (~150 bytes here: 10 % of a row, and measurably slower lookups at 10 M rows); two different
+    lists of names share a digest with a chance of 2^-128, the same bet as the UUIDs the destination generates."""
+    if "error" in meta or len(fields) > _MAX_SHAPE_NAMES:
         return None
     key = (tuple(fields), tuple(meta))
-    shape = _shapes.get(key, False)
-    if shape is False:
+    shape = _shapes.get(key)
+    if shape is None:
         names = [list(key[0]), [name for name in key[1] if name not in _DROPPED_META]]
-        text = jsonio.dumps(names)
-        shape = None if len(text) > MAX_SHAPE_CHARS or "\\u0000" in text else text
+        shape = hashlib.blake2b(jsonio.dumps(names).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         if len(_shapes) >= 10_000:  # documents with ever new field names: a bounded cache, not a leak
             _shapes.clear()
         _shapes[key] = shape

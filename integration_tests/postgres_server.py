@@ -21,7 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SERVICE_USER = "kcpgtest"
 ROLE = "kc_test"
@@ -77,6 +77,9 @@ class PostgresServer:
     password: str = ""
     database: str = DATABASE
     pid: int | None = None
+    # server settings on top of the defaults below (e.g. the benchmark's {"shared_buffers": "1GB"}: the tests' 32MB
+    # is far below what a production server gives a 10 M-row table)
+    settings: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> "PostgresServer":
         bin_dir = find_bin_dir()
@@ -106,7 +109,8 @@ class PostgresServer:
         self._process = subprocess.Popen(
             [os.path.join(bin_dir, "postgres"), "-D", data_dir, "-k", self._socket_dir, "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=50", "-c", "shared_buffers=32MB"],
+             "-c", "full_page_writes=off", "-c", "max_connections=50", "-c", "shared_buffers=32MB",
+             *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
             stdout=log_handle, stderr=subprocess.STDOUT, env=env, cwd=self._root, start_new_session=True, **run_as,
         )
         log_handle.close()

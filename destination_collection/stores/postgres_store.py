@@ -176,17 +176,19 @@ class PostgresStore(Store):
         if not ids:
             return {}
         # through the _id index (an index scan or a nested loop over ANY's array: proportional to the batch): first
-        # the small columns, then the documents the batch needs (reads.needs), by _id again
+        # the small columns, then the documents the batch needs (reads.needs), by _id again. The arrays go sorted:
+        # measured at 10 M rows, 10k ids took 0.09-0.2 s in arrival order and 0.046 s sorted (the server's own work
+        # was 30 ms either way)
         rows = self.fetchall(
             f"SELECT _id, _event_time, _airbyte_generation_id, {self.shape_sql(table)} "
             f"FROM {self.q(table)} WHERE _id = ANY(%s)",
-            [ids],
+            [sorted(ids)],
         )
         found = {key: Stored(None, None, event_time, generation, None, shape) for key, event_time, generation, shape in rows}
         wanted = [key for key, stored in found.items() if reads.needs(key, stored.shape)]
         if wanted:
             for key, doc, meta in self.fetchall(
-                f"SELECT _id, _doc::text, _meta::text FROM {self.q(table)} WHERE _id = ANY(%s)", [wanted]
+                f"SELECT _id, _doc::text, _meta::text FROM {self.q(table)} WHERE _id = ANY(%s)", [sorted(wanted)]
             ):
                 stored = found[key]
                 stored.fields = _decode_nul(jsonio.loads(doc)) if doc else {}
@@ -197,7 +199,7 @@ class PostgresStore(Store):
         self, table: str, removed: dict[str, Stored], columns: list[tuple[str, str]], data: dict[str, list]
     ) -> None:
         if removed:
-            self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [list(removed)])
+            self.execute(f"DELETE FROM {self.q(table)} WHERE _id = ANY(%s)", [sorted(removed)])
         if data["_id"]:
             # every row is new now: COPY straight into the collection (the rows cross the server once; no staging
             # table, no ON CONFLICT); a row whose _id is stored after all fails the batch like a PRIMARY KEY does
