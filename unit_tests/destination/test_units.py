@@ -336,3 +336,21 @@ def test_document_reads_skip_rows_whose_shape_a_merge_covers():
     assert stored["full"].fields == {"k": 1, "a": 3} and stored["full"].meta == {"kinesis": {"shard_id": "s"}}
     guarded = DocumentReads([_change("x", "REPSERT", {"k": 1}), _change("y", "UPSERT", {"k": 1, "a": 3})], guard=True)
     assert guarded.needs("x", None) and not guarded.needs("x", shape) and not guarded.needs("y", shape)
+
+
+def test_only_overwrite_asks_for_the_stored_max_generation():
+    """The stored max generation costs a scan of the whole collection on PostgreSQL (~1.5 s at 10 M rows): only the
+    mode that needs it (overwrite: the next generation must be above it) asks."""
+    from destination_collection.generations import plan_generation
+
+    asked = []
+
+    def max_stored():
+        asked.append(1)
+        return 7
+
+    assert plan_generation("append_dedup", None, None, max_stored).write_generation is None
+    assert plan_generation("append", 3, 2, max_stored).min_alive_generation == 2
+    assert asked == []
+    assert plan_generation("overwrite", None, None, max_stored).write_generation == 8 and asked == [1]
+    assert plan_generation("overwrite", 9, None, max_stored).write_generation == 9
