@@ -1,0 +1,178 @@
+"""Upsert flatness at sizes the default benchmark does not reach: the same 100k change batch (half updates of random
+existing ids, half new ids, whole documents, a STATE every 10,000 records) into a small and a big collection,
+written in-process with ``write_messages`` (default settings), DuckDB or PostgreSQL.
+
+    python -m bench.flatness_probe --store duckdb --big 10000000
+    python -m bench.flatness_probe --store postgres --big 10000000
+
+The big collection is built from 1 M documents written by the destination, then copied in SQL to ``--big`` documents
+(ids renumbered; the same columns, ``_doc_shape`` included) — minutes instead of the hour a 10 M write takes here —
+and synced to disk before the change batch, which goes into a fresh copy (DuckDB) or the built schema
+(PostgreSQL, a throwaway server from ``integration_tests/postgres_server.py``). Prints the seconds and records/s of
+each change batch and their ratio (big / small: the issue's flatness; goal ≥ 0.8). A probe, not part of
+``bench.run``: ``bench/destination.py`` measures the whole ``write`` process at 100k and 1 M (10 M with
+``--scale 10``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from destination_collection.protocol_loop import write_messages  # noqa: E402
+
+STREAM = "events"
+SEED_DOCUMENTS = 1_000_000
+CHANGES = 100_000
+CATALOG = {"streams": [{"stream": {"name": STREAM, "json_schema": {}, "supported_sync_modes": ["incremental"]},
+                        "sync_mode": "incremental", "destination_sync_mode": "append_dedup",
+                        "primary_key": [["order_id"]]}]}
+COLLECTIONS = [{"stream": STREAM, "id_field": "order_id"}]
+
+
+def _record(i: int, rng: random.Random, version: int) -> str:
+    return json.dumps({"type": "RECORD", "record": {"stream": STREAM, "emitted_at": 1_700_000_000_000 + i, "data": {
+        "order_id": f"ord-{i:09d}", "user_id": rng.randrange(1, 5_000_000), "amount": round(rng.random() * 1000, 2),
+        "quantity": rng.randrange(1, 20), "currency": "EUR", "is_gift": False, "status": ["new", "paid", "shipped"][i % 3],
+        "created_at": "2026-03-01T00:00:00.000Z", "tags": ["a", "b"], "address": {"city": "Berlin", "zip": "10115"},
+        "discount": None, "note": "", "version": version,
+        "_kinesis_stream": "s", "_kinesis_shard_id": "shardId-000000000001",
+        "_kinesis_sequence_number": str(10**40 + i), "_kinesis_sub_sequence_number": 0,
+        "_kinesis_partition_key": "p", "_kinesis_arrival_time": "2026-03-01T00:00:00.000Z"}}})
+
+
+def _lines(ids, version: int):
+    rng = random.Random(version)
+    for n, i in enumerate(ids):
+        yield _record(i, rng, version)
+        if (n + 1) % 10_000 == 0:
+            yield json.dumps({"type": "STATE", "state": {"type": "STREAM", "stream": {
+                "stream_descriptor": {"name": STREAM}, "stream_state": {"n": n}}}})
+
+
+def _change_ids(size: int) -> list[int]:
+    rng = random.Random(5)
+    ids = rng.sample(range(size), CHANGES // 2) + list(range(size, size + CHANGES // 2))
+    rng.shuffle(ids)
+    return ids
+
+
+def _write(config: dict, ids, version: int) -> float:
+    started = time.perf_counter()
+    for _ in write_messages(config, CATALOG, _lines(ids, version)):
+        pass
+    return time.perf_counter() - started
+
+
+def _copy_up(execute, table: str, columns: list[str], size: int, seed: int) -> None:
+    """Grow the ``seed``-document collection to ``size`` documents: copies with renumbered ids (and order_id)."""
+    renumbered = {"_id", "order_id"}
+    for k in range(1, size // seed):
+        exprs = [f"'ord-' || lpad(CAST(CAST(substr({c}, 5) AS BIGINT) + {k * seed} AS VARCHAR), 9, '0')"
+                 if c in renumbered else f'"{c}"' for c in columns]
+        execute(f"INSERT INTO {table} SELECT {', '.join(exprs)} FROM {table} "
+                f"WHERE CAST(substr(_id, 5) AS BIGINT) < {seed}")
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def duckdb_probe(folder: str, size: int, seed_documents: int) -> float:
+    import duckdb
+
+    built = os.path.join(folder, f"probe-{size}.duckdb")
+    for suffix in ("", ".wal"):
+        if os.path.exists(built + suffix):
+            os.remove(built + suffix)
+    config = {"store": {"store_type": "duckdb", "path": built}, "collections": COLLECTIONS}
+    _write(config, range(min(size, seed_documents)), 1)
+    if size > seed_documents:
+        con = duckdb.connect(built)
+        con.execute("SET memory_limit = '2GB'")
+        columns = [row[0] for row in con.execute(f"DESCRIBE {STREAM}").fetchall()]
+        _copy_up(con.execute, STREAM, columns, size, seed_documents)
+        assert con.execute(f"SELECT count(*) FROM {STREAM}").fetchone()[0] == size
+        con.execute("CHECKPOINT")
+        con.close()
+    work = built + ".work"
+    shutil.copyfile(built, work)
+    _fsync(work)
+    config["store"]["path"] = work
+    try:
+        return _write(config, _change_ids(size), 2)
+    finally:
+        for path in (built, work):
+            for suffix in ("", ".wal"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+
+
+def postgres_probe(server, size: int, seed_documents: int) -> float:
+    from destination_collection.config import parse_config
+    from destination_collection.stores.postgres_store import connect
+
+    config = {"store": server.store_config(schema=f"probe{size}"), "collections": COLLECTIONS}
+    _write(config, range(min(size, seed_documents)), 1)
+    if size > seed_documents:
+        conn = connect(parse_config(config).store)
+        table = f'"probe{size}"."{STREAM}"'
+        columns = [row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+            "ORDER BY ordinal_position", [f"probe{size}", STREAM]).fetchall()]
+        with conn.transaction():
+            _copy_up(conn.execute, table, columns, size, seed_documents)
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == size
+        conn.execute(f"VACUUM ANALYZE {table}")
+        conn.close()
+    return _write(config, _change_ids(size), 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", choices=("duckdb", "postgres"), required=True)
+    parser.add_argument("--big", type=int, default=10_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=SEED_DOCUMENTS,
+                        help="documents the destination writes; a bigger collection is copied up from them")
+    parser.add_argument("--folder", default=os.path.join(REPO, ".cache", "bench", "probe"))
+    args = parser.parse_args()
+    if args.big > args.seed and args.big % args.seed:
+        parser.error(f"--big above --seed ({args.seed:,}) must be a multiple of it")
+    if args.small < CHANGES // 2:
+        parser.error(f"--small must hold the {CHANGES // 2:,} ids the change batch updates")
+    logging.getLogger("airbyte").setLevel(logging.WARNING)
+    os.makedirs(args.folder, exist_ok=True)
+    seconds = {}
+    if args.store == "duckdb":
+        for size in (args.small, args.big):
+            seconds[size] = duckdb_probe(args.folder, size, args.seed)
+            print(f"DuckDB change batch into {size:,}: {seconds[size]:.2f} s, {CHANGES / seconds[size]:,.0f} records/s",
+                  flush=True)
+    else:
+        from integration_tests.postgres_server import PostgresServer
+
+        server = PostgresServer().start()
+        try:
+            for size in (args.small, args.big):
+                seconds[size] = postgres_probe(server, size, args.seed)
+                print(f"PostgreSQL change batch into {size:,}: {seconds[size]:.2f} s, "
+                      f"{CHANGES / seconds[size]:,.0f} records/s", flush=True)
+        finally:
+            server.stop()
+    print(f"flatness {args.big:,} / {args.small:,}: {seconds[args.small] / seconds[args.big]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
