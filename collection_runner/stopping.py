@@ -8,7 +8,10 @@ the store or a query is doing. Two phases:
   ``StopBeforeReading`` on the main thread, which interrupts whatever it waits for (a PostgreSQL server that
   accepts but never answers holds ``connect`` for its 15 s timeout; an endpoint that stopped answering holds
   discovery for its retry budget); ``cli.run`` ends the process with exit 0. ``install_early`` covers the imports,
-  before even the CLI's modules are loaded, so a signal there is neither a traceback nor exit 143.
+  before even the CLI's modules are loaded, so a signal there is neither a traceback nor exit 143: it is held until
+  the imports are done and raised when the run installs its handlers (``Stopper.install``). Raising inside an import
+  broke C extensions half-way (a signal during ``import duckdb`` gave "ImportError: initialization failed", then a
+  crash, exit -11, or a hang).
 * **Once reading** (``Stopper.reading()``): the handler only sets ``event``. The pipeline gives the source a short
   grace for its final checkpoints, commits what it emitted, and returns (``pipeline.py``, ``source_pump.py``).
 
@@ -42,9 +45,12 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def _raise_stop(signum: int, _frame: Any) -> None:
-    ignore_stop_signals()  # once
-    raise StopBeforeReading(signum)
+_held: list[int] = []  # a stop signal that arrived during the imports (install_early), raised by Stopper.install
+
+
+def _hold_stop(signum: int, _frame: Any) -> None:
+    if not _held:
+        _held.append(signum)
 
 
 def install_early(argv: list) -> None:
@@ -54,7 +60,7 @@ def install_early(argv: list) -> None:
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command in ("sync", "follow"):
         for signum in STOP_SIGNALS:
-            signal.signal(signum, _raise_stop)
+            signal.signal(signum, _hold_stop)
 
 
 class StopRequest(threading.Event):
@@ -72,8 +78,11 @@ class Stopper:
         self._raise = True  # before reading: a stop raises StopBeforeReading (once: the clean-up is not interrupted)
 
     def install(self) -> "Stopper":
+        """Install the handlers; a stop signal held since ``install_early`` (the imports are done now) raises here."""
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
+        if _held:
+            self._handle(_held[0], None)
         return self
 
     def reading(self) -> None:
