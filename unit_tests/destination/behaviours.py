@@ -237,12 +237,7 @@ def test_upserts_merge_alike_whether_or_not_they_carry_every_stored_field(harnes
 def test_a_collection_made_before_doc_shape_gets_the_column_and_merges_the_same(harness):
     streams = [stream(S)]
     harness.write(streams, [record(S, {"k": k, "a": 1, "b": 2}) for k in range(3)])
-    store = harness.store()
-    try:
-        with store.transaction():
-            store.execute(f"ALTER TABLE {store.q(S)} DROP COLUMN _doc_shape")
-    finally:
-        store.close()
+    harness.execute(f"ALTER TABLE {harness.table(S)} DROP COLUMN _doc_shape")
     harness.write(streams, [record(S, {"k": 0, "a": 10, "b": 20}), record(S, {"k": 1, "a": 10})])
     rows = harness.rows(S)
     assert {key: row["_doc"] for key, row in rows.items()} == {
@@ -257,17 +252,12 @@ def test_a_typed_column_that_an_older_version_named_doc_shape_stays_the_users(ha
     field's values, and the collection goes without shapes (its documents are read whenever a merge needs them)."""
     streams = [stream(S)]
     harness.write(streams, [record(S, {"k": 1, "a": 1})])
-    store = harness.store()
-    try:
-        with store.transaction():
-            store.execute(f"ALTER TABLE {store.q(S)} DROP COLUMN _doc_shape")
-            store.execute(f"ALTER TABLE {store.q(S)} ADD COLUMN _doc_shape {store.sql_type('VARCHAR')}")
-            store.execute(
-                f"INSERT INTO {store.q('_collection_columns')} (table_name, field, column_name, column_type, declared) "
-                f"VALUES ({store.param}, '_doc_shape', '_doc_shape', 'VARCHAR', false)", [S],
-            )
-    finally:
-        store.close()
+    harness.execute(
+        f"ALTER TABLE {harness.table(S)} DROP COLUMN _doc_shape",
+        f"ALTER TABLE {harness.table(S)} ADD COLUMN _doc_shape VARCHAR",
+        f"INSERT INTO {harness.table('_collection_columns')} (table_name, field, column_name, column_type, declared) "
+        f"VALUES ('{S}', '_doc_shape', '_doc_shape', 'VARCHAR', false)",
+    )
     harness.write(streams, [record(S, {"k": 1, "a": 2, "_doc_shape": "mine"}), record(S, {"k": 2, "_doc_shape": "x"})])
     harness.write(streams, [record(S, {"k": 1, "a": 3, "_doc_shape": "mine"}), record(S, {"k": 2, "b": 1})])
     rows = harness.rows(S)

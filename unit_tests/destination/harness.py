@@ -116,6 +116,17 @@ class Harness:
     def store(self):
         return open_store(parse_config(self.config()))
 
+    def execute(self, *statements: str) -> None:
+        """Run SQL statements on the store in one transaction: changes made outside the writer, as a user or an older
+        version would make them (name tables with ``table()``)."""
+        store = self.store()
+        try:
+            with store.transaction():
+                for sql in statements:
+                    store.execute(sql)
+        finally:
+            store.close()
+
     def query(self, sql: str) -> list[dict[str, Any]]:
         store = self.store()
         try:

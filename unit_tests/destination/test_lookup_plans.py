@@ -116,12 +116,7 @@ def test_an_id_stored_twice_is_written_back_once(harness):
     """Without a PRIMARY KEY nothing stops a copy made outside the writer (an INSERT … SELECT by hand); the next batch
     that writes such an _id replaces every row of it, so the collection heals instead of keeping a stale twin."""
     _seed(harness, 3)
-    store = harness.store()
-    try:
-        with store.transaction():
-            store.execute(f"INSERT INTO {store.q(S)} SELECT * FROM {store.q(S)} WHERE _id = '[1]'")
-    finally:
-        store.close()
+    harness.execute(f"INSERT INTO {harness.table(S)} SELECT * FROM {harness.table(S)} WHERE _id = '[1]'")
     assert harness.query(f"SELECT count(*) AS n FROM {harness.table(S)} WHERE _id = '[1]'")[0]["n"] == 2
     harness.write([stream(S)], [record(S, {"k": 1, "w": "merged"}), record(S, {"k": 2, "_op": "repsert"})])
     rows = harness.query(f"SELECT _id FROM {harness.table(S)} ORDER BY _id")
