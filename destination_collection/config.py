@@ -154,7 +154,7 @@ class DestinationConfig(_Model):
     store: Annotated[Union[DuckDBStoreConfig, PostgresStoreConfig], Field(discriminator="store_type")]
     collection_prefix: str = Field("", pattern=r"^[A-Za-z0-9_]*$")
     collections: tuple[CollectionConfig, ...] = ()
-    batch_size: int = Field(10_000, ge=1, le=1_000_000)
+    batch_size: int = Field(50_000, ge=1, le=1_000_000)
     batch_max_bytes: int = Field(DEFAULT_BATCH_MAX_BYTES, ge=64 * 1024, le=1024 * MiB)
     flush_interval_secs: float = Field(5.0, ge=0)
 

@@ -15,10 +15,12 @@ Guarantees:
   ``batch_max_bytes`` input bytes (a record that would take them past ``batch_max_bytes`` first commits every
   buffer, in one transaction, so memory is bounded by ``batch_max_bytes`` however many streams there are; a record
   bigger than that is its own batch: never refused); a STATE arrives (STREAM state: that stream; GLOBAL/LEGACY:
-  all streams, one transaction); the oldest buffered record is older than ``flush_interval_secs`` (checked as
-  messages arrive); the stream's ``STREAM_STATUS COMPLETE`` (then older generations are removed in the same
-  transaction); end of input. A full buffer is committed before the next message is handled, or in the same
-  transaction as that message when it is a STATE covering the stream.
+  all streams, one transaction) and is not held (group commit, see ``HOLD_FACTOR``: a state arriving soon after a
+  costly commit waits for the next commit, which takes it and the records it covers); the oldest buffered record or
+  held state is older than ``flush_interval_secs`` (checked as messages arrive); the stream's ``STREAM_STATUS
+  COMPLETE`` (then older generations are removed in the same transaction); end of input. A full buffer is committed
+  before the next message is handled, or in the same transaction as that message when it is a STATE covering the
+  stream.
 * Malformed lines and records of streams missing from the catalog are counted and skipped; once everything else
   is committed the run fails with a message giving the counts.
 * A batch the store cannot hold in memory (``MemoryError``, e.g. DuckDB past ``store.memory_limit``) fails the run
@@ -58,6 +60,13 @@ MAX_SAMPLES = 3
 # write the first threshold is raised; objects are still freed by reference counting as before, only the search
 # for reference cycles runs less often. Restored when the last running write loop ends.
 GC_FIRST_THRESHOLD = 50_000
+# Group commit. A commit's lookup and delete read the collection's whole _id column (DuckDB has no index it uses for
+# them): ~0.2 s per commit at 10 M documents however few records it carries. So a STATE is committed at once only if
+# the time since the last commit is at least HOLD_FACTOR times what that commit spent in the store; otherwise it is
+# held (not echoed) and joins the next commit, which also takes every buffered record: the collection-wide work stays
+# under ~1/HOLD_FACTOR of the time. A small collection's commits take milliseconds, so there every state commits as it
+# arrives; a state is never held longer than flush_interval_secs (checked as messages arrive, as for records).
+HOLD_FACTOR = 8
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, ...] | None = None
@@ -156,7 +165,6 @@ class WriteLoop:
         self.malformed = 0
         self.malformed_samples: list[str] = []
         self.unknown_streams: dict[str, int] = {}
-        self.states_echoed = 0
         self._last_purge: float | None = None
         self._deadline: float | None = None  # when the oldest buffered record is due (flush_interval_secs)
         # writers whose buffer reached batch_size: committed before the next message is handled, or together with
@@ -168,6 +176,12 @@ class WriteLoop:
         # state echoes whose transaction was handed to the store; yielded once the store says its COMMIT finished
         # (the DuckDB store commits on a background thread while the next batch is read and prepared)
         self._echoes: list[dict[str, Any]] = []
+        # STATEs received but not committed yet (group commit, see HOLD_FACTOR), in arrival order: (echo, state row,
+        # the writers whose records it covers)
+        self._held: list[tuple[dict[str, Any], tuple[str, str, str | None, str | None, str], list[CollectionWriter]]] = []
+        self._held_since: float | None = None  # when the oldest held state arrived
+        self._last_commit_at: float | None = None  # the loop's clock when the last commit's store work ended
+        self._last_store_seconds = 0.0  # what that commit spent in the store's lookups and writes
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -227,7 +241,7 @@ class WriteLoop:
                 if kind == "RECORD":
                     self._on_record(message, len(item) if type(item) is bytes or type(item) is str else None)
                 elif kind == "STATE":
-                    self._echoes.append(self._on_state(message))
+                    self._on_state(message)
                 elif kind == "TRACE":
                     self._on_trace(message)
                 self._maybe_flush_on_interval()
@@ -336,7 +350,7 @@ class WriteLoop:
     def _state_type(state: dict[str, Any]) -> str:
         return state.get("type") or ("STREAM" if "stream" in state else "GLOBAL" if "global" in state else "LEGACY")
 
-    def _on_state(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _on_state(self, message: dict[str, Any]) -> None:
         state = dict(message.get("state") or {})
         state_type = self._state_type(state)
         if state_type == "STREAM":
@@ -359,10 +373,22 @@ class WriteLoop:
         state["destinationStats"] = {"recordCount": float(count)}
         echo = dict(message)
         echo["state"] = state
-        self._commit(writers, state=(key, state_type, namespace, name, jsonio.dumps(state)))
-        self._full = []  # a covering state's transaction took them (checked before this message)
-        self.states_echoed += 1
-        return echo
+        self._held.append((echo, (key, state_type, namespace, name, jsonio.dumps(state)), writers))
+        now = self.clock()
+        if self._held_since is None:
+            self._held_since = now
+        if self._full or self._state_due(now):
+            # full buffers were left for this message (it covers them): one transaction for both
+            self._commit(writers)
+            self._full = []
+
+    def _state_due(self, now: float) -> bool:
+        """Whether held states are committed now (group commit, see HOLD_FACTOR)."""
+        if not self._held:
+            return False
+        if self._last_commit_at is None or now - self._held_since >= self.config.flush_interval_secs:
+            return True
+        return now - self._last_commit_at >= HOLD_FACTOR * self._last_store_seconds
 
     def _on_trace(self, message: dict[str, Any]) -> None:
         trace = message.get("trace") or {}
@@ -374,9 +400,11 @@ class WriteLoop:
         if writer is None or status.get("status") != "COMPLETE" or writer.complete:
             return
         writer.complete = True
-        self._commit([writer], remove_old_generations=True)
+        self._commit([writer], completed=writer)
 
     def _maybe_flush_on_interval(self) -> None:
+        if self._held and self._state_due(self.clock()):
+            self._commit([])
         if self._deadline is None:
             return
         now = self.clock()
@@ -392,30 +420,35 @@ class WriteLoop:
         self._deadline = min(pending) + interval if pending else None
 
     # -- committing -------------------------------------------------------------------------------------------
-    def _commit(
-        self,
-        writers: list[CollectionWriter],
-        state: tuple[str, str, str | None, str | None, str] | None = None,
-        remove_old_generations: bool = False,
-    ) -> None:
-        """One transaction: the writers' buffered records (+ the state, + generation cleanup)."""
+    def _commit(self, writers: list[CollectionWriter], completed: CollectionWriter | None = None) -> None:
+        """One transaction: the writers' buffered records, every held state with the buffered records it covers,
+        and the older generations of ``completed`` (a stream whose STREAM_STATUS COMPLETE came). The held states'
+        echoes are released once the store has committed (``_echoes``)."""
+        held, self._held, self._held_since = self._held, [], None
+        if held:
+            covered = {id(w) for _, _, state_writers in held for w in state_writers} | {id(w) for w in writers}
+            writers = [w for w in self.writers.values() if id(w) in covered]
         batches = [(writer, len(writer.buffer), writer.buffered_bytes()) for writer in writers]
         try:
             prepared = [(writer, writer.take_changes()) for writer in writers]
             self._buffered_total = sum(w.buffered_bytes() for w in self.writers.values())
-            if not state and not remove_old_generations and not any(changes for _, changes in prepared):
+            if not held and completed is None and not any(changes for _, changes in prepared):
                 return
             store = self.store
+            store_seconds = 0.0
             with store.transaction():
                 for writer, changes in prepared:
                     writer.apply(changes)
-                    if remove_old_generations:
-                        writer.remove_old_generations()
-                if state:
+                    store_seconds += writer.store_seconds
+                if completed is not None:
+                    completed.remove_old_generations()
+                for _, state, _ in held:
                     store.save_state(*state)
         except MemoryError as exc:
             raise self._out_of_memory(batches, exc) from None
         now = self.clock()
+        self._last_commit_at, self._last_store_seconds = now, store_seconds
+        self._echoes.extend(echo for echo, _, _ in held)
         if self._last_purge is None or now - self._last_purge >= PURGE_EVERY_SECS:
             self._last_purge = now
             for writer, _ in prepared:

@@ -230,6 +230,125 @@ def test_flush_after_max_interval_without_state(harness):
     assert len(harness.docs("s")) == 4
 
 
+def _costly_store(monkeypatch, seconds: float) -> None:
+    """Every apply reports ``seconds`` of collection-wide store work (what a big collection's lookups cost)."""
+    from destination_collection.collection_writer import CollectionWriter
+
+    original = CollectionWriter.apply
+
+    def apply(self, changes):
+        original(self, changes)
+        self.store_seconds = seconds if changes else 0.0
+
+    monkeypatch.setattr(CollectionWriter, "apply", apply)
+
+
+def test_group_commit_holds_states_while_the_last_commit_was_costly(harness, monkeypatch):
+    from destination_collection.protocol_loop import HOLD_FACTOR
+
+    _costly_store(monkeypatch, 0.5)  # each commit: 0.5 s in the store, so states wait HOLD_FACTOR * 0.5 s
+    now = [0.0]
+    loop = WriteLoop(harness.config(flush_interval_secs=100), {"streams": [stream("s")]}, clock=lambda: now[0])
+    seen = []
+
+    def look(label):
+        loop.store.settle()
+        seen.append((label, len(harness.docs("s")), sorted(s_["stream"]["stream_state"]["n"] for s_ in harness.states().values())))
+
+    def feed():
+        yield json.dumps(record("s", {"k": 1}))
+        yield json.dumps(state("s", {"n": 1}, state_id=1))  # the first commit: nothing to amortise yet
+        look("first state")
+        now[0] = 1.0
+        yield json.dumps(record("s", {"k": 2}))
+        yield json.dumps(state("s", {"n": 2}, state_id=2))  # 1 s after a 0.5 s commit: held
+        now[0] = 2.0
+        yield json.dumps(record("s", {"k": 3}))
+        yield json.dumps(state("s", {"n": 3}, state_id=3))  # still held
+        look("held")
+        now[0] = HOLD_FACTOR * 0.5 + 0.1
+        yield json.dumps(record("s", {"k": 4}))  # due: both held states and records 2-4 in one commit
+        look("due")
+        yield json.dumps(state("s", {"n": 5}, state_id=5))  # held again, until the end of input
+
+    echoes = [e["state"]["id"] for e in loop.run(feed())]
+    assert seen == [("first state", 1, [1]), ("held", 1, [1]), ("due", 4, [3])]
+    assert echoes == [1, 2, 3, 5]  # every state echoed once, in order, after its commit
+    assert [s_["stream"]["stream_state"] for s_ in harness.states().values()] == [{"n": 5}]
+    assert len(harness.docs("s")) == 4
+
+
+def test_group_commit_never_holds_a_state_past_flush_interval(harness, monkeypatch):
+    _costly_store(monkeypatch, 1000.0)  # a commit so costly that only flush_interval_secs bounds the hold
+    now = [0.0]
+    loop = WriteLoop(harness.config(flush_interval_secs=3), {"streams": [stream("s")]}, clock=lambda: now[0])
+    committed = []  # (time, the last committed state's n) after each tick
+
+    def feed():
+        for n in range(1, 6):
+            yield json.dumps(record("s", {"k": n}))
+            yield json.dumps(state("s", {"n": n}, state_id=n))
+            now[0] += 1.0
+            yield {"type": "LOG", "log": {"level": "DEBUG", "message": "tick"}}  # as the runner's heartbeats
+            loop.store.settle()
+            committed.append((now[0], harness.states()["s"]["stream"]["stream_state"]["n"]))
+
+    echoes = [e["state"]["id"] for e in loop.run(feed())]
+    # state 1: the first commit; states 2-4 (held from t=1) commit at t=4, flush_interval_secs after state 2
+    assert committed == [(1.0, 1), (2.0, 1), (3.0, 1), (4.0, 4), (5.0, 4)]
+    assert echoes == [1, 2, 3, 4, 5]
+    assert len(harness.docs("s")) == 5
+
+
+def test_held_state_of_one_stream_commits_with_another_streams_full_buffer(harness, monkeypatch):
+    _costly_store(monkeypatch, 1000.0)
+    loop = WriteLoop(harness.config(batch_size=2, flush_interval_secs=1e9), {"streams": [stream("a"), stream("b")]})
+    seen = []
+
+    def look():
+        loop.store.settle()
+        seen.append((len(harness.docs("a")), len(harness.docs("b")), sorted(harness.states())))
+
+    def feed():
+        yield json.dumps(record("a", {"k": 1}))
+        yield json.dumps(state("a", {"n": 1}, state_id=1))  # the first commit
+        look()
+        yield json.dumps(record("b", {"k": 1}))
+        yield json.dumps(state("b", {"n": 1}, state_id=2))  # held: it covers b's buffered record
+        look()
+        yield json.dumps(record("a", {"k": 2}))
+        yield json.dumps(record("a", {"k": 3}))  # a's buffer is full: committed before the next message
+        yield {"type": "LOG", "log": {"level": "DEBUG", "message": "next"}}
+        look()
+
+    echoes = [e["state"]["id"] for e in loop.run(feed())]
+    # a's full buffer takes the held state of b, and b's record with it
+    assert seen == [(1, 0, ["a"]), (1, 0, ["a"]), (3, 1, ["a", "b"])]
+    assert echoes == [1, 2]
+
+
+def test_group_commit_writes_the_same_documents_as_a_commit_per_state(tmp_path, monkeypatch):
+    from unittest import mock
+
+    from destination_collection import protocol_loop
+    from unit_tests.destination.harness import Harness
+
+    messages = []
+    for n in range(40):
+        messages.append(record("s", {"k": n % 7, "v": n, "_op": ["upsert", "update", "delete", "insert", "repsert"][n % 5]}))
+        if n % 3 == 2:
+            messages.append(state("s", {"n": n}, state_id=n))
+    documents = {}
+    for factor in (0, 10**9):  # never hold / hold every state until the end of input
+        harness = Harness({"store_type": "duckdb", "path": str(tmp_path / f"f{factor}.duckdb")})
+        with mock.patch.object(protocol_loop, "HOLD_FACTOR", factor):
+            _costly_store(monkeypatch, 1.0)
+            echoes = harness.write([stream("s", pk=[["k"]])], messages)
+        assert [e["state"]["id"] for e in echoes] == [n for n in range(40) if n % 3 == 2]
+        documents[factor] = {key: (doc["_doc"], doc["_meta"].get("error")) for key, doc in harness.rows("s").items()}
+    assert documents[0] == documents[10**9] and documents[0]
+
+
 def test_in_process_airbyte_message_objects(harness):
     messages = [
         AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream="s", data={"k": 1}, emitted_at=1)),
