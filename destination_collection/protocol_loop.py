@@ -63,9 +63,10 @@ GC_FIRST_THRESHOLD = 50_000
 # Group commit. A commit's lookup and delete read the collection's whole _id column (DuckDB has no index it uses for
 # them): ~0.2 s per commit at 10 M documents however few records it carries. So a STATE is committed at once only if
 # the time since the last commit is at least HOLD_FACTOR times what that commit spent in the store; otherwise it is
-# held (not echoed) and joins the next commit, which also takes every buffered record: the collection-wide work stays
-# under ~1/HOLD_FACTOR of the time. A small collection's commits take milliseconds, so there every state commits as it
-# arrives; a state is never held longer than flush_interval_secs (checked as messages arrive, as for records).
+# held (not echoed) and joins the next commit, which also takes the records it covers: the store's share of the time
+# stays near 1/HOLD_FACTOR or below. Where commits are cheap next to the time between states (a small
+# collection, a follow-mode source checkpointing every 0.5 s) every state commits as it arrives; a state is never held
+# longer than flush_interval_secs (checked as messages arrive, as for records).
 HOLD_FACTOR = 8
 _gc_lock = threading.Lock()
 _gc_users = 0
