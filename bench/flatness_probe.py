@@ -11,7 +11,13 @@ and synced to disk before the change batch, which goes into a fresh copy (DuckDB
 (PostgreSQL, a throwaway server from ``integration_tests/postgres_server.py``). Prints the seconds and records/s of
 each change batch and their ratio (big / small: the issue's flatness; goal ≥ 0.8). A probe, not part of
 ``bench.run``: ``bench/destination.py`` measures the whole ``write`` process at 100k and 1 M (10 M with
-``--scale 10``)."""
+``--scale 10``).
+
+    python -m bench.flatness_probe --store duckdb --big 10000000 --sustained 40 [--max-vacuum-tasks 100]
+
+runs 40 successive syncs of 100k updates into one 10 M-document collection instead and prints each sync's seconds and
+its longest wait between two state echoes: the COMMITs whose checkpoints merge row groups (``--max-vacuum-tasks 100``
+is DuckDB's own default; the writer allows 2)."""
 from __future__ import annotations
 
 import argparse
@@ -91,13 +97,12 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def duckdb_probe(folder: str, size: int, seed_documents: int) -> float:
+def _duckdb_build(folder: str, size: int, seed_documents: int) -> tuple[str, dict]:
+    """A synced ``size``-document collection and a fresh copy of it to write into: (built file, config for the copy)."""
     import duckdb
 
     built = os.path.join(folder, f"probe-{size}.duckdb")
-    for suffix in ("", ".wal"):
-        if os.path.exists(built + suffix):
-            os.remove(built + suffix)
+    _remove(built)
     config = {"store": {"store_type": "duckdb", "path": built}, "collections": COLLECTIONS}
     _write(config, range(min(size, seed_documents)), 1)
     if size > seed_documents:
@@ -112,13 +117,41 @@ def duckdb_probe(folder: str, size: int, seed_documents: int) -> float:
     shutil.copyfile(built, work)
     _fsync(work)
     config["store"]["path"] = work
+    return built, config
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        for suffix in ("", ".wal"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+
+
+def duckdb_probe(folder: str, size: int, seed_documents: int) -> float:
+    built, config = _duckdb_build(folder, size, seed_documents)
     try:
         return _write(config, _change_ids(size), 2)
     finally:
-        for path in (built, work):
-            for suffix in ("", ".wal"):
-                if os.path.exists(path + suffix):
-                    os.remove(path + suffix)
+        _remove(built, config["store"]["path"])
+
+
+def duckdb_sustained(folder: str, size: int, seed_documents: int, syncs: int) -> None:
+    """``syncs`` successive syncs of 100k updates of random stored ids (1 % of 10 M per sync: row groups thin out
+    together, as under uniform updates) into one ``size``-document collection. Prints each sync's seconds and the
+    longest wait between two of its state echoes (a state is echoed once its COMMIT, checkpoint included, is done)."""
+    built, config = _duckdb_build(folder, size, seed_documents)
+    try:
+        for sync in range(syncs):
+            ids = random.Random(100 + sync).sample(range(size), CHANGES)
+            started = last = time.perf_counter()
+            longest = 0.0
+            for _ in write_messages(config, CATALOG, _lines(ids, 10 + sync)):
+                now = time.perf_counter()
+                longest, last = max(longest, now - last), now
+            print(f"sync {sync + 1}: {time.perf_counter() - started:.2f} s, longest wait between state echoes "
+                  f"{longest:.2f} s", flush=True)
+    finally:
+        _remove(built, config["store"]["path"])
 
 
 def postgres_probe(server, size: int, seed_documents: int) -> float:
@@ -149,6 +182,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED_DOCUMENTS,
                         help="documents the destination writes; a bigger collection is copied up from them")
     parser.add_argument("--folder", default=os.path.join(REPO, ".cache", "bench", "probe"))
+    parser.add_argument("--sustained", type=int, metavar="SYNCS",
+                        help="DuckDB: instead, this many successive syncs of 100k updates into the --big collection")
+    parser.add_argument("--max-vacuum-tasks", type=int,
+                        help="DuckDB: row-group merges a checkpoint may run (default: the writer's own bound)")
     args = parser.parse_args()
     if args.big > args.seed and args.big % args.seed:
         parser.error(f"--big above --seed ({args.seed:,}) must be a multiple of it")
@@ -157,6 +194,15 @@ def main() -> None:
     logging.getLogger("airbyte").setLevel(logging.WARNING)
     os.makedirs(args.folder, exist_ok=True)
     seconds = {}
+    if args.max_vacuum_tasks is not None:
+        from destination_collection.stores import duckdb_store
+
+        duckdb_store.MAX_VACUUM_TASKS = args.max_vacuum_tasks
+    if args.sustained:
+        if args.store != "duckdb":
+            parser.error("--sustained runs against DuckDB")
+        duckdb_sustained(args.folder, args.big, args.seed, args.sustained)
+        return
     if args.store == "duckdb":
         for size in (args.small, args.big):
             seconds[size] = duckdb_probe(args.folder, size, args.seed)

@@ -91,9 +91,10 @@ class CollectionWriter:
         self.records_since_state = 0
         self.complete = False
         self.stats = WriterStats()
-        # seconds the last ``apply`` spent in the store's lookup and write: the part of a commit that grows with the
-        # collection (the write loop holds states back while it is large; see protocol_loop.HOLD_FACTOR)
-        self.store_seconds = 0.0
+        # seconds the last ``apply`` spent looking up stored documents: the part of a commit that grows with the
+        # collection however few records it carries (the write loop holds states back while it is large; see
+        # protocol_loop.HOLD_FACTOR)
+        self.lookup_seconds = 0.0
         self._empty_meta_text: dict[str, str] = {}
 
     @staticmethod
@@ -189,11 +190,10 @@ class CollectionWriter:
         One lookup (skipped when every change is a new document with a generated id), the fold in arrival order,
         then column changes (DDL first: DuckDB refuses to commit an ALTER that follows a DELETE of the same table in
         one transaction), then one write: remove the stored rows that are deleted or rewritten, insert the rest."""
-        self.store_seconds = 0.0
+        self.lookup_seconds = 0.0
         if not changes:
             return
         store = self.store
-        started = time.perf_counter()
         plain = all(c.generated_id and c.op in FAST_OPS for c in changes)
         if plain:  # fresh random ids only: every change is a new document, nothing to fetch or fold
             stored: dict[str, Stored] = {}
@@ -201,8 +201,9 @@ class CollectionWriter:
         else:
             guard = self.settings.ignore_older_changes
             reads = DocumentReads(changes, guard)
+            started = time.perf_counter()
             stored = store.lookup(self.table, list(dict.fromkeys(c.id for c in changes)), reads)
-            self.store_seconds = time.perf_counter() - started
+            self.lookup_seconds = time.perf_counter() - started
             reads.complete(stored)
             result = fold(
                 changes, stored, guard=guard,
@@ -221,9 +222,7 @@ class CollectionWriter:
         values_by_field = self._evolve(result.writes.values()) if result.writes else {}
         removed = {key: stored[key] for key in (*result.deletes, *result.writes) if key in stored}
         columns, data = self._rows(result.writes, values_by_field)
-        started = time.perf_counter()
         store.write_batch(self.table, removed, columns, data)
-        self.store_seconds += time.perf_counter() - started
         store.touch_collection(self.table)
 
     def _evolve(self, docs) -> dict[str, list]:

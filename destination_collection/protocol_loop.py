@@ -60,14 +60,14 @@ MAX_SAMPLES = 3
 # write the first threshold is raised; objects are still freed by reference counting as before, only the search
 # for reference cycles runs less often. Restored when the last running write loop ends.
 GC_FIRST_THRESHOLD = 50_000
-# Group commit. A commit's lookup and delete read the collection's whole _id column (DuckDB has no index it uses for
-# them): ~0.2 s per commit at 10 M documents however few records it carries. So a STATE is committed at once only if
-# the time since the last commit is at least HOLD_FACTOR times what that commit spent in the store; otherwise it is
-# held (not echoed) and joins the next commit, which also takes the records it covers: the store's share of the time
-# stays near 1/HOLD_FACTOR or below. Where commits are cheap next to the time between states (a small
-# collection, a follow-mode source checkpointing every 0.5 s) every state commits as it arrives; a state is never held
-# longer than flush_interval_secs (checked as messages arrive, as for records).
-HOLD_FACTOR = 8
+# Group commit. A commit's lookup of stored documents reads the collection's whole _id column (DuckDB has no index it
+# uses for joins), and its delete scans the row ids: ~0.2 s per commit at 10 M documents however few records it
+# carries. So a STATE is committed at once only if the time since the last commit is at least HOLD_FACTOR times that
+# commit's lookup; otherwise it is held (not echoed) and joins the next commit, which also takes the records it
+# covers. Where lookups are cheap next to the time between states (up to ~1 M documents; a follow-mode source
+# checkpointing every 0.5 s) every state commits as it arrives; a state is never held longer than
+# flush_interval_secs (checked as messages arrive, as for records).
+HOLD_FACTOR = 16
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, ...] | None = None
@@ -182,7 +182,7 @@ class WriteLoop:
         self._held: list[tuple[dict[str, Any], tuple[str, str, str | None, str | None, str], list[CollectionWriter]]] = []
         self._held_since: float | None = None  # when the oldest held state arrived
         self._last_commit_at: float | None = None  # the loop's clock when the last commit's store work ended
-        self._last_store_seconds = 0.0  # what that commit spent in the store's lookups and writes
+        self._last_lookup_seconds = 0.0  # what that commit's lookups of stored documents took
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -389,7 +389,7 @@ class WriteLoop:
             return False
         if self._last_commit_at is None or now - self._held_since >= self.config.flush_interval_secs:
             return True
-        return now - self._last_commit_at >= HOLD_FACTOR * self._last_store_seconds
+        return now - self._last_commit_at >= HOLD_FACTOR * self._last_lookup_seconds
 
     def _on_trace(self, message: dict[str, Any]) -> None:
         trace = message.get("trace") or {}
@@ -436,11 +436,11 @@ class WriteLoop:
             if not held and completed is None and not any(changes for _, changes in prepared):
                 return
             store = self.store
-            store_seconds = 0.0
+            lookup_seconds = 0.0
             with store.transaction():
                 for writer, changes in prepared:
                     writer.apply(changes)
-                    store_seconds += writer.store_seconds
+                    lookup_seconds += writer.lookup_seconds
                 if completed is not None:
                     completed.remove_old_generations()
                 for _, state, _ in held:
@@ -448,7 +448,7 @@ class WriteLoop:
         except MemoryError as exc:
             raise self._out_of_memory(batches, exc) from None
         now = self.clock()
-        self._last_commit_at, self._last_store_seconds = now, store_seconds
+        self._last_commit_at, self._last_lookup_seconds = now, lookup_seconds
         self._echoes.extend(echo for echo, _, _ in held)
         if self._last_purge is None or now - self._last_purge >= PURGE_EVERY_SECS:
             self._last_purge = now

@@ -231,14 +231,14 @@ def test_flush_after_max_interval_without_state(harness):
 
 
 def _costly_store(monkeypatch, seconds: float) -> None:
-    """Every apply reports ``seconds`` of collection-wide store work (what a big collection's lookups cost)."""
+    """Every apply reports a lookup of ``seconds`` (what a big collection's lookups cost)."""
     from destination_collection.collection_writer import CollectionWriter
 
     original = CollectionWriter.apply
 
     def apply(self, changes):
         original(self, changes)
-        self.store_seconds = seconds if changes else 0.0
+        self.lookup_seconds = seconds if changes else 0.0
 
     monkeypatch.setattr(CollectionWriter, "apply", apply)
 
@@ -246,7 +246,7 @@ def _costly_store(monkeypatch, seconds: float) -> None:
 def test_group_commit_holds_states_while_the_last_commit_was_costly(harness, monkeypatch):
     from destination_collection.protocol_loop import HOLD_FACTOR
 
-    _costly_store(monkeypatch, 0.5)  # each commit: 0.5 s in the store, so states wait HOLD_FACTOR * 0.5 s
+    _costly_store(monkeypatch, 0.5)  # each commit looks up for 0.5 s, so states wait HOLD_FACTOR * 0.5 s
     now = [0.0]
     loop = WriteLoop(harness.config(flush_interval_secs=100), {"streams": [stream("s")]}, clock=lambda: now[0])
     seen = []
