@@ -16,8 +16,8 @@ each change batch and their ratio (big / small: the issue's flatness; goal ≥ 0
     python -m bench.flatness_probe --store duckdb --big 10000000 --sustained 40 [--max-vacuum-tasks 100]
 
 runs 40 successive syncs of 100k updates into one 10 M-document collection instead and prints each sync's seconds and
-its longest wait between two state echoes: the COMMITs whose checkpoints merge row groups (``--max-vacuum-tasks 100``
-is DuckDB's own default; the writer allows 2)."""
+its longest wait between two state echoes: the COMMITs whose checkpoints merge row groups (``--max-vacuum-tasks N``
+bounds the merges per checkpoint; the writer keeps DuckDB's own default, 100: see ``duckdb_store.MAX_VACUUM_TASKS``)."""
 from __future__ import annotations
 
 import argparse
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--sustained", type=int, metavar="SYNCS",
                         help="DuckDB: instead, this many successive syncs of 100k updates into the --big collection")
     parser.add_argument("--max-vacuum-tasks", type=int,
-                        help="DuckDB: row-group merges a checkpoint may run (default: the writer's own bound)")
+                        help="DuckDB: row-group merges a checkpoint may run (default: DuckDB's own, 100)")
     args = parser.parse_args()
     if args.big > args.seed and args.big % args.seed:
         parser.error(f"--big above --seed ({args.seed:,}) must be a multiple of it")

@@ -61,12 +61,12 @@ _ARROW = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 _names = itertools.count()
-# Row-group merges (DuckDB's vacuum) a checkpoint may run. DuckDB's default, 100, lets one COMMIT merge the whole
-# collection once deletes have thinned many row groups together: measured at 10 M documents under uniform updates
-# (1 % of the documents per 100k-record sync), the 24th sync had a 19.3 s COMMIT. With 2, no COMMIT took more than
-# 2.4 s (each merge rewrites up to 3 row groups, ~1.7 s) and the 40 syncs took as long in total (432 s vs 441 s):
-# the merges are spread over the following checkpoints instead of stalling one.
-MAX_VACUUM_TASKS = 2
+# Row-group merges (DuckDB's vacuum) a checkpoint may run; None = DuckDB's own default (100). Measured at 10 M
+# documents under uniform updates (1 % of the documents per 100k-record sync; bench.flatness_probe --sustained), the
+# default let one COMMIT merge most of the collection at once (19.3 s in the 24th sync); 2 spread the merges over the
+# following checkpoints (no COMMIT over 2.4 s, the same total time) but made delete-heavy CDC into a 1 M-document
+# collection ~30 % slower (its thinned row groups wait longer to be merged). So the default stays DuckDB's.
+MAX_VACUUM_TASKS: int | None = None
 logger = logging.getLogger("airbyte")
 
 
@@ -216,7 +216,8 @@ class DuckDBStore(Store):
             self.con.execute(f"SET memory_limit = '{memory_limit}'")
             # validated by the config model (a size such as 16MB): safe to inline
             self.con.execute(f"SET checkpoint_threshold = '{checkpoint_threshold}'")
-            self.con.execute(f"SET max_vacuum_tasks = {MAX_VACUUM_TASKS}")
+            if MAX_VACUUM_TASKS is not None:
+                self.con.execute(f"SET max_vacuum_tasks = {int(MAX_VACUUM_TASKS)}")
         self._in_tx = False
         self._pending: _Commit | None = None
         self.background_commit = background_commit and not read_only

@@ -90,13 +90,3 @@ def test_checkpoint_threshold_is_a_config_field(harness):
     with pytest.raises(AirbyteTracedException, match="store.duckdb.checkpoint_threshold|checkpoint_threshold"):
         parse_config({"store": {**harness.store_config, "checkpoint_threshold": "lots"}})
 
-
-def test_a_checkpoint_merges_a_bounded_number_of_row_group_windows(harness):
-    """DuckDB's default (100 merges per checkpoint) let one COMMIT rewrite most of a big collection at once."""
-    from destination_collection.stores.duckdb_store import MAX_VACUUM_TASKS
-
-    store = harness.store()
-    try:
-        assert int(store.fetchall("SELECT current_setting('max_vacuum_tasks')")[0][0]) == MAX_VACUUM_TASKS == 2
-    finally:
-        store.close()
