@@ -91,9 +91,9 @@ class CollectionWriter:
         self.records_since_state = 0
         self.complete = False
         self.stats = WriterStats()
-        # seconds the last ``apply`` spent looking up stored documents: the part of a commit that grows with the
-        # collection however few records it carries (the write loop holds states back while it is large; see
-        # protocol_loop.HOLD_FACTOR)
+        # seconds the last ``apply`` spent looking up stored documents and deleting the rows it rewrites: the part of
+        # a commit that grows with the collection however few records it carries (the write loop holds states back
+        # while it is large; see protocol_loop.HOLD_FACTOR)
         self.lookup_seconds = 0.0
         self._empty_meta_text: dict[str, str] = {}
 
@@ -222,7 +222,11 @@ class CollectionWriter:
         values_by_field = self._evolve(result.writes.values()) if result.writes else {}
         removed = {key: stored[key] for key in (*result.deletes, *result.writes) if key in stored}
         columns, data = self._rows(result.writes, values_by_field)
-        store.write_batch(self.table, removed, columns, data)
+        if removed:  # the delete scans the collection (DuckDB) or its _id index (PostgreSQL): timed with the lookup
+            started = time.perf_counter()
+            store.write_batch(self.table, removed, [], {"_id": []})
+            self.lookup_seconds += time.perf_counter() - started
+        store.write_batch(self.table, {}, columns, data)
         store.touch_collection(self.table)
 
     def _evolve(self, docs) -> dict[str, list]:

@@ -61,12 +61,12 @@ MAX_SAMPLES = 3
 # for reference cycles runs less often. Restored when the last running write loop ends.
 GC_FIRST_THRESHOLD = 50_000
 # Group commit. A commit's lookup of stored documents reads the collection's whole _id column (DuckDB has no index it
-# uses for joins), and its delete scans the row ids: ~0.2 s per commit at 10 M documents however few records it
-# carries. So a STATE is committed at once only if the time since the last commit is at least HOLD_FACTOR times that
-# commit's lookup; otherwise it is held (not echoed) and joins the next commit, which also takes the records it
-# covers. Where lookups are cheap next to the time between states (up to ~1 M documents; a follow-mode source
-# checkpointing every 0.5 s) every state commits as it arrives; a state is never held longer than
-# flush_interval_secs (checked as messages arrive, as for records).
+# uses for joins), and its delete scans the row ids (DuckDB) or walks an _id index bigger than the cache (PostgreSQL):
+# ~0.2 s per commit at 10 M documents however few records it carries. So a STATE is committed at once only if the
+# time since the last commit is at least HOLD_FACTOR times that commit's lookup and delete; otherwise it is held (not
+# echoed) and joins the next commit, which also takes the records it covers. Where those are cheap next to the time
+# between states (up to ~1 M documents; a follow-mode source checkpointing every 0.5 s) every state commits as it
+# arrives; a state is never held longer than flush_interval_secs (checked as messages arrive, as for records).
 HOLD_FACTOR = 16
 _gc_lock = threading.Lock()
 _gc_users = 0
@@ -182,7 +182,7 @@ class WriteLoop:
         self._held: list[tuple[dict[str, Any], tuple[str, str, str | None, str | None, str], list[CollectionWriter]]] = []
         self._held_since: float | None = None  # when the oldest held state arrived
         self._last_commit_at: float | None = None  # the loop's clock when the last commit's store work ended
-        self._last_lookup_seconds = 0.0  # what that commit's lookups of stored documents took
+        self._last_lookup_seconds = 0.0  # what that commit's lookups and deletes of stored documents took
 
     # -- setup ------------------------------------------------------------------------------------------------
     def _open(self) -> None:
