@@ -3,8 +3,8 @@ apply the batch to the store (the caller owns the transaction)."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
