@@ -89,4 +89,3 @@ def test_checkpoint_threshold_is_a_config_field(harness):
 
     with pytest.raises(AirbyteTracedException, match="store.duckdb.checkpoint_threshold|checkpoint_threshold"):
         parse_config({"store": {**harness.store_config, "checkpoint_threshold": "lots"}})
-

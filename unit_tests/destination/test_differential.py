@@ -32,11 +32,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
+from unittest import mock
 
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-
-from unittest import mock
 
 from destination_collection import protocol_loop
 from destination_collection.naming import SYSTEM_COLUMNS

@@ -339,10 +339,10 @@ def test_group_commit_writes_the_same_documents_as_a_commit_per_state(tmp_path, 
         if n % 3 == 2:
             messages.append(state("s", {"n": n}, state_id=n))
     documents = {}
+    _costly_store(monkeypatch, 1.0)
     for factor in (0, 10**9):  # never hold / hold every state until the end of input
         harness = Harness({"store_type": "duckdb", "path": str(tmp_path / f"f{factor}.duckdb")})
         with mock.patch.object(protocol_loop, "HOLD_FACTOR", factor):
-            _costly_store(monkeypatch, 1.0)
             echoes = harness.write([stream("s", pk=[["k"]])], messages)
         assert [e["state"]["id"] for e in echoes] == [n for n in range(40) if n % 3 == 2]
         documents[factor] = {key: (doc["_doc"], doc["_meta"].get("error")) for key, doc in harness.rows("s").items()}
