@@ -55,11 +55,6 @@ from .stores import GLOBAL_STATE_KEY, Store, open_store
 
 logger = logging.getLogger("airbyte")
 MAX_SAMPLES = 3
-# A batch keeps ~5 containers per buffered record alive until its flush, so the cyclic GC's default first threshold
-# (700 allocations) walks the same young records over and over (~3 us per record, ~10 % of a write). During a
-# write the first threshold is raised; objects are still freed by reference counting as before, only the search
-# for reference cycles runs less often. Restored when the last running write loop ends.
-GC_FIRST_THRESHOLD = 50_000
 # Group commit. A commit's lookup of stored documents reads the collection's whole _id column (DuckDB has no index it
 # uses for joins), and its delete scans the row ids (DuckDB) or walks an _id index bigger than the cache (PostgreSQL):
 # ~0.2 s per commit at 10 M documents however few records it carries. So a STATE is committed at once only if the
@@ -68,6 +63,11 @@ GC_FIRST_THRESHOLD = 50_000
 # between states (up to ~1 M documents; a follow-mode source checkpointing every 0.5 s) every state commits as it
 # arrives; a state is never held longer than flush_interval_secs (checked as messages arrive, as for records).
 HOLD_FACTOR = 16
+# A batch keeps ~5 containers per buffered record alive until its flush, so the cyclic GC's default first threshold
+# (700 allocations) walks the same young records over and over (~3 us per record, ~10 % of a write). During a
+# write the first threshold is raised; objects are still freed by reference counting as before, only the search
+# for reference cycles runs less often. Restored when the last running write loop ends.
+GC_FIRST_THRESHOLD = 50_000
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, ...] | None = None
