@@ -8,13 +8,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from airbyte_cdk.models import ConfiguredAirbyteStream
 
 from . import jsonio
 from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, convert, declared_type, misfit_change, value_type, widen, unify, MISFIT
 from .config import DestinationConfig
-from .documents import KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
+from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
+from .set_batch import MAX_RECORD_BYTES, JsonBatch, SetBatch
 from .naming import SYSTEM_COLUMNS, column_name, table_name
 from .operations import ChangeCounts, DocumentReads, FoldResult, Stored, document_shape, fold
 from .stores.base import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, Store
@@ -26,6 +28,15 @@ MAX_TYPED_COLUMNS = 256
 _SIMPLE_TYPES = {str: VARCHAR, bool: "BOOLEAN", float: "DOUBLE", dict: JSON, list: JSON}
 FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
 _EXACT = {VARCHAR: str, "BOOLEAN": bool, "DOUBLE": float}
+
+
+@dataclass
+class ColumnPlan:
+    """New typed columns and widenings a batch needs (``CollectionWriter.plan_columns``)."""
+
+    new_columns: list[Column] = field(default_factory=list)
+    widenings: list[tuple[Column, str]] = field(default_factory=list)
+    capped: str | None = None  # the first field past MAX_TYPED_COLUMNS (it stays in _doc only)
 
 
 def stream_key(name: str, namespace: str | None) -> str:
@@ -86,6 +97,17 @@ class CollectionWriter:
         self._column_cap_logged = False
         self.plan = GenerationPlan(self.generation_id, None)
         self.buffer: list[tuple[dict[str, Any], Any]] = []
+        self._buffer_from_lines = True  # every buffered record was parsed from a protocol line (set_batch.JsonBatch)
+        # the set-based path (set_batch.py) for this collection: a store that runs it, no transformation, no
+        # event-time field, an id_field / primary key of top-level fields that are not metadata
+        settings = self.settings
+        self.set_batches = (
+            getattr(store, "set_batches", False)
+            and self.transformation is None
+            and not settings.event_time_field
+            and not (settings.id_field and (settings.id_field.startswith(KINESIS_PREFIX) or settings.id_field in SPECIAL_FIELDS))
+            and all(len(path) == 1 for path in self.builder.primary_key)
+        )
         self.first_buffered_at: float | None = None
         self._buffered_bytes = 0  # input bytes of the records in ``buffer`` (valid while it is not empty)
         self.records_since_state = 0
@@ -135,21 +157,53 @@ class CollectionWriter:
         if not self.buffer:  # the first record of a new batch (taking the changes emptied the buffer)
             self.first_buffered_at = now
             self._buffered_bytes = 0
+            self._buffer_from_lines = True
         self._buffered_bytes += size
         self.buffer.append((data, emitted_at))
         self.records_since_state += 1
         self.stats.records += 1
+
+    def added_an_object(self) -> None:
+        """The record just added came as an object, not parsed from a protocol line: it may hold values that are not
+        JSON (NaN, datetimes, …), so its batch takes the per-record path."""
+        self._buffer_from_lines = False
 
     def buffered_bytes(self) -> int:
         """Input bytes of the buffered records (0 when the buffer is empty)."""
         return self._buffered_bytes if self.buffer else 0
 
     # -- batch processing -------------------------------------------------------------------------------------
-    def take_changes(self) -> list[Change]:
-        """Turn the buffer into changes (documents + transformation); empties the buffer."""
+    def take_changes(self) -> list[Change] | JsonBatch:
+        """Empty the buffer into what ``apply`` takes: a ``JsonBatch`` for the set-based path when this collection
+        and the records allow it (see set_batch.py), else changes (documents + transformation)."""
         batch, self.buffer, self.first_buffered_at = self.buffer, [], None
         if not batch:
             return []
+        if self.set_batches and self._buffer_from_lines:
+            json_batch = self._json_batch(batch)
+            if json_batch is not None:
+                return json_batch
+        return self._changes(batch)
+
+    @staticmethod
+    def _json_batch(batch: list[tuple[Any, Any]]) -> JsonBatch | None:
+        """The batch as JSON texts, or None when a record is not for the set-based path (an integer beyond 64 bits
+        orjson does not write, a record bigger than ``MAX_RECORD_BYTES``, a float ``emitted_at``)."""
+        dumps = orjson.dumps
+        try:
+            texts = [dumps(data) for data, _ in batch]
+        except TypeError:
+            return None
+        if max(map(len, texts)) > MAX_RECORD_BYTES:
+            return None
+        # _airbyte_extracted_at: an integer emitted_at in range (documents.extracted_time); anything else but a float
+        # means the ingestion time (None here), a float goes the per-record way (its rounding to microseconds)
+        emitted = [e if type(e) is int and EMITTED_MIN_MS <= e <= EMITTED_MAX_MS else None for _, e in batch]
+        if any(type(e) is float for _, e in batch):
+            return None
+        return JsonBatch(texts, emitted, batch)
+
+    def _changes(self, batch: list[tuple[Any, Any]]) -> list[Change]:
         now = dt.datetime.now(dt.timezone.utc)
         build = self.builder.build
         if self.transformation is None:
@@ -184,8 +238,9 @@ class CollectionWriter:
             )
         return [change for _, change in ordered]
 
-    def apply(self, changes: list[Change]) -> None:
-        """Apply changes to the store; the caller holds the transaction.
+    def apply(self, changes: list[Change] | JsonBatch) -> None:
+        """Apply what ``take_changes`` gave to the store; the caller holds the transaction. A ``JsonBatch`` goes the
+        set-based way (set_batch.py) unless it needs this per-record path, which it then takes.
 
         One lookup (skipped when every change is a new document with a generated id), the fold in arrival order,
         then column changes (DDL first: DuckDB refuses to commit an ALTER that follows a DELETE of the same table in
@@ -193,6 +248,16 @@ class CollectionWriter:
         self.lookup_seconds = 0.0
         if not changes:
             return
+        if isinstance(changes, JsonBatch):
+            lane = SetBatch(self, changes, dt.datetime.now(dt.timezone.utc))
+            if lane.apply():
+                self.store.touch_collection(self.table)
+                return
+            logger.debug(f"Stream '{self.name}': a batch takes the per-record path ({lane.reason}).")
+            found_rows, changes = lane.found_rows, self._changes(changes.records)
+            lane_lookup_seconds = lane.lookup_seconds
+        else:
+            found_rows, lane_lookup_seconds = None, 0.0
         store = self.store
         plain = all(c.generated_id and c.op in FAST_OPS for c in changes)
         if plain:  # fresh random ids only: every change is a new document, nothing to fetch or fold
@@ -202,8 +267,12 @@ class CollectionWriter:
             guard = self.settings.ignore_older_changes
             reads = DocumentReads(changes, guard)
             started = time.perf_counter()
-            stored = store.lookup(self.table, list(dict.fromkeys(c.id for c in changes)), reads)
-            self.lookup_seconds = time.perf_counter() - started
+            ids = list(dict.fromkeys(c.id for c in changes))
+            if found_rows is not None:  # the set-based path found the stored rows of these ids already
+                stored = store.lookup(self.table, ids, reads, found_rows)
+            else:
+                stored = store.lookup(self.table, ids, reads)
+            self.lookup_seconds = time.perf_counter() - started + lane_lookup_seconds
             reads.complete(stored)
             result = fold(
                 changes, stored, guard=guard,
@@ -261,42 +330,70 @@ class CollectionWriter:
             # new columns are created (and named) in order of first appearance, as before
             order = dict.fromkeys(key for doc in docs for key in doc.fields)
             observed = {key: observed[key] for key in order if key in observed}
-        new_columns = []
+        self.apply_columns(self.plan_columns(observed))
+        return values_by_field
+
+    def plan_columns(self, observed: dict[str, set[str]]) -> "ColumnPlan":
+        """What the batch's values need of the typed columns (``observed``: field → the logical types of its non-null
+        values, fields in order of first appearance): new columns and widenings, decided here, changed by
+        ``apply_columns``. The per-record path and the set-based path (set_batch.py) share this policy."""
+        plan = ColumnPlan()
         taken = {c.name.lower() for c in self.columns.values()} | set(SYSTEM_COLUMNS)
+        count = len(self.columns)
         for key, kinds in observed.items():
             column = self.columns.get(key)
             if column is None:
                 if "\x00" in key:
                     continue
-                if len(self.columns) >= MAX_TYPED_COLUMNS:
+                if count >= MAX_TYPED_COLUMNS:
                     # Past the cap a field lives in _doc only (still queryable as JSON): a record with thousands of
                     # keys must not exhaust the store (PostgreSQL allows 1600 columns; DuckDB's memory per column).
-                    if not self._column_cap_logged:
-                        self._column_cap_logged = True
-                        logger.warning(
-                            f"Collection {self.table}: more than {MAX_TYPED_COLUMNS} top-level fields; fields beyond "
-                            f"the first {MAX_TYPED_COLUMNS} (e.g. '{key}') get no typed column and stay in _doc."
-                        )
+                    plan.capped = plan.capped or key
                     continue
                 logical = None
                 for kind in kinds:
                     logical = unify(logical, kind)
                 name = column_name(key, taken)
                 taken.add(name.lower())
-                column = Column(key, name, logical)
-                new_columns.append(column)
-                self.columns[key] = column
+                plan.new_columns.append(Column(key, name, logical))
+                count += 1
                 continue
             target = column.type
             for kind in kinds:
                 target = widen(Column(key, column.name, target, column.declared), kind)
             if target != column.type:
-                logger.info(f"Collection {self.table}: column for field '{key}' widens from {column.type} to {target}.")
-                self.store.widen_column(self.table, column, target)
-                column.type = target
-        if new_columns:
-            self.store.add_columns(self.table, new_columns)
-        return values_by_field
+                plan.widenings.append((column, target))
+        return plan
+
+    def column_type(self, key: str, plan: "ColumnPlan") -> str | None:
+        """The type field ``key``'s column will have once ``plan`` is applied (None: no typed column)."""
+        for column, target in plan.widenings:
+            if column.field == key:
+                return target
+        column = self.columns.get(key)
+        if column is not None:
+            return column.type
+        for column in plan.new_columns:
+            if column.field == key:
+                return column.type
+        return None
+
+    def apply_columns(self, plan: "ColumnPlan") -> None:
+        """Make the typed columns what ``plan`` says (DDL; inside the caller's transaction)."""
+        if plan.capped and not self._column_cap_logged:
+            self._column_cap_logged = True
+            logger.warning(
+                f"Collection {self.table}: more than {MAX_TYPED_COLUMNS} top-level fields; fields beyond "
+                f"the first {MAX_TYPED_COLUMNS} (e.g. '{plan.capped}') get no typed column and stay in _doc."
+            )
+        for column, target in plan.widenings:
+            logger.info(f"Collection {self.table}: column for field '{column.field}' widens from {column.type} to {target}.")
+            self.store.widen_column(self.table, column, target)
+            column.type = target
+        for column in plan.new_columns:
+            self.columns[column.field] = column
+        if plan.new_columns:
+            self.store.add_columns(self.table, plan.new_columns)
 
     def _rows(self, writes, values_by_field: dict[str, list]) -> tuple[list[tuple[str, str]], dict[str, list]]:
         """Column lists for the batch. Columnar: each typed column is built with one comprehension and checked in

@@ -44,14 +44,14 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # emitted_at values datetime can hold (year 1..9999), in ms since the epoch.
-_MIN_EMITTED_MS = -62_135_596_800_000
-_MAX_EMITTED_MS = 253_402_300_799_999
+EMITTED_MIN_MS = -62_135_596_800_000
+EMITTED_MAX_MS = 253_402_300_799_999
 
 
 def extracted_time(emitted_at_ms: Any, ingested_at: dt.datetime) -> dt.datetime:
     """``_airbyte_extracted_at`` from a record's ``emitted_at`` (ms); the ingestion time when it is missing or not a
     usable number (a hostile or broken source must not stop the write)."""
-    if type(emitted_at_ms) in (int, float) and _MIN_EMITTED_MS <= emitted_at_ms <= _MAX_EMITTED_MS:
+    if type(emitted_at_ms) in (int, float) and EMITTED_MIN_MS <= emitted_at_ms <= EMITTED_MAX_MS:
         return EPOCH + dt.timedelta(milliseconds=emitted_at_ms)
     return ingested_at
 

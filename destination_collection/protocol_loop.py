@@ -316,6 +316,7 @@ class WriteLoop:
             self.unknown_streams[key] = self.unknown_streams.get(key, 0) + 1
             return
         data = record.get("data")
+        from_line = size is not None
         if size is None:
             size = record_size(data)
         max_bytes = self.config.batch_max_bytes
@@ -325,6 +326,8 @@ class WriteLoop:
             self._commit([w for w in self.writers.values() if w.buffer])
         now = self.clock()
         writer.add(data, record.get("emitted_at"), now, size)
+        if not from_line:
+            writer.added_an_object()
         self._buffered_total += size
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs

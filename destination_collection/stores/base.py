@@ -52,6 +52,8 @@ class Store(abc.ABC):
     name = "store"
     # declared capabilities: text columns can hold U+0000 (PostgreSQL's cannot: such a value is a misfit there)
     holds_nul = True
+    # runs the set-based batch path (set_batch.py: DuckDB SQL over a batch staged as JSON text) with ``staged``
+    set_batches = False
     schema: str | None = None
     json_sql_type = "JSON"
     param = "?"

@@ -171,6 +171,7 @@ class DuckDBStore(Store):
     # PRIMARY KEY by earlier versions keep it and work the same way.
     id_constraint = " NOT NULL"
     memory_limit = DEFAULT_MEMORY_LIMIT
+    set_batches = True  # runs the set-based batch path (set_batch.py)
 
     def __init__(
         self, path: str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT,
@@ -305,7 +306,7 @@ class DuckDBStore(Store):
         )
 
     @contextlib.contextmanager
-    def _staged(self, table: pa.Table) -> Iterator[str]:
+    def staged(self, table: pa.Table) -> Iterator[str]:
         """``table`` registered under a fresh name for the statements of the ``with`` block (zero-copy scans)."""
         self.settle()
         name = f"__kc_stage_{next(_names)}"
@@ -315,16 +316,24 @@ class DuckDBStore(Store):
         finally:
             self.con.unregister(name)
 
-    def lookup(self, table: str, ids: list[str], reads: DocumentReads) -> dict[str, Stored]:
+    def lookup(
+        self, table: str, ids: list[str], reads: DocumentReads, found_rows: list[tuple] | None = None
+    ) -> dict[str, Stored]:
+        """``found_rows``: step 1's rows (``_id, _event_time, _airbyte_generation_id, _doc_shape, rowid`` of the stored
+        rows of ``ids``) when the caller has them from this transaction already (the set-based path, handing a batch
+        over to the per-record one): then only the documents are read."""
         if not ids:
             return {}
-        # 1. which ids are stored: a hash join with the batch as the build side, reading only the table's _id column
-        #    (and the small columns of matched rows)
-        with self._staged(pa.table({"_id": pa.array(ids, pa.string())})) as staged:
-            rows = self.fetchall(
-                f"SELECT t._id, t._event_time, t._airbyte_generation_id, {self.shape_sql(table, 't.')}, t.rowid "
-                f"FROM {self.q(table)} t JOIN {staged} s ON t._id = s._id"
-            )
+        if found_rows is not None:
+            rows = found_rows
+        else:
+            # 1. which ids are stored: a hash join with the batch as the build side, reading only the table's _id
+            #    column (and the small columns of matched rows)
+            with self.staged(pa.table({"_id": pa.array(ids, pa.string())})) as staged:
+                rows = self.fetchall(
+                    f"SELECT t._id, t._event_time, t._airbyte_generation_id, {self.shape_sql(table, 't.')}, t.rowid "
+                    f"FROM {self.q(table)} t JOIN {staged} s ON t._id = s._id"
+                )
         found: dict[str, Stored] = {}
         for key, event_time, generation, shape, rowid in rows:
             stored = found.get(key)
@@ -338,7 +347,7 @@ class DuckDBStore(Store):
         #    so its cost grows with the collection (see the module docstring)
         wanted = [key for key, stored in found.items() if reads.needs(key, stored.shape)]
         if wanted:
-            with self._staged(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())})) as staged:
+            with self.staged(pa.table({"r": pa.array([found[key].locator[0] for key in wanted], pa.int64())})) as staged:
                 docs = self.fetchall(
                     f"SELECT t.rowid, t._doc, t._meta FROM {self.q(table)} t JOIN {staged} s ON t.rowid = s.r"
                 )
@@ -357,7 +366,7 @@ class DuckDBStore(Store):
             # by rowid (found by ``lookup`` in this transaction): no second scan of the _id column. (RETURNING would
             # cost ~100x the DELETE itself: DuckDB materialises the deleted rows; the count is checked instead.)
             rowids = [rowid for stored in removed.values() for rowid in stored.locator]
-            with self._staged(pa.table({"r": pa.array(rowids, pa.int64())})) as staged:
+            with self.staged(pa.table({"r": pa.array(rowids, pa.int64())})) as staged:
                 gone = self.fetchall(f"DELETE FROM {self.q(table)} AS t USING {staged} AS s WHERE t.rowid = s.r")[0][0]
             if gone != len(rowids):
                 # rowids are stable within a transaction; if that ever failed, stop before the collection is wrong
@@ -369,7 +378,7 @@ class DuckDBStore(Store):
             return
         arrays = [pa.array(data[name], _ARROW[kind]) for name, kind in columns]
         names = ", ".join(quote_ident(name) for name, _ in columns)
-        with self._staged(pa.Table.from_arrays(arrays, names=[name for name, _ in columns])) as staged:
+        with self.staged(pa.Table.from_arrays(arrays, names=[name for name, _ in columns])) as staged:
             self.execute(f"INSERT INTO {self.q(table)} ({names}) SELECT {names} FROM {staged}")
 
     def table_bytes(self, table: str) -> int | None:

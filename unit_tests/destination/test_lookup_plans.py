@@ -19,13 +19,27 @@ def plans(monkeypatch):
     seen: list[tuple[str, str]] = []
     original = duckdb_store.DuckDBStore.fetchall
 
-    def spy(self, sql, params=None):
-        if sql.lstrip().upper().startswith("SELECT") and " JOIN " in sql:
-            plan = "\n".join(row[1] for row in original(self, "EXPLAIN " + sql, params))
+    def explain(self, sql, params):
+        # a SELECT with a join of the collection, or the one a set-based batch keeps in a temporary table
+        select = sql
+        if sql.lstrip().upper().startswith("CREATE TEMP TABLE"):
+            select = sql[sql.index(" AS SELECT ") + 4:]
+        if select.lstrip().upper().startswith("SELECT") and " JOIN " in select and f'"{S}"' in select:
+            plan = "\n".join(row[1] for row in original(self, "EXPLAIN " + select, params))
             seen.append((sql, plan))
+
+    def spy(self, sql, params=None):
+        explain(self, sql, params)
         return original(self, sql, params)
 
+    execute = duckdb_store.DuckDBStore.execute
+
+    def spy_execute(self, sql, params=None):
+        explain(self, sql, params)
+        return execute(self, sql, params)
+
     monkeypatch.setattr(duckdb_store.DuckDBStore, "fetchall", spy)
+    monkeypatch.setattr(duckdb_store.DuckDBStore, "execute", spy_execute)
     return seen
 
 

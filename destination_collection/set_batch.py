@@ -1,0 +1,486 @@
+"""The set-based batch path: a batch goes into the store as JSON text, and DuckDB does the rest as set operations.
+
+**Input (the batch interface).** ``JsonBatch``: per record, its ``data`` object as JSON text exactly as
+``orjson.dumps`` writes it (canonical: no duplicate keys, no NaN, integers within 64 bits) and its ``emitted_at``
+(int ms, or None). The write loop builds it from records it parsed from protocol lines (``CollectionWriter
+.take_changes``); a caller that already holds such texts (the runner) can hand them over as they are. The record
+objects are kept beside the texts, only for batches this path does not take.
+
+**What runs in the store** (DuckDB: vectorized, on both cores), per batch: the records' key lists (grouped: a stream
+has a handful of distinct ones); one parse per record that extracts every needed value (``json_extract`` with a
+list of JSON pointers) and writes ``_doc`` (``json_merge_patch`` removing the ``_kinesis_*`` fields and ``_id``);
+the types of each field's values (for new and widened typed columns, decided by ``CollectionWriter.plan_columns``
+as on the per-record path); ``_id`` (``id_field``, the record's ``_id``, the primary key as a canonical JSON array,
+else a generated UUIDv7), ``_event_time`` (``_kinesis_arrival_time``), ``_meta`` (``{"kinesis": …}`` in the record's
+key order), ``_doc_shape`` (computed in Python once per distinct key list); folding repeated ids (the last change
+of an id wins: see below); finding the stored rows of the batch's ids; the delete and the insert.
+
+**Which batches.** The ones whose result is the last change of each ``_id`` without reading any stored document,
+which is what event streams send: no ingest transformation, no ``event_time_field``; every record an object whose
+only underscored metadata are ``_kinesis_*`` fields (not ``_kinesis_shadowed`` / ``_raw_data`` / ``_error``) and
+``_id``, with no ``_op``, ``_event_time`` or ``_meta``; ids that are strings or integers (primary-key strings
+without characters JSON escapes); arrival times in ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)`` form; values that fit
+their typed columns as they are (after widening); every change of an ``_id`` in the batch, and its stored document,
+with the same field names in the same order (``_doc_shape``: then the merge of a change onto it is the change);
+stored rows of the live generation, one per ``_id``; no older-change guard when an ``_id`` repeats or is stored.
+Any other batch goes through the per-record path (documents.py, operations.fold), the reference this path is
+tested against (``unit_tests/destination/test_set_batch.py``): every check runs before the batch writes anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from . import jsonio
+from .column_types import BIGINT, BOOLEAN, DOUBLE, JSON, VARCHAR
+from .documents import KINESIS_FIELDS, KINESIS_PREFIX
+from .naming import quote_ident
+from .operations import ChangeCounts, document_shape
+from .stores.base import SHAPE_COLUMN
+
+if TYPE_CHECKING:
+    from .collection_writer import CollectionWriter
+
+# Groups of distinct key lists a batch may have; more (records of ever different shapes) take the per-record path,
+# as do records with more distinct top-level names than MAX_NAMES.
+MAX_GROUPS = 32
+MAX_NAMES = 512
+# Records up to this size (their JSON text) only: DuckDB's JSON functions hold a parsed copy of each record per
+# function and thread, and a batch of big records took more than the default memory_limit (a 10 MiB record: 244 MiB)
+# where the per-record path writes it in bounded memory.
+MAX_RECORD_BYTES = 256 * 1024
+_UNSUPPORTED_UNDERSCORED = ("_op", "_event_time", "_meta", "_kinesis_shadowed", "_kinesis_raw_data", "_kinesis_error")
+# Arrival times both parsers read the same way (Python's datetime.fromisoformat and DuckDB's TIMESTAMPTZ cast): an
+# explicit offset, hours 00-23, seconds 00-59, 1-6 fractional digits, years 1000-9999. A date that does not exist
+# (Feb 30) fails both: the ingestion time, as on the per-record path.
+_ARRIVAL_RE = (
+    r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+# primary-key strings that orjson writes as '"' + text + '"' (nothing to escape)
+_PLAIN_STRING_RE = r'[^"\\\x{00}-\x{1f}]*'
+_ID_TYPES = frozenset({"VARCHAR", "BIGINT", "UBIGINT", "NULL"})
+# JSON value types (json_type) → the logical type the per-record path observes (column_types.value_type)
+_KIND = {"VARCHAR": VARCHAR, "BOOLEAN": BOOLEAN, "DOUBLE": DOUBLE, "BIGINT": BIGINT, "UBIGINT": BIGINT,
+         "OBJECT": JSON, "ARRAY": JSON}
+# the JSON value types each column type takes without a conversion the per-record path would note (a misfit)
+_FITS = {
+    VARCHAR: frozenset({"VARCHAR", "NULL"}),
+    BOOLEAN: frozenset({"BOOLEAN", "NULL"}),
+    BIGINT: frozenset({"BIGINT", "UBIGINT", "NULL"}),
+    DOUBLE: frozenset({"DOUBLE", "BIGINT", "UBIGINT", "NULL"}),
+    JSON: frozenset({"VARCHAR", "BOOLEAN", "DOUBLE", "BIGINT", "UBIGINT", "OBJECT", "ARRAY", "NULL"}),
+}
+_INT64_MAX = 2**63 - 1
+_names = iter(range(1, 1 << 62))
+_SCAN_CHUNK = 8192  # rows per Arrow record batch staged (DuckDB scans them in parallel)
+
+
+@dataclass
+class JsonBatch:
+    """A batch for the set-based path (see the module docstring)."""
+
+    texts: list[bytes]
+    emitted_at: list[int | None]
+    records: list[tuple[Any, Any]] = field(default_factory=list)  # (data, emitted_at) for the per-record path
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def literal(text: str) -> str:
+    """A SQL string literal (standard SQL: quotes doubled; DuckDB reads backslashes as themselves)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pointer(path: list[str]) -> str:
+    """An RFC 6901 JSON pointer."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in path)
+
+
+@dataclass
+class _Group:
+    """One distinct key list of the batch."""
+
+    index: int
+    keys: list[str]
+    fields: list[str]
+    kinesis: list[tuple[str, str]]  # (record key, _meta.kinesis name) in record order
+    shape: str | None
+
+
+class SetBatch:
+    """One batch through the set-based path, inside the caller's transaction. ``apply`` returns False, having
+    written nothing, when the batch needs the per-record path."""
+
+    def __init__(self, writer: "CollectionWriter", batch: JsonBatch, ingested_at: dt.datetime) -> None:
+        self.writer = writer
+        self.store = writer.store
+        self.batch = batch
+        self.ingested_at = ingested_at
+        suffix = next(_names)
+        self.ids = f"__kc_lane_ids_{suffix}"
+        self.rm = f"__kc_lane_rm_{suffix}"
+        self.reason = ""  # why the batch took the per-record path (for tests and debug logs)
+        # the stored rows of the batch's ids when the batch takes the per-record path after looking them up
+        self.found_rows: list[tuple] | None = None
+        self.lookup_seconds = 0.0  # what looking up the stored rows took
+
+    # -- the whole batch ------------------------------------------------------------------------------------------
+    def apply(self) -> bool:
+        store = self.store
+        batch = self.batch
+        n = len(batch)
+        staged_table = pa.table({
+            "seq": pa.array(range(n), pa.int64()),
+            "d": pa.array(batch.texts, pa.binary()).cast(pa.string()),
+            "e": pa.array(batch.emitted_at, pa.int64()),
+        })
+        # several record batches: DuckDB scans an Arrow table one record batch per thread
+        staged_table = pa.Table.from_batches(staged_table.to_batches(max_chunksize=_SCAN_CHUNK))
+        created: list[str] = []
+        failed = True
+        try:
+            with store.staged(staged_table) as staged:
+                self.staged = staged
+                groups = self._groups()
+                if groups is None:
+                    return False
+                self._paths(groups)
+                self.groups = groups
+                lookup_started = time.perf_counter()
+                folded = self._fold(created)
+                if folded is None:
+                    return False
+                plan = self._check_values()
+                if plan is None:
+                    return False
+                counts = self._find_stored(folded, created)
+                if counts is None:
+                    return False
+                lookup_seconds = time.perf_counter() - lookup_started
+                # every check passed: from here on the batch is written (DDL first, as on the per-record path)
+                self.writer.apply_columns(plan)
+                if counts.updated:
+                    started = time.perf_counter()
+                    gone = store.fetchall(
+                        f"DELETE FROM {store.q(self.writer.table)} AS t USING {self.rm} AS r WHERE t.rowid = r.r"
+                    )[0][0]
+                    lookup_seconds += time.perf_counter() - started
+                    if gone != counts.updated:
+                        raise RuntimeError(
+                            f"Collection {self.writer.table}: deleting {counts.updated} looked-up row(s) by rowid "
+                            f"removed {gone} row(s); the batch was rolled back."
+                        )
+                store.execute(self._insert_sql())
+            self.writer.lookup_seconds = lookup_seconds
+            self.writer.stats.counts.add(counts)
+            failed = False
+            return True
+        finally:
+            if not failed or self.reason:  # (after an error the transaction rolls back, temporary tables with it)
+                for name in reversed(created):
+                    store.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def _fallback(self, reason: str) -> None:
+        self.reason = reason
+        return None
+
+    # -- 1. key lists -----------------------------------------------------------------------------------------------
+    def _groups(self) -> list[_Group] | None:
+        rows = self.store.fetchall(
+            f"SELECT any_value(keys), min(seq) AS first, bool_or(left(d, 1) <> '{{') FROM (SELECT json_keys(d) AS keys, "
+            f"hash(keys) AS h, seq, d FROM {self.staged}) GROUP BY h, len(keys) ORDER BY first"
+        )
+        if any(not_object for _, _, not_object in rows):
+            return self._fallback("a record that is not a JSON object")
+        if len(rows) > MAX_GROUPS:
+            return self._fallback(f"more than {MAX_GROUPS} distinct key lists")
+        groups = []
+        for index, (keys, _, _) in enumerate(rows):
+            if len(keys) > MAX_NAMES:
+                return self._fallback(f"a record with more than {MAX_NAMES} keys")
+            fields, kinesis = [], []
+            for key in keys:
+                if "\x00" in key or key in _UNSUPPORTED_UNDERSCORED:
+                    return self._fallback(f"a record with the key {key!r}")
+                if key.startswith(KINESIS_PREFIX):
+                    kinesis.append((key, KINESIS_FIELDS.get(key, key[len(KINESIS_PREFIX):])))
+                elif key != "_id":
+                    fields.append(key)
+            meta = {"kinesis": None} if kinesis else {}
+            groups.append(_Group(index, list(keys), fields, kinesis, document_shape(dict.fromkeys(fields), meta)))
+        self.has_id_key = any("_id" in g.keys for g in groups)
+        return groups
+
+    def _group_sql(self, alias: str) -> str:
+        """A record's group (distinct key list) index."""
+        if len(self.groups) == 1:
+            return "0"
+        return f"CASE json_keys({alias}.d) " + " ".join(
+            f"WHEN [{', '.join(literal(k) for k in g.keys)}]::VARCHAR[] THEN {g.index}" for g in self.groups
+        ) + " END"
+
+    # -- 2. what is read per record ---------------------------------------------------------------------------------
+    def _paths(self, groups: list[_Group]) -> None:
+        """The fields (``field_pos``: field → 1-based position in the list of their JSON types) and the JSON values
+        of the metadata and id fields (``kinesis_pos``, ``id_field_pos``, ``id_key_pos``, ``pk_pos``: positions in
+        the list of values)."""
+        self.field_pos: dict[str, int] = {}
+        for group in groups:
+            for key in group.fields:
+                self.field_pos.setdefault(key, len(self.field_pos) + 1)
+        positions: dict[str, int] = {}
+
+        def position(path: list[str]) -> int:
+            return positions.setdefault(pointer(path), len(positions) + 1)
+
+        self.kinesis_pos: dict[str, int] = {}
+        for group in groups:
+            for key, _ in group.kinesis:
+                self.kinesis_pos.setdefault(key, position([key]))
+        writer = self.writer
+        id_field = writer.settings.id_field
+        self.id_field_pos = position([id_field]) if id_field else None
+        self.id_key_pos = position(["_id"]) if self.has_id_key else None
+        builder = writer.builder
+        self.pk_pos = [position(path) for path in builder.primary_key] if builder.use_primary_key else []
+        self.value_pointers = list(positions)
+        self.generated = self._id_sql() is None
+
+    def _values_sql(self, alias: str) -> str:
+        return f"json_extract({alias}.d, {_pointer_list(None, self.value_pointers)})"
+
+    def _id_sql(self) -> str | None:
+        """SQL for a record's ``_id`` from ``v`` (its values list; NULL where it has none: a generated one then), or
+        None when every id is generated."""
+        layers = []
+        if self.id_field_pos is not None:
+            layers.append(_id_text(f"v[{self.id_field_pos}]"))
+        if self.id_key_pos is not None:
+            layers.append(_id_text(f"v[{self.id_key_pos}]"))
+        if self.pk_pos:
+            parts = " || ',' || ".join(_pk_text(f"v[{p}]") for p in self.pk_pos)
+            layers.append(f"'[' || {parts} || ']'")
+        if not layers:
+            return None
+        return f"coalesce({', '.join(layers)}, uuidv7()::VARCHAR)"
+
+    def _id_problem_sql(self) -> str:
+        """True for a record whose id values are not of the id types (or a primary-key string JSON escapes)."""
+        checks = [
+            f"coalesce(json_type(v[{p}]), 'NULL') NOT IN ({', '.join(literal(t) for t in sorted(_ID_TYPES))})"
+            for p in (self.id_field_pos, self.id_key_pos, *self.pk_pos) if p is not None
+        ]
+        checks += [
+            f"(json_type(v[{p}]) = 'VARCHAR' AND NOT regexp_full_match(v[{p}]->>'$', {literal(_PLAIN_STRING_RE)}))"
+            for p in self.pk_pos
+        ]
+        return " OR ".join(checks) or "false"
+
+    # -- 3. fold repeated ids -----------------------------------------------------------------------------------------
+    def _fold(self, created: list[str]) -> tuple[int, int] | None:
+        """Group the changes by id (the last one of each is written: same field names, see the module docstring):
+        (distinct ids, ids changed more than once), or None for the per-record path."""
+        n = len(self.batch)
+        self.repeated = 0
+        if self.generated:
+            return n, 0
+        store = self.store
+        store.execute(
+            f"CREATE TEMP TABLE {self.ids} AS SELECT id, count(*) AS n, min(seq) AS first, max(seq) AS last, "
+            f"min(g) AS g, count(DISTINCT g) AS groups, bool_or(bad) AS bad FROM (SELECT seq, g, {self._id_sql()} AS id, "
+            f"{self._id_problem_sql()} AS bad FROM (SELECT s.seq, {self._group_sql('s')} AS g, {self._values_sql('s')} "
+            f"AS v FROM {self.staged} s)) GROUP BY id"
+        )
+        created.append(self.ids)
+        distinct, repeated, mixed, bad = store.fetchall(
+            f"SELECT count(*), count(*) FILTER (n > 1), count(*) FILTER (groups > 1), count(*) FILTER (bad) "
+            f"FROM {self.ids}"
+        )[0]
+        if bad:
+            return self._fallback("an id or primary-key value that is not a string or an integer")
+        if mixed:
+            return self._fallback("changes of one _id with different field names")
+        if self.writer.settings.ignore_older_changes and repeated:
+            return self._fallback("the older-change guard with repeated ids")
+        self.repeated = repeated
+        return distinct, repeated
+
+    def _written(self) -> str:
+        """FROM clause of the records the batch writes (alias ``s``): the last change of each id."""
+        if self.generated or not self.repeated:
+            return f"FROM {self.staged} s"
+        return f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"
+
+    # -- 4. value types: typed columns, arrival times -----------------------------------------------------------------
+    def _check_values(self):
+        """The types of the values the batch writes, for the typed columns (``CollectionWriter.plan_columns``)."""
+        writer = self.writer
+        fields = list(self.field_pos)
+        selects = ["list(DISTINCT t)"]  # the distinct lists of the fields' types: a handful per batch
+        arrival = self.kinesis_pos.get("_kinesis_arrival_time")
+        inner = [f"json_type(s.d, {_pointer_list([[key] for key in fields])}) AS t"]
+        if arrival is not None:
+            inner.append(f"json_extract(s.d, {literal(pointer(['_kinesis_arrival_time']))}) AS a")
+            selects.append(
+                f"bool_and(a IS NULL OR json_type(a) = 'NULL' OR (json_type(a) = 'VARCHAR' AND "
+                f"regexp_full_match(a->>'$', {literal(_ARRIVAL_RE)})))"
+            )
+        row = self.store.fetchall(f"SELECT {', '.join(selects)} FROM (SELECT {', '.join(inner)} {self._written()})")[0]
+        types: dict[str, set[str]] = {key: set() for key in fields}
+        for type_list in row[0] or ():
+            for key, kind in zip(fields, type_list):
+                if kind is not None:
+                    types[key].add(kind)
+        if arrival is not None and row[1] is False:
+            return self._fallback("an arrival time not in the form both parsers read alike")
+        unsigned = [key for key, kinds in types.items() if "UBIGINT" in kinds]
+        if unsigned:
+            # integers past 2**63 - 1 are DECIMAL or JSON on the per-record path (column_types.value_type)
+            spec = jsonio.dumps(dict.fromkeys(unsigned, "HUGEINT"))
+            biggest = self.store.fetchall(
+                f"SELECT {', '.join(f'max(struct_extract_at(r, {i}))' for i in range(1, len(unsigned) + 1))} "
+                f"FROM (SELECT TRY(json_transform(s.d, {literal(spec)})) AS r {self._written()})"
+            )[0]
+            for key, value in zip(unsigned, biggest):
+                if value is None or value > _INT64_MAX:
+                    return self._fallback(f"an integer beyond 64 bits in field {key!r}")
+        observed = {key: {_KIND[k] for k in kinds if k != "NULL"} for key, kinds in types.items()}
+        plan = writer.plan_columns({key: kinds for key, kinds in observed.items() if kinds})
+        for key, kinds in types.items():
+            column_type = writer.column_type(key, plan)
+            if column_type is not None and not kinds <= _FITS.get(column_type, frozenset()):
+                return self._fallback(f"field {key!r}: values that do not fit its {column_type} column as they are")
+        return plan
+
+    # -- 5. the stored rows -------------------------------------------------------------------------------------------
+    def _find_stored(self, folded: tuple[int, int], created: list[str]) -> ChangeCounts | None:
+        """The stored rows of the batch's ids (their rowids kept for the delete) and what the batch does to them."""
+        n = len(self.batch)
+        distinct, _ = folded
+        if self.generated:
+            return ChangeCounts(inserted=n)
+        store = self.store
+        table = store.q(self.writer.table)
+        shapes = "CASE i.g " + " ".join(
+            f"WHEN {g.index} THEN {literal(g.shape) if g.shape else 'NULL'}" for g in self.groups
+        ) + " END"
+        started = time.perf_counter()
+        store.execute(
+            f"CREATE TEMP TABLE {self.rm} AS SELECT t.rowid AS r, t._id AS id, t._event_time AS event_time, "
+            f"t._airbyte_generation_id AS generation, "
+            f"CAST({store.shape_sql(self.writer.table, 't.')} AS VARCHAR) AS shape, CAST({shapes} AS VARCHAR) AS expected "
+            f"FROM {table} t JOIN {self.ids} i ON t._id = i.id"
+        )
+        created.append(self.rm)
+        self.lookup_seconds = time.perf_counter() - started
+        minimum = self.writer.plan.min_alive_generation
+        old = f"generation IS NULL OR generation < {int(minimum)}" if minimum is not None else "false"
+        stored, stored_ids, old_rows, other_shape = store.fetchall(
+            f"SELECT count(*), count(DISTINCT id), count(*) FILTER ({old}), "
+            f"count(*) FILTER (shape IS NULL OR expected IS NULL OR shape <> expected) FROM {self.rm}"
+        )[0]
+        # from here on, a batch handed to the per-record path takes the stored rows found here along (no second join)
+        self.found_rows = store.fetchall(f"SELECT id, event_time, generation, shape, r FROM {self.rm}") if (
+            stored != stored_ids or old_rows or other_shape or (self.writer.settings.ignore_older_changes and stored)
+        ) else None
+        if stored != stored_ids:
+            return self._fallback("an _id stored in more than one row")
+        if old_rows:
+            return self._fallback("stored documents of an older generation")
+        if other_shape:
+            return self._fallback("stored documents with other field names (a merge reads them)")
+        if self.writer.settings.ignore_older_changes and stored:
+            return self._fallback("the older-change guard with stored documents")
+        return ChangeCounts(inserted=distinct - stored, updated=stored, merged=n - distinct)
+
+    # -- 6. the rows --------------------------------------------------------------------------------------------------
+    def _insert_sql(self) -> str:
+        writer = self.writer
+        store = self.store
+        ingested = f"TIMESTAMPTZ {literal(self.ingested_at.isoformat())}"
+        # one parse per row for every value the row needs but _doc (json_transform: case-sensitive keys, JSON null
+        # → NULL; the typed values were checked to fit; metadata as JSON), read by position: struct field names
+        # compare case-insensitively
+        spec: dict[str, str] = {}
+        for key in self.kinesis_pos:
+            spec[key] = "JSON"
+        typed = [(key, column) for key, column in writer.columns.items() if key in self.field_pos]
+        for key, column in typed:
+            spec[key] = store.sql_type(column.type)
+        position = {key: index for index, key in enumerate(spec, start=1)}
+
+        def value(key: str) -> str:
+            return f"struct_extract_at(l.r, {position[key]})"
+
+        arrival = "_kinesis_arrival_time" if "_kinesis_arrival_time" in self.kinesis_pos else None
+        event_time = f"coalesce(TRY_CAST({value(arrival)}->>'$' AS TIMESTAMPTZ), {ingested})" if arrival else ingested
+        metas = []
+        for g in self.groups:
+            if g.kinesis:
+                inner = ", ".join(f"{literal(name)}, {value(key)}" for key, name in g.kinesis)
+                metas.append((g.index, f"json_object('kinesis', json_object({inner}))"))
+            else:
+                metas.append((g.index, "'{}'::JSON"))
+        empty_meta = jsonio.dumps({"sync_id": writer.sync_id, "changes": []})
+        generation = writer.plan.write_generation
+        values = {
+            "_id": "uuidv7()::VARCHAR" if self.generated else "l.id",
+            "_event_time": event_time,
+            "_meta": _by_group(metas),
+            "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_pos, '_id'])))})",
+            "_airbyte_raw_id": "uuidv7()::VARCHAR",
+            # (emitted_at: None unless an integer within documents.extracted_time's range)
+            "_airbyte_extracted_at": f"coalesce(make_timestamptz(l.e * 1000), {ingested})",
+            "_airbyte_meta": f"{literal(empty_meta)}::JSON",
+            "_airbyte_generation_id": str(int(generation)) if generation is not None else "NULL",
+        }
+        if SHAPE_COLUMN in (name for name, _ in writer.system_columns):
+            values[SHAPE_COLUMN] = _by_group([(g.index, literal(g.shape) if g.shape else "NULL") for g in self.groups])
+        for key, column in typed:
+            values[column.name] = value(key)
+        inner = ["s.d", "s.e", f"{self._group_sql('s')} AS g"]
+        inner.append(f"json_transform(s.d, {literal(jsonio.dumps(spec))}) AS r" if spec else "NULL AS r")
+        if self.generated:
+            source = f"FROM {self.staged} s"
+        else:
+            inner.append("i.id")
+            source = f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"
+        columns = ", ".join(quote_ident(name) for name in values)
+        # (rows in no particular order: the physical order of a collection is not part of its contract)
+        return (
+            f"INSERT INTO {store.q(writer.table)} ({columns}) SELECT {', '.join(values.values())} "
+            f"FROM (SELECT {', '.join(inner)} {source}) l"
+        )
+
+
+def _pointer_list(paths: list[list[str]] | None, pointers: list[str] | None = None) -> str:
+    pointers = pointers if pointers is not None else [pointer(path) for path in paths or []]
+    return "[" + ", ".join(literal(p) for p in pointers) + "]::VARCHAR[]"
+
+
+def _by_group(pairs: list[tuple[int, str]]) -> str:
+    if len(pairs) == 1:
+        return pairs[0][1]
+    return "CASE l.g " + " ".join(f"WHEN {index} THEN {sql}" for index, sql in pairs) + " END"
+
+
+def _id_text(value: str) -> str:
+    """``documents.id_text`` of a JSON value of the id types (a string as itself, an integer as its digits)."""
+    return (
+        f"CASE json_type({value}) WHEN 'VARCHAR' THEN {value}->>'$' WHEN 'BIGINT' THEN {value}::VARCHAR "
+        f"WHEN 'UBIGINT' THEN {value}::VARCHAR END"
+    )
+
+
+def _pk_text(value: str) -> str:
+    """One primary-key value as ``jsonio.dumps`` writes it inside the key's JSON array (missing: null)."""
+    return (
+        f"CASE json_type({value}) WHEN 'VARCHAR' THEN '\"' || ({value}->>'$') || '\"' WHEN 'BIGINT' THEN "
+        f"{value}::VARCHAR WHEN 'UBIGINT' THEN {value}::VARCHAR ELSE 'null' END"
+    )
