@@ -1,0 +1,272 @@
+"""Differential tests of the set-based batch path (set_batch.py) against the per-record path (issue 11, item 4).
+
+The same messages are written twice into fresh DuckDB files: once as the destination runs (a batch the set-based path
+covers goes that way) and once with the set-based path switched off (``DuckDBStore.set_batches = False``: every batch
+through documents.py and operations.fold, the reference). The collections must be identical: per ``_id`` the
+``_doc`` and ``_meta`` (values and key order), ``_event_time`` and ``_airbyte_extracted_at`` (where they do not come
+from the ingestion time, which differs between runs), ``_airbyte_meta``, ``_doc_shape``, the generation, every typed
+value; the same column types; the same summary counts. ``append`` collections (generated ids) are compared as
+multisets of rows without ``_id``.
+
+Input: Kinesis-shaped records (the six ``_kinesis_*`` fields, sometimes one missing or moved) whose payload fields
+come from a small pool (so shapes repeat) with values of every JSON type — integers at and past the 64-bit edges,
+strings with quotes, backslashes, control characters, NUL and non-ASCII, nested objects, nulls — ids from a small
+pool (strings and integers, sometimes of other types, sometimes null or absent), sometimes ``_id`` / ``_op`` /
+``_meta`` keys, arrival times in and out of the form the set-based path reads, ``emitted_at`` of several kinds, many
+changes of one ``_id`` in one batch and across batches (two syncs), ``append`` / ``append_dedup`` by ``id_field`` or
+by primary key, and an overwrite sync (generations). Each example also records which batches took the set-based
+path; the test asserts that a good share of them did, so it cannot pass by never using it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+from typing import Any, Callable
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from destination_collection import set_batch
+from destination_collection.documents import parse_event_time
+from destination_collection.naming import SYSTEM_COLUMNS
+from destination_collection.stores import duckdb_store
+from unit_tests.destination.harness import Harness, record, state, stream
+from unit_tests.destination.reference_model import canonical
+from unit_tests.destination.test_differential import SUMMARY, captured_log
+
+S = "events"
+FIELDS = ["a", "b", "c", "ID", "id", "é", "x/y", "q'uote"]
+KINESIS = ["_kinesis_stream", "_kinesis_shard_id", "_kinesis_sequence_number", "_kinesis_sub_sequence_number",
+           "_kinesis_partition_key", "_kinesis_arrival_time"]
+INTS = [0, 1, -1, 2**31, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**64, 10**30]
+STRINGS = ["", "x", "Grüße 🔔", 'q"uote', "back\\slash", "tab\tnl\n", "nul\x00", "\x1f", "/", "'"]
+ARRIVALS = ["2026-11-25T21:30:39.248Z", "2026-11-25T21:30:39Z", "2026-11-25T23:30:39.248123+02:00",
+            "2026-02-30T00:00:00Z", "2026-03-01T24:00:00Z", "2026-11-25 21:30:39Z", "2026-11-25T21:30:39.1234567Z",
+            "0999-01-01T00:00:00Z", 1700000000, None]
+
+scalars = st.one_of(st.none(), st.booleans(), st.sampled_from(INTS), st.sampled_from(STRINGS),
+                    st.sampled_from([0.5, -0.0, 1e20, 5e-324, 2.0]))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=2), st.dictionaries(st.sampled_from(["x", "_kinesis_stream", "k"]), inner, max_size=2)
+), max_leaves=3)
+ids = st.sampled_from(["o-1", "o-2", "o-3", 1, 2, 2**64 - 1, None, 1.5, True, {"n": 1}, 'q"id', "o\\1"])
+
+
+@st.composite
+def payloads(draw: Callable, keyed: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    # mostly one field list (an event stream's), sometimes another (a new shape)
+    names = FIELDS[:3] if draw(st.integers(0, 3)) else draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True))
+    for name in names:
+        data[name] = draw(values) if draw(st.integers(0, 2)) == 0 else draw(st.sampled_from([1, 2, "v", None, 3.5]))
+    if keyed:
+        data["order"] = draw(ids) if draw(st.integers(0, 5)) else draw(st.sampled_from(["o-1", "o-2"]))
+        if draw(st.integers(0, 12)) == 0:
+            del data["order"]
+    extra = draw(st.integers(0, 24))
+    if extra == 0:
+        data["_id"] = draw(st.sampled_from(["i-1", 7, None, [1]]))
+    elif extra == 1:
+        data["_op"] = draw(st.sampled_from(["DELETE", "repsert", "bogus"]))
+    elif extra == 2:
+        data["_meta"] = {"m": 1}
+    elif extra == 3:
+        data["_other"] = draw(scalars)
+    kinesis = {
+        "_kinesis_stream": "orders",
+        "_kinesis_shard_id": draw(st.sampled_from(["shardId-000000000000", "shardId-000000000001"])),
+        "_kinesis_sequence_number": str(49_590_338_271_490_256_608_559_692_538_361_571_095_921_575_989_136_588_898
+                                        + draw(st.integers(0, 3))),
+        "_kinesis_sub_sequence_number": draw(st.sampled_from([0, 0, 1])),
+        "_kinesis_partition_key": draw(st.sampled_from(["p", 'p"q'])),
+        "_kinesis_arrival_time": ARRIVALS[0] if draw(st.integers(0, 3)) else draw(st.sampled_from(ARRIVALS)),
+    }
+    layout = draw(st.integers(0, 12))
+    if layout == 0:
+        del kinesis[draw(st.sampled_from(KINESIS))]
+    elif layout == 1:  # metadata first: other key order, another shape
+        return {**kinesis, **data}
+    return {**data, **kinesis}
+
+
+@st.composite
+def scenarios(draw: Callable) -> dict[str, Any]:
+    mode = draw(st.sampled_from(["id_field", "pk", "append", "id_field"]))
+    collection: dict[str, Any] = {"stream": S}
+    if mode == "id_field":
+        collection["id_field"] = "order"
+    pk = [["_kinesis_shard_id"], ["_kinesis_sequence_number"], ["_kinesis_sub_sequence_number"]] if mode == "pk" else [["order"]]
+    overwrite = mode != "append" and draw(st.integers(0, 5)) == 0
+    syncs = []
+    for number in range(draw(st.integers(1, 2))):
+        messages = []
+        for index in range(draw(st.integers(1, 14))):
+            if draw(st.integers(0, 6)) == 0:
+                messages.append(state(S, {"i": index}))
+            emitted = draw(st.sampled_from([1_700_000_000_000, 1_700_000_000_000, 1_700_000_001_000, None, 10**30,
+                                            1.7e12, "later"]))
+            messages.append(record(S, draw(payloads(keyed=mode != "pk")), emitted_at=emitted))
+        syncs.append(messages)
+    return {"mode": mode, "collection": collection, "pk": pk, "syncs": syncs, "overwrite": overwrite,
+            "batch_size": draw(st.sampled_from([10_000, 3]))}
+
+
+def _streams(scenario: dict[str, Any], sync: int) -> list[dict[str, Any]]:
+    mode = "append" if scenario["mode"] == "append" else "append_dedup"
+    if scenario["overwrite"]:  # the second sync replaces the first one's generation
+        return [stream(S, mode=mode, pk=scenario["pk"], generation_id=sync + 1, minimum_generation_id=sync + 1)]
+    return [stream(S, mode=mode, pk=scenario["pk"], generation_id=1, minimum_generation_id=0, sync_id=7)]
+
+
+def _write(scenario: dict[str, Any], lane: bool, folder: str) -> dict[str, Any]:
+    harness = Harness({"store_type": "duckdb", "path": os.path.join(folder, f"{lane}.duckdb")})
+    harness.options = {"collections": [scenario["collection"]], "batch_size": scenario["batch_size"],
+                       "flush_interval_secs": 1e9}
+    taken: list[bool] = []
+    summary: dict[str, int] = {}
+    original = set_batch.SetBatch.apply
+
+    def apply(self):
+        result = original(self)
+        taken.append(result)
+        return result
+
+    saved = duckdb_store.DuckDBStore.set_batches
+    duckdb_store.DuckDBStore.set_batches = lane
+    set_batch.SetBatch.apply = apply
+    try:
+        for number, sync in enumerate(scenario["syncs"]):
+            with captured_log() as lines:
+                harness.write(_streams(scenario, number), sync)
+            for line in lines:
+                match = SUMMARY.search(line)
+                if match:
+                    for name, value in match.groupdict().items():
+                        if name != "key":
+                            summary[name] = summary.get(name, 0) + int(value or 0)
+    finally:
+        duckdb_store.DuckDBStore.set_batches = saved
+        set_batch.SetBatch.apply = original
+    store = harness.store()
+    try:
+        columns = {f: (c.name, c.type) for f, c in store.load_columns(S).items()}
+    finally:
+        store.close()
+    rows = harness.rows(S)
+    return {"rows": rows, "columns": columns, "summary": summary, "taken": taken}
+
+
+def _comparable(row: dict[str, Any], generated: bool) -> dict[str, Any]:
+    """A row as the two runs must agree on it: JSON with key order, ingestion-time values left out."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in ("_airbyte_raw_id",) or (generated and name == "_id"):
+            continue
+        if name in ("_doc", "_meta", "_airbyte_meta"):
+            value = json.dumps(value, sort_keys=False, ensure_ascii=False)
+        out[name] = value
+    return out
+
+
+def _ingestion_dependent(row: dict[str, Any], scenario: dict[str, Any]) -> set[str]:
+    """Columns that hold the ingestion time in this row (a fresh value per run)."""
+    names = set()
+    arrival = (row["_meta"] or {}).get("kinesis", {}).get("arrival_time")
+    if arrival is None or parse_event_time(arrival) is None:
+        names.add("_event_time")
+    extracted = row["_airbyte_extracted_at"]
+    if extracted is not None and extracted > dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1):
+        names.add("_airbyte_extracted_at")
+    return names
+
+
+def check(scenario: dict[str, Any]) -> list[bool]:
+    with tempfile.TemporaryDirectory() as folder:
+        lane = _write(scenario, True, folder)
+        reference = _write(scenario, False, folder)
+    problems = []
+    if lane["columns"] != reference["columns"]:
+        problems.append(f"columns: {lane['columns']} != {reference['columns']}")
+    if lane["summary"] != reference["summary"]:
+        problems.append(f"summary: {lane['summary']} != {reference['summary']}")
+    generated = scenario["mode"] == "append"
+
+    def rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for row in run["rows"].values():
+            skip = _ingestion_dependent(row, scenario)
+            out.append({k: v for k, v in _comparable(row, generated).items() if k not in skip})
+        return out
+
+    if generated:
+        left = sorted(canonical({k: str(v) for k, v in r.items()}) for r in rows(lane))
+        right = sorted(canonical({k: str(v) for k, v in r.items()}) for r in rows(reference))
+        if left != right:
+            problems.append(f"append rows differ:\n  set-based  {left}\n  per-record {right}")
+    else:
+        left = {r["_id"]: r for r in rows(lane)}
+        right = {r["_id"]: r for r in rows(reference)}
+        if set(left) != set(right):
+            problems.append(f"_ids: only set-based {sorted(set(left) - set(right))}, only per-record {sorted(set(right) - set(left))}")
+        for key in sorted(set(left) & set(right)):
+            a, b = left[key], right[key]
+            for name in sorted(set(a) | set(b)):
+                if name in a and name in b and a[name] != b[name]:
+                    problems.append(f"_id {key!r} {name}: set-based {a[name]!r} != per-record {b[name]!r}")
+    assert not problems, "\n".join(problems[:20])
+    assert not reference["taken"], "the reference run must not use the set-based path"
+    return lane["taken"]
+
+
+TAKEN: list[bool] = []
+
+
+@settings(max_examples=int(os.environ.get("SET_BATCH_EXAMPLES", "120")), deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if os.environ.get("DIFFERENTIAL_SHRINK") else []))
+@given(scenarios())
+def test_the_set_based_path_and_the_per_record_path_write_the_same_collections(scenario):
+    TAKEN.extend(check(scenario))
+
+
+def test_the_randomized_batches_exercise_the_set_based_path():
+    """Runs after the property test (same module, file order): a good share of its batches took the set-based path,
+    and some did not (both sides of every check were exercised)."""
+    if not TAKEN:
+        test_the_set_based_path_and_the_per_record_path_write_the_same_collections()
+    share = sum(TAKEN) / len(TAKEN)
+    assert 0.2 < share < 0.95, f"{sum(TAKEN)} of {len(TAKEN)} batches took the set-based path"
+
+
+def _kinesis(order: Any, n: int, **payload: Any) -> dict[str, Any]:
+    return {"order": order, **payload, "_kinesis_stream": "orders", "_kinesis_shard_id": "shardId-000000000000",
+            "_kinesis_sequence_number": str(10**55 + n), "_kinesis_sub_sequence_number": 0,
+            "_kinesis_partition_key": "p", "_kinesis_arrival_time": f"2026-11-25T21:30:{n % 60:02d}.248Z"}
+
+
+def test_repeated_ids_in_one_batch_and_across_batches_are_folded_the_same_way():
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, _kinesis("o-1", 1, a=1, b="x")), record(S, _kinesis("o-1", 2, a=2, b="y")),
+                     record(S, _kinesis(5, 3, a=3, b="z")), record(S, _kinesis("5", 4, a=4, b=None))],
+                    [record(S, _kinesis("o-1", 5, a=5, b="w")), record(S, _kinesis("o-2", 6, a=6, b="v")),
+                     record(S, _kinesis("o-2", 7, a=7.5, b="u")), record(S, _kinesis(5, 8, a=None, b="t"))],
+                ]}
+    taken = check(scenario)
+    assert taken == [True, True]
+
+
+def test_a_batch_the_set_based_path_does_not_cover_is_written_by_the_per_record_path_whole():
+    """One record with an _op in a batch of plain ones: the whole batch goes the per-record way (nothing written
+    twice), with the same result."""
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, _kinesis("o-1", 1, a=1)), record(S, _kinesis("o-2", 2, a=2))],
+                    [record(S, _kinesis("o-1", 3, a=3)), record(S, {**_kinesis("o-2", 4), "_op": "DELETE"}),
+                     record(S, _kinesis("o-3", 5, a=5))],
+                    [record(S, _kinesis("o-1", 6, a=6, extra={"n": 1}))],  # another shape than the stored one
+                ]}
+    assert check(scenario) == [True, False, False]
