@@ -193,8 +193,10 @@ class SetBatch:
     # -- 1. key lists -----------------------------------------------------------------------------------------------
     def _groups(self) -> list[_Group] | None:
         rows = self.store.fetchall(
-            f"SELECT any_value(keys), min(seq) AS first, bool_or(left(d, 1) <> '{{') FROM (SELECT json_keys(d) AS keys, "
-            f"hash(keys) AS h, seq, d FROM {self.staged}) GROUP BY h, len(keys) ORDER BY first"
+            # (grouped by the lists themselves: grouping by their hash is ~0.5 µs per record cheaper, but a collision,
+            # which a producer could craft, would give records another list's _meta and _doc_shape)
+            f"SELECT json_keys(d) AS keys, min(seq) AS first, bool_or(left(d, 1) <> '{{') FROM {self.staged} "
+            f"GROUP BY keys ORDER BY first"
         )
         if any(not_object for _, _, not_object in rows):
             return self._fallback("a record that is not a JSON object")
@@ -433,6 +435,8 @@ class SetBatch:
             "_id": "uuidv7()::VARCHAR" if self.generated else "l.id",
             "_event_time": event_time,
             "_meta": _by_group(metas),
+            # (json_merge_patch: ~3 µs per record, but its result is JSON already; a cut of the text, ~1 µs, would be
+            # parsed again to validate it as JSON on insert, ~1.5 µs: measured, no gain)
             "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_pos, '_id'])))})",
             "_airbyte_raw_id": "uuidv7()::VARCHAR",
             # (emitted_at: None unless an integer within documents.extracted_time's range)
