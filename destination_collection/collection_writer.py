@@ -16,7 +16,7 @@ from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, c
 from .config import DestinationConfig
 from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
-from .set_batch import MAX_RECORD_BYTES, JsonBatch, SetBatch
+from .set_batch import MAX_RECORD_BYTES, JsonBatch, SetBatch, json_batch_records
 from .naming import SYSTEM_COLUMNS, column_name, table_name
 from .operations import ChangeCounts, DocumentReads, FoldResult, Stored, document_shape, fold
 from .stores.base import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, Store
@@ -97,7 +97,9 @@ class CollectionWriter:
         self._column_cap_logged = False
         self.plan = GenerationPlan(self.generation_id, None)
         self.buffer: list[tuple[dict[str, Any], Any]] = []
-        self._buffer_from_lines = True  # every buffered record was parsed from a protocol line (set_batch.JsonBatch)
+        # the buffer holds each record's data as JSON text (set_batch.JsonBatch) rather than as an object: ~20 bytes
+        # of text per ~100 bytes of Python objects, and no object kept per record (see add)
+        self._texts = False
         # the set-based path (set_batch.py) for this collection: a store that runs it, no transformation, no
         # event-time field, an id_field / primary key of top-level fields that are not metadata
         settings = self.settings
@@ -153,20 +155,46 @@ class CollectionWriter:
             self.transformation.close()
 
     def add(self, data: dict[str, Any], emitted_at: Any, now: float, size: int = 0) -> None:
-        """Buffer one record; ``size`` is its input size in bytes (its RECORD line), for ``batch_max_bytes``."""
+        """Buffer one record parsed from a protocol line (JSON values only); ``size`` is its input size in bytes (its
+        RECORD line), for ``batch_max_bytes``.
+
+        For the set-based path the record is kept as its JSON text: a record that path cannot take (an ``_op``,
+        ``_event_time`` or ``_meta`` key, an integer past 64 bits orjson does not write, not an object) turns the
+        batch back into objects."""
         if not self.buffer:  # the first record of a new batch (taking the changes emptied the buffer)
             self.first_buffered_at = now
             self._buffered_bytes = 0
-            self._buffer_from_lines = True
+            self._texts = self.set_batches
+        if self._texts:
+            text = None
+            if type(data) is dict and "_op" not in data and "_event_time" not in data and "_meta" not in data:
+                try:
+                    text = orjson.dumps(data)
+                except TypeError:
+                    pass
+            if text is None:
+                self._to_objects()
+            else:
+                data = text
         self._buffered_bytes += size
         self.buffer.append((data, emitted_at))
         self.records_since_state += 1
         self.stats.records += 1
 
-    def added_an_object(self) -> None:
-        """The record just added came as an object, not parsed from a protocol line: it may hold values that are not
-        JSON (NaN, datetimes, …), so its batch takes the per-record path."""
-        self._buffer_from_lines = False
+    def add_object(self, data: Any, emitted_at: Any, now: float, size: int = 0) -> None:
+        """``add`` for a record given as an object (in-process callers), not parsed from a line: it may hold values that
+        are not JSON (NaN, datetimes, …), so its batch takes the per-record path."""
+        if not self.buffer:
+            self._texts = False
+        self._to_objects()
+        self.add(data, emitted_at, now, size)
+
+    def _to_objects(self) -> None:
+        """The batch so far back from texts to objects (for the per-record path)."""
+        if self._texts:
+            self._texts = False
+            loads = orjson.loads
+            self.buffer = [(loads(text), emitted_at) for text, emitted_at in self.buffer]
 
     def buffered_bytes(self) -> int:
         """Input bytes of the buffered records (0 when the buffer is empty)."""
@@ -179,29 +207,28 @@ class CollectionWriter:
         batch, self.buffer, self.first_buffered_at = self.buffer, [], None
         if not batch:
             return []
-        if self.set_batches and self._buffer_from_lines:
+        if self._texts:
+            self._texts = self.set_batches
             json_batch = self._json_batch(batch)
             if json_batch is not None:
                 return json_batch
+            batch = json_batch_records(batch)
         return self._changes(batch)
 
     @staticmethod
-    def _json_batch(batch: list[tuple[Any, Any]]) -> JsonBatch | None:
-        """The batch as JSON texts, or None when a record is not for the set-based path (an integer beyond 64 bits
-        orjson does not write, a record bigger than ``MAX_RECORD_BYTES``, a float ``emitted_at``)."""
-        dumps = orjson.dumps
-        try:
-            texts = [dumps(data) for data, _ in batch]
-        except TypeError:
-            return None
+    def _json_batch(batch: list[tuple[bytes, Any]]) -> JsonBatch | None:
+        """The buffered texts as a ``JsonBatch``, or None when the batch is not for the set-based path (a record
+        bigger than ``MAX_RECORD_BYTES``, a float ``emitted_at``)."""
+        texts = [text for text, _ in batch]
         if max(map(len, texts)) > MAX_RECORD_BYTES:
             return None
         # _airbyte_extracted_at: an integer emitted_at in range (documents.extracted_time); anything else but a float
         # means the ingestion time (None here), a float goes the per-record way (its rounding to microseconds)
-        emitted = [e if type(e) is int and EMITTED_MIN_MS <= e <= EMITTED_MAX_MS else None for _, e in batch]
-        if any(type(e) is float for _, e in batch):
+        raw = [e for _, e in batch]
+        if any(type(e) is float for e in raw):
             return None
-        return JsonBatch(texts, emitted, batch)
+        emitted = [e if type(e) is int and EMITTED_MIN_MS <= e <= EMITTED_MAX_MS else None for e in raw]
+        return JsonBatch(texts, emitted, raw)
 
     def _changes(self, batch: list[tuple[Any, Any]]) -> list[Change]:
         now = dt.datetime.now(dt.timezone.utc)
@@ -254,7 +281,7 @@ class CollectionWriter:
                 self.store.touch_collection(self.table)
                 return
             logger.debug(f"Stream '{self.name}': a batch takes the per-record path ({lane.reason}).")
-            found_rows, changes = lane.found_rows, self._changes(changes.records)
+            found_rows, changes = lane.found_rows, self._changes(changes.records())
             lane_lookup_seconds = lane.lookup_seconds
         else:
             found_rows, lane_lookup_seconds = None, 0.0

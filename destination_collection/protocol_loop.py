@@ -325,9 +325,10 @@ class WriteLoop:
             # in one transaction (full writers were committed before this message was handled)
             self._commit([w for w in self.writers.values() if w.buffer])
         now = self.clock()
-        writer.add(data, record.get("emitted_at"), now, size)
-        if not from_line:
-            writer.added_an_object()
+        if from_line:
+            writer.add(data, record.get("emitted_at"), now, size)
+        else:
+            writer.add_object(data, record.get("emitted_at"), now, size)
         self._buffered_total += size
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs

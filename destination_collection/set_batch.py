@@ -1,19 +1,21 @@
 """The set-based batch path: a batch goes into the store as JSON text, and DuckDB does the rest as set operations.
 
 **Input (the batch interface).** ``JsonBatch``: per record, its ``data`` object as JSON text exactly as
-``orjson.dumps`` writes it (canonical: no duplicate keys, no NaN, integers within 64 bits) and its ``emitted_at``
-(int ms, or None). The write loop builds it from records it parsed from protocol lines (``CollectionWriter
-.take_changes``); a caller that already holds such texts (the runner) can hand them over as they are. The record
-objects are kept beside the texts, only for batches this path does not take.
+``orjson.dumps`` writes it (canonical: no duplicate keys, no NaN, integers within 64 bits), its ``emitted_at``
+normalised (an int of ms in range, else None: the ingestion time) and as received. The write loop buffers records it
+parsed from protocol lines as such texts (``CollectionWriter.add``: no object is kept per record) and hands the batch
+over (``take_changes``); a caller that already holds such texts (the runner) can hand them over as they are. A batch
+this path does not take is read back into objects (``records``) for the per-record path.
 
-**What runs in the store** (DuckDB: vectorized, on both cores), per batch: the records' key lists (grouped: a stream
-has a handful of distinct ones); one parse per record that extracts every needed value (``json_extract`` with a
-list of JSON pointers) and writes ``_doc`` (``json_merge_patch`` removing the ``_kinesis_*`` fields and ``_id``);
-the types of each field's values (for new and widened typed columns, decided by ``CollectionWriter.plan_columns``
-as on the per-record path); ``_id`` (``id_field``, the record's ``_id``, the primary key as a canonical JSON array,
-else a generated UUIDv7), ``_event_time`` (``_kinesis_arrival_time``), ``_meta`` (``{"kinesis": …}`` in the record's
-key order), ``_doc_shape`` (computed in Python once per distinct key list); folding repeated ids (the last change
-of an id wins: see below); finding the stored rows of the batch's ids; the delete and the insert.
+**What runs in the store** (DuckDB: vectorized, on both cores; each step one statement over the staged batch): the
+records' key lists, grouped (a stream has a handful of distinct ones); ``_id`` (``id_field``, the record's ``_id``,
+the primary key as a canonical JSON array, else a generated UUIDv7) and the fold of repeated ids (the last change of
+an id wins: see below); the JSON types of the written records' fields (``json_type`` with a list of JSON pointers),
+for new and widened typed columns decided by ``CollectionWriter.plan_columns`` as on the per-record path; the stored
+rows of the batch's ids (a hash join, as the per-record path's lookup); then the delete and one ``INSERT … SELECT``
+that reads every value a row needs in one parse (``json_transform``), writes ``_doc`` (``json_merge_patch`` removing
+the ``_kinesis_*`` fields and ``_id``), ``_meta`` (``{"kinesis": …}`` in the record's key order), ``_event_time``
+(``_kinesis_arrival_time``) and ``_doc_shape`` (computed in Python once per distinct key list).
 
 **Which batches.** The ones whose result is the last change of each ``_id`` without reading any stored document,
 which is what event streams send: no ingest transformation, no ``event_time_field``; every record an object whose
@@ -33,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pyarrow as pa
 
 from . import jsonio
@@ -86,10 +89,20 @@ class JsonBatch:
 
     texts: list[bytes]
     emitted_at: list[int | None]
-    records: list[tuple[Any, Any]] = field(default_factory=list)  # (data, emitted_at) for the per-record path
+    raw_emitted_at: list[Any] = field(default_factory=list)  # as received, for the per-record path
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def records(self) -> list[tuple[Any, Any]]:
+        """(data, emitted_at) per record, for the per-record path."""
+        return json_batch_records(zip(self.texts, self.raw_emitted_at))
+
+
+def json_batch_records(pairs) -> list[tuple[Any, Any]]:
+    """(JSON text, emitted_at) pairs back to (data object, emitted_at) (orjson reads back what it wrote)."""
+    loads = orjson.loads
+    return [(loads(text), emitted_at) for text, emitted_at in pairs]
 
 
 def literal(text: str) -> str:
@@ -152,7 +165,6 @@ class SetBatch:
                     return False
                 self._paths(groups)
                 self.groups = groups
-                lookup_started = time.perf_counter()
                 folded = self._fold(created)
                 if folded is None:
                     return False
@@ -162,7 +174,9 @@ class SetBatch:
                 counts = self._find_stored(folded, created)
                 if counts is None:
                     return False
-                lookup_seconds = time.perf_counter() - lookup_started
+                # what grows with the collection (protocol_loop.HOLD_FACTOR): the join that found the stored rows,
+                # and the delete
+                lookup_seconds = self.lookup_seconds
                 # every check passed: from here on the batch is written (DDL first, as on the per-record path)
                 self.writer.apply_columns(plan)
                 if counts.updated:
@@ -229,60 +243,51 @@ class SetBatch:
 
     # -- 2. what is read per record ---------------------------------------------------------------------------------
     def _paths(self, groups: list[_Group]) -> None:
-        """The fields (``field_pos``: field → 1-based position in the list of their JSON types) and the JSON values
-        of the metadata and id fields (``kinesis_pos``, ``id_field_pos``, ``id_key_pos``, ``pk_pos``: positions in
-        the list of values)."""
+        """The fields (``field_pos``: field → 1-based position in the list of their JSON types), the ``_kinesis_*``
+        keys, and the id values (``id_field_pos``, ``id_key_pos``, ``pk_pos``: positions in the list of id values)."""
         self.field_pos: dict[str, int] = {}
         for group in groups:
             for key in group.fields:
                 self.field_pos.setdefault(key, len(self.field_pos) + 1)
+        self.kinesis_keys = list(dict.fromkeys(key for group in groups for key, _ in group.kinesis))
         positions: dict[str, int] = {}
 
         def position(path: list[str]) -> int:
             return positions.setdefault(pointer(path), len(positions) + 1)
 
-        self.kinesis_pos: dict[str, int] = {}
-        for group in groups:
-            for key, _ in group.kinesis:
-                self.kinesis_pos.setdefault(key, position([key]))
         writer = self.writer
         id_field = writer.settings.id_field
         self.id_field_pos = position([id_field]) if id_field else None
         self.id_key_pos = position(["_id"]) if self.has_id_key else None
         builder = writer.builder
         self.pk_pos = [position(path) for path in builder.primary_key] if builder.use_primary_key else []
-        self.value_pointers = list(positions)
-        self.generated = self._id_sql() is None
+        self.id_pointers = list(positions)
+        self.generated = not positions
 
-    def _values_sql(self, alias: str) -> str:
-        return f"json_extract({alias}.d, {_pointer_list(None, self.value_pointers)})"
-
-    def _id_sql(self) -> str | None:
-        """SQL for a record's ``_id`` from ``v`` (its values list; NULL where it has none: a generated one then), or
-        None when every id is generated."""
+    def _id_sql(self) -> str:
+        """SQL for a record's ``_id`` from ``tv``/``sv`` (the JSON types and texts of its id values), a generated
+        UUIDv7 where it has none."""
         layers = []
         if self.id_field_pos is not None:
-            layers.append(_id_text(f"v[{self.id_field_pos}]"))
+            layers.append(_id_text(self.id_field_pos))
         if self.id_key_pos is not None:
-            layers.append(_id_text(f"v[{self.id_key_pos}]"))
+            layers.append(_id_text(self.id_key_pos))
         if self.pk_pos:
-            parts = " || ',' || ".join(_pk_text(f"v[{p}]") for p in self.pk_pos)
+            parts = " || ',' || ".join(_pk_text(p) for p in self.pk_pos)
             layers.append(f"'[' || {parts} || ']'")
-        if not layers:
-            return None
         return f"coalesce({', '.join(layers)}, uuidv7()::VARCHAR)"
 
     def _id_problem_sql(self) -> str:
         """True for a record whose id values are not of the id types (or a primary-key string JSON escapes)."""
         checks = [
-            f"coalesce(json_type(v[{p}]), 'NULL') NOT IN ({', '.join(literal(t) for t in sorted(_ID_TYPES))})"
+            f"coalesce(tv[{p}], 'NULL') NOT IN ({', '.join(literal(t) for t in sorted(_ID_TYPES))})"
             for p in (self.id_field_pos, self.id_key_pos, *self.pk_pos) if p is not None
         ]
         checks += [
-            f"(json_type(v[{p}]) = 'VARCHAR' AND NOT regexp_full_match(v[{p}]->>'$', {literal(_PLAIN_STRING_RE)}))"
+            f"(tv[{p}] = 'VARCHAR' AND NOT regexp_full_match(sv[{p}], {literal(_PLAIN_STRING_RE)}))"
             for p in self.pk_pos
         ]
-        return " OR ".join(checks) or "false"
+        return " OR ".join(checks)
 
     # -- 3. fold repeated ids -----------------------------------------------------------------------------------------
     def _fold(self, created: list[str]) -> tuple[int, int] | None:
@@ -295,13 +300,14 @@ class SetBatch:
         store = self.store
         store.execute(
             f"CREATE TEMP TABLE {self.ids} AS SELECT id, count(*) AS n, min(seq) AS first, max(seq) AS last, "
-            f"min(g) AS g, count(DISTINCT g) AS groups, bool_or(bad) AS bad FROM (SELECT seq, g, {self._id_sql()} AS id, "
-            f"{self._id_problem_sql()} AS bad FROM (SELECT s.seq, {self._group_sql('s')} AS g, {self._values_sql('s')} "
-            f"AS v FROM {self.staged} s)) GROUP BY id"
+            f"min(g) AS g, max(g) AS g_max, bool_or(bad) AS bad FROM (SELECT seq, g, {self._id_sql()} AS id, "
+            f"{self._id_problem_sql()} AS bad FROM (SELECT s.seq, {self._group_sql('s')} AS g, "
+            f"json_type(s.d, {_pointer_list(None, self.id_pointers)}) AS tv, "
+            f"json_extract_string(s.d, {_pointer_list(None, self.id_pointers)}) AS sv FROM {self.staged} s)) GROUP BY id"
         )
         created.append(self.ids)
         distinct, repeated, mixed, bad = store.fetchall(
-            f"SELECT count(*), count(*) FILTER (n > 1), count(*) FILTER (groups > 1), count(*) FILTER (bad) "
+            f"SELECT count(*), count(*) FILTER (n > 1), count(*) FILTER (g <> g_max), count(*) FILTER (bad) "
             f"FROM {self.ids}"
         )[0]
         if bad:
@@ -325,9 +331,9 @@ class SetBatch:
         writer = self.writer
         fields = list(self.field_pos)
         selects = ["list(DISTINCT t)"]  # the distinct lists of the fields' types: a handful per batch
-        arrival = self.kinesis_pos.get("_kinesis_arrival_time")
+        arrival = "_kinesis_arrival_time" in self.kinesis_keys
         inner = [f"json_type(s.d, {_pointer_list([[key] for key in fields])}) AS t"]
-        if arrival is not None:
+        if arrival:
             inner.append(f"json_extract(s.d, {literal(pointer(['_kinesis_arrival_time']))}) AS a")
             selects.append(
                 f"bool_and(a IS NULL OR json_type(a) = 'NULL' OR (json_type(a) = 'VARCHAR' AND "
@@ -339,7 +345,7 @@ class SetBatch:
             for key, kind in zip(fields, type_list):
                 if kind is not None:
                     types[key].add(kind)
-        if arrival is not None and row[1] is False:
+        if arrival and row[1] is False:
             return self._fallback("an arrival time not in the form both parsers read alike")
         unsigned = [key for key, kinds in types.items() if "UBIGINT" in kinds]
         if unsigned:
@@ -410,7 +416,7 @@ class SetBatch:
         # → NULL; the typed values were checked to fit; metadata as JSON), read by position: struct field names
         # compare case-insensitively
         spec: dict[str, str] = {}
-        for key in self.kinesis_pos:
+        for key in self.kinesis_keys:
             spec[key] = "JSON"
         typed = [(key, column) for key, column in writer.columns.items() if key in self.field_pos]
         for key, column in typed:
@@ -420,7 +426,7 @@ class SetBatch:
         def value(key: str) -> str:
             return f"struct_extract_at(l.r, {position[key]})"
 
-        arrival = "_kinesis_arrival_time" if "_kinesis_arrival_time" in self.kinesis_pos else None
+        arrival = "_kinesis_arrival_time" if "_kinesis_arrival_time" in self.kinesis_keys else None
         event_time = f"coalesce(TRY_CAST({value(arrival)}->>'$' AS TIMESTAMPTZ), {ingested})" if arrival else ingested
         metas = []
         for g in self.groups:
@@ -437,7 +443,7 @@ class SetBatch:
             "_meta": _by_group(metas),
             # (json_merge_patch: ~3 µs per record, but its result is JSON already; a cut of the text, ~1 µs, would be
             # parsed again to validate it as JSON on insert, ~1.5 µs: measured, no gain)
-            "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_pos, '_id'])))})",
+            "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_keys, '_id'])))})",
             "_airbyte_raw_id": "uuidv7()::VARCHAR",
             # (emitted_at: None unless an integer within documents.extracted_time's range)
             "_airbyte_extracted_at": f"coalesce(make_timestamptz(l.e * 1000), {ingested})",
@@ -474,17 +480,14 @@ def _by_group(pairs: list[tuple[int, str]]) -> str:
     return "CASE l.g " + " ".join(f"WHEN {index} THEN {sql}" for index, sql in pairs) + " END"
 
 
-def _id_text(value: str) -> str:
-    """``documents.id_text`` of a JSON value of the id types (a string as itself, an integer as its digits)."""
-    return (
-        f"CASE json_type({value}) WHEN 'VARCHAR' THEN {value}->>'$' WHEN 'BIGINT' THEN {value}::VARCHAR "
-        f"WHEN 'UBIGINT' THEN {value}::VARCHAR END"
-    )
+def _id_text(p: int) -> str:
+    """``documents.id_text`` of id value ``p`` when of the id types (a string as itself, an integer as its digits)."""
+    return f"CASE WHEN tv[{p}] IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN sv[{p}] END"
 
 
-def _pk_text(value: str) -> str:
-    """One primary-key value as ``jsonio.dumps`` writes it inside the key's JSON array (missing: null)."""
+def _pk_text(p: int) -> str:
+    """Primary-key value ``p`` as ``jsonio.dumps`` writes it inside the key's JSON array (missing: null)."""
     return (
-        f"CASE json_type({value}) WHEN 'VARCHAR' THEN '\"' || ({value}->>'$') || '\"' WHEN 'BIGINT' THEN "
-        f"{value}::VARCHAR WHEN 'UBIGINT' THEN {value}::VARCHAR ELSE 'null' END"
+        f"CASE tv[{p}] WHEN 'VARCHAR' THEN '\"' || sv[{p}] || '\"' WHEN 'BIGINT' THEN sv[{p}] WHEN 'UBIGINT' THEN "
+        f"sv[{p}] ELSE 'null' END"
     )

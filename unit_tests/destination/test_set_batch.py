@@ -277,7 +277,9 @@ def test_a_batch_the_set_based_path_does_not_cover_is_written_by_the_per_record_
                      record(S, _kinesis("o-3", 5, a=5))],
                     [record(S, _kinesis("o-1", 6, a=6, extra={"n": 1}))],  # another shape than the stored one
                 ]}
-    assert check(scenario) == [True, False, False]
+    # the batch with the _op turns into objects as the record arrives (it never reaches the set-based path); the
+    # last one is looked up there, then handed over
+    assert check(scenario) == [True, False]
 
 
 def test_field_names_of_every_kind_are_written_the_same_way():
