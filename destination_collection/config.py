@@ -56,6 +56,7 @@ class DuckDBStoreConfig(_Model):
     temp_directory: str | None = None
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
     background_commit: bool = True
+    set_based_batches: bool = True
 
     @field_validator("path", "temp_directory")
     @classmethod

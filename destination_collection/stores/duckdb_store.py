@@ -176,7 +176,7 @@ class DuckDBStore(Store):
     def __init__(
         self, path: str, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT,
         temp_directory: str | None = None, checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD,
-        background_commit: bool = True,
+        background_commit: bool = True, set_based_batches: bool = True,
     ):
         """``checkpoint_threshold``: the WAL size at which a commit checkpoints (config ``store.checkpoint_threshold``;
         a checkpoint's cost grows with the collection). ``background_commit``: COMMIT runs on a background thread
@@ -222,6 +222,8 @@ class DuckDBStore(Store):
         self._in_tx = False
         self._pending: _Commit | None = None
         self.background_commit = background_commit and not read_only
+        if not set_based_batches:  # config store.set_based_batches: every batch takes the per-record path
+            self.set_batches = False
 
     def close(self) -> None:
         try:

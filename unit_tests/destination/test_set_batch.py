@@ -296,3 +296,20 @@ def test_field_names_of_every_kind_are_written_the_same_way():
                 ]}
     taken = check(scenario)
     assert taken[0] is True, taken
+
+
+def test_the_config_switch_sends_every_batch_through_the_per_record_path(tmp_path, monkeypatch):
+    calls = []
+    original = set_batch.SetBatch.apply
+    monkeypatch.setattr(set_batch.SetBatch, "apply", lambda self: calls.append(1) or original(self))
+    streams = [stream(S, pk=[["order"]])]
+    messages = [record(S, _kinesis(f"o-{n}", n, a=n)) for n in range(5)]
+    for switch, expected in ((False, []), (True, [1])):
+        harness = Harness({"store_type": "duckdb", "path": str(tmp_path / f"{switch}.duckdb"),
+                           "set_based_batches": switch})
+        harness.options = {"collections": [{"stream": S, "id_field": "order"}]}
+        calls.clear()
+        harness.write(streams, messages)
+        assert calls == expected
+        assert {key: row["_doc"] for key, row in harness.rows(S).items()} == {
+            f"o-{n}": {"order": f"o-{n}", "a": n} for n in range(5)}
