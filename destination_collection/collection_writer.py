@@ -28,6 +28,7 @@ MAX_TYPED_COLUMNS = 256
 _SIMPLE_TYPES = {str: VARCHAR, bool: "BOOLEAN", float: "DOUBLE", dict: JSON, list: JSON}
 FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
 _EXACT = {VARCHAR: str, "BOOLEAN": bool, "DOUBLE": float}
+_SET_BATCH_OPS = ("REPSERT", "DELETE")  # the _ops set_batch.py takes (changes that read no stored document)
 
 
 @dataclass
@@ -158,8 +159,8 @@ class CollectionWriter:
         """Buffer one record parsed from a protocol line (JSON values only); ``size`` is its input size in bytes (its
         RECORD line), for ``batch_max_bytes``.
 
-        For the set-based path the record is kept as its JSON text: a record that path cannot take (an ``_op``,
-        ``_event_time`` or ``_meta`` key, an integer past 64 bits orjson does not write, not an object) turns the
+        For the set-based path the record is kept as its JSON text: a record that path cannot take (an
+        ``_op`` other than REPSERT or DELETE, an ``_event_time`` or ``_meta`` key, an integer past 64 bits orjson does not write, not an object) turns the
         batch back into objects."""
         if not self.buffer:  # the first record of a new batch (taking the changes emptied the buffer)
             self.first_buffered_at = now
@@ -167,11 +168,14 @@ class CollectionWriter:
             self._texts = self.set_batches
         if self._texts:
             text = None
-            if type(data) is dict and "_op" not in data and "_event_time" not in data and "_meta" not in data:
-                try:
-                    text = orjson.dumps(data)
-                except TypeError:
-                    pass
+            if type(data) is dict and "_event_time" not in data and "_meta" not in data:
+                op = data.get("_op")
+                # (a quick pre-check: set_batch checks each _op exactly; other _ops need the per-record path)
+                if op is None or (type(op) is str and op.strip().upper() in _SET_BATCH_OPS):
+                    try:
+                        text = orjson.dumps(data)
+                    except TypeError:
+                        pass
             if text is None:
                 self._to_objects()
             else:

@@ -56,7 +56,12 @@ MAX_NAMES = 512
 # function and thread, and a batch of big records took more than the default memory_limit (a 10 MiB record: 244 MiB)
 # where the per-record path writes it in bounded memory.
 MAX_RECORD_BYTES = 256 * 1024
-_UNSUPPORTED_UNDERSCORED = ("_op", "_event_time", "_meta", "_kinesis_shadowed", "_kinesis_raw_data", "_kinesis_error")
+_UNSUPPORTED_UNDERSCORED = ("_event_time", "_meta", "_kinesis_shadowed", "_kinesis_raw_data", "_kinesis_error")
+# the _ops a batch of changes that read no stored document may carry (documents.py: trimmed of ASCII blanks, ASCII
+# letters in any case; written out letter by letter: a regular expression's case folding would also match 'ſ' or 'K')
+_BLANKS = r"[ \t\n\r\f\v]*"
+_REPSERT_RE = _BLANKS + "[Rr][Ee][Pp][Ss][Ee][Rr][Tt]" + _BLANKS
+_DELETE_RE = _BLANKS + "[Dd][Ee][Ll][Ee][Tt][Ee]" + _BLANKS
 # Arrival times both parsers read the same way (Python's datetime.fromisoformat and DuckDB's TIMESTAMPTZ cast): an
 # explicit offset, hours 00-23, seconds 00-59, 1-6 fractional digits, years 1000-9999. A date that does not exist
 # (Feb 30) fails both: the ingestion time, as on the per-record path.
@@ -179,15 +184,15 @@ class SetBatch:
                 lookup_seconds = self.lookup_seconds
                 # every check passed: from here on the batch is written (DDL first, as on the per-record path)
                 self.writer.apply_columns(plan)
-                if counts.updated:
+                if self.rm_rows:
                     started = time.perf_counter()
                     gone = store.fetchall(
                         f"DELETE FROM {store.q(self.writer.table)} AS t USING {self.rm} AS r WHERE t.rowid = r.r"
                     )[0][0]
                     lookup_seconds += time.perf_counter() - started
-                    if gone != counts.updated:
+                    if gone != self.rm_rows:
                         raise RuntimeError(
-                            f"Collection {self.writer.table}: deleting {counts.updated} looked-up row(s) by rowid "
+                            f"Collection {self.writer.table}: deleting {self.rm_rows} looked-up row(s) by rowid "
                             f"removed {gone} row(s); the batch was rolled back."
                         )
                 store.execute(self._insert_sql())
@@ -226,11 +231,17 @@ class SetBatch:
                     return self._fallback(f"a record with the key {key!r}")
                 if key.startswith(KINESIS_PREFIX):
                     kinesis.append((key, KINESIS_FIELDS.get(key, key[len(KINESIS_PREFIX):])))
-                elif key != "_id":
+                elif key not in ("_id", "_op"):
                     fields.append(key)
             meta = {"kinesis": None} if kinesis else {}
             groups.append(_Group(index, list(keys), fields, kinesis, document_shape(dict.fromkeys(fields), meta)))
         self.has_id_key = any("_id" in g.keys for g in groups)
+        with_op = [("_op" in g.keys) for g in groups]
+        if any(with_op) and not all(with_op):
+            return self._fallback("records with and without an _op in one batch")
+        # every record carries an _op: a batch of REPSERTs and DELETEs (checked per record in _fold), which read no
+        # stored document; else no record does: upserts of whole documents
+        self.ops = all(with_op)
         return groups
 
     def _group_sql(self, alias: str) -> str:
@@ -261,8 +272,9 @@ class SetBatch:
         self.id_key_pos = position(["_id"]) if self.has_id_key else None
         builder = writer.builder
         self.pk_pos = [position(path) for path in builder.primary_key] if builder.use_primary_key else []
-        self.id_pointers = list(positions)
         self.generated = not positions
+        self.op_pos = position(["_op"]) if self.ops else None
+        self.id_pointers = list(positions)
 
     def _id_sql(self) -> str:
         """SQL for a record's ``_id`` from ``tv``/``sv`` (the JSON types and texts of its id values), a generated
@@ -291,19 +303,39 @@ class SetBatch:
 
     # -- 3. fold repeated ids -----------------------------------------------------------------------------------------
     def _fold(self, created: list[str]) -> tuple[int, int] | None:
-        """Group the changes by id (the last one of each is written: same field names, see the module docstring):
-        (distinct ids, ids changed more than once), or None for the per-record path."""
+        """Group the changes by id (see the module docstring): (distinct ids, ids changed more than once), or None for
+        the per-record path. Upserts: the last change of each id is written (its changes have the same field names).
+        REPSERTs and DELETEs: per id, the last change's _op, and what the fold's accounting needs (operations.fold):
+        a REPSERT always applies; a DELETE applies after a REPSERT, or as the id's first change when it is stored."""
         n = len(self.batch)
         self.repeated = 0
-        if self.generated:
+        if self.generated and not self.ops:
             return n, 0
         store = self.store
+        id_sql = "uuidv7()::VARCHAR" if self.generated else self._id_sql()
+        problem = self._id_problem_sql() if not self.generated else "false"
+        extra = ""
+        op_sql = "NULL"
+        if self.ops:
+            o = self.op_pos
+            op_sql = (
+                f"CASE WHEN tv[{o}] = 'VARCHAR' AND regexp_full_match(sv[{o}], {literal(_REPSERT_RE)}) THEN 'R' "
+                f"WHEN tv[{o}] = 'VARCHAR' AND regexp_full_match(sv[{o}], {literal(_DELETE_RE)}) THEN 'D' END"
+            )
+            problem = f"({problem}) OR op IS NULL"
+            extra = (
+                ", arg_max(op, seq) AS last_op, count(*) FILTER (op = 'R') AS repserts, "
+                "count(*) FILTER (op = 'D' AND previous = 'R') AS deletes_after, "
+                "bool_or(op = 'D' AND previous IS NULL) AS delete_first"
+            )
         store.execute(
             f"CREATE TEMP TABLE {self.ids} AS SELECT id, count(*) AS n, min(seq) AS first, max(seq) AS last, "
-            f"min(g) AS g, max(g) AS g_max, bool_or(bad) AS bad FROM (SELECT seq, g, {self._id_sql()} AS id, "
-            f"{self._id_problem_sql()} AS bad FROM (SELECT s.seq, {self._group_sql('s')} AS g, "
+            f"min(g) AS g, max(g) AS g_max, bool_or({problem}) AS bad{extra} FROM (SELECT seq, g, id, op, "
+            f"lag(op) OVER (PARTITION BY id ORDER BY seq) AS previous, tv, sv FROM (SELECT seq, g, {id_sql} AS id, "
+            f"{op_sql} AS op, tv, sv FROM (SELECT s.seq, {self._group_sql('s')} AS g, "
             f"json_type(s.d, {_pointer_list(None, self.id_pointers)}) AS tv, "
-            f"json_extract_string(s.d, {_pointer_list(None, self.id_pointers)}) AS sv FROM {self.staged} s)) GROUP BY id"
+            f"json_extract_string(s.d, {_pointer_list(None, self.id_pointers)}) AS sv FROM {self.staged} s))) "
+            f"GROUP BY id"
         )
         created.append(self.ids)
         distinct, repeated, mixed, bad = store.fetchall(
@@ -311,16 +343,19 @@ class SetBatch:
             f"FROM {self.ids}"
         )[0]
         if bad:
-            return self._fallback("an id or primary-key value that is not a string or an integer")
-        if mixed:
+            return self._fallback("an id value that is not a string or an integer, or an _op other than REPSERT or "
+                                  "DELETE")
+        if mixed and not self.ops:
             return self._fallback("changes of one _id with different field names")
-        if self.writer.settings.ignore_older_changes and repeated:
-            return self._fallback("the older-change guard with repeated ids")
+        if self.writer.settings.ignore_older_changes and (repeated or self.ops):
+            return self._fallback("the older-change guard with repeated ids or _ops")
         self.repeated = repeated
         return distinct, repeated
 
     def _written(self) -> str:
         """FROM clause of the records the batch writes (alias ``s``): the last change of each id."""
+        if self.ops:  # the ids whose last change is a REPSERT
+            return f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last AND i.last_op = 'R'"
         if self.generated or not self.repeated:
             return f"FROM {self.staged} s"
         return f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"
@@ -371,8 +406,9 @@ class SetBatch:
         """The stored rows of the batch's ids (their rowids kept for the delete) and what the batch does to them."""
         n = len(self.batch)
         distinct, _ = folded
+        self.rm_rows = 0  # stored rows the batch deletes or rewrites
         if self.generated:
-            return ChangeCounts(inserted=n)
+            return self._op_counts(None) if self.ops else ChangeCounts(inserted=n)
         store = self.store
         table = store.q(self.writer.table)
         shapes = "CASE i.g " + " ".join(
@@ -393,6 +429,9 @@ class SetBatch:
             f"SELECT count(*), count(DISTINCT id), count(*) FILTER ({old}), "
             f"count(*) FILTER (shape IS NULL OR expected IS NULL OR shape <> expected) FROM {self.rm}"
         )[0]
+        if self.ops:  # REPSERTs and DELETEs read no document: any shape, any number of rows per id
+            stored_ids = stored
+            other_shape = 0
         # from here on, a batch handed to the per-record path takes the stored rows found here along (no second join)
         self.found_rows = store.fetchall(f"SELECT id, event_time, generation, shape, r FROM {self.rm}") if (
             stored != stored_ids or old_rows or other_shape or (self.writer.settings.ignore_older_changes and stored)
@@ -405,7 +444,26 @@ class SetBatch:
             return self._fallback("stored documents with other field names (a merge reads them)")
         if self.writer.settings.ignore_older_changes and stored:
             return self._fallback("the older-change guard with stored documents")
+        self.rm_rows = stored
+        if self.ops:
+            return self._op_counts(self.rm)
         return ChangeCounts(inserted=distinct - stored, updated=stored, merged=n - distinct)
+
+    def _op_counts(self, stored_rows: str | None) -> ChangeCounts:
+        """operations.fold's accounting for REPSERTs and DELETEs, per id: ``applied`` changes (every REPSERT, a
+        DELETE after a REPSERT, a first DELETE of a stored id), the rest skipped; all but the last applied one merged;
+        the last change's _op says deleted, or inserted / replaced as the id was stored or not."""
+        stored = f"LEFT JOIN (SELECT DISTINCT id FROM {stored_rows}) r ON i.id = r.id" if stored_rows else ""
+        is_stored = "r.id IS NOT NULL" if stored_rows else "false"
+        applied = f"repserts + deletes_after + CASE WHEN delete_first AND {is_stored} THEN 1 ELSE 0 END"
+        row = self.store.fetchall(
+            f"SELECT coalesce(sum(n - a), 0), coalesce(sum(greatest(a - 1, 0)), 0), "
+            f"count(*) FILTER (last_op = 'D' AND a > 0), count(*) FILTER (last_op = 'R' AND NOT stored), "
+            f"count(*) FILTER (last_op = 'R' AND stored) "
+            f"FROM (SELECT i.n, i.last_op, {applied} AS a, {is_stored} AS stored FROM {self.ids} i {stored})"
+        )[0]
+        skipped, merged, deleted, inserted, replaced = (int(v) for v in row)
+        return ChangeCounts(inserted=inserted, replaced=replaced, deleted=deleted, merged=merged, skipped=skipped)
 
     # -- 6. the rows --------------------------------------------------------------------------------------------------
     def _insert_sql(self) -> str:
@@ -438,12 +496,12 @@ class SetBatch:
         empty_meta = jsonio.dumps({"sync_id": writer.sync_id, "changes": []})
         generation = writer.plan.write_generation
         values = {
-            "_id": "uuidv7()::VARCHAR" if self.generated else "l.id",
+            "_id": "uuidv7()::VARCHAR" if self.generated and not self.ops else "l.id",
             "_event_time": event_time,
             "_meta": _by_group(metas),
             # (json_merge_patch: ~3 µs per record, but its result is JSON already; a cut of the text, ~1 µs, would be
             # parsed again to validate it as JSON on insert, ~1.5 µs: measured, no gain)
-            "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_keys, '_id'])))})",
+            "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_keys, '_id', '_op'])))})",
             "_airbyte_raw_id": "uuidv7()::VARCHAR",
             # (emitted_at: None unless an integer within documents.extracted_time's range)
             "_airbyte_extracted_at": f"coalesce(make_timestamptz(l.e * 1000), {ingested})",
@@ -456,8 +514,11 @@ class SetBatch:
             values[column.name] = value(key)
         inner = ["s.d", "s.e", f"{self._group_sql('s')} AS g"]
         inner.append(f"json_transform(s.d, {literal(jsonio.dumps(spec))}) AS r" if spec else "NULL AS r")
-        if self.generated:
+        if self.generated and not self.ops:
             source = f"FROM {self.staged} s"
+        elif self.ops:
+            inner.append("i.id")
+            source = self._written()
         else:
             inner.append("i.id")
             source = f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"
