@@ -19,14 +19,16 @@ the ``_kinesis_*`` fields and ``_id``), ``_meta`` (``{"kinesis": …}`` in the r
 
 **Which batches.** The ones whose result is the last change of each ``_id`` without reading any stored document,
 which is what event streams send: no ingest transformation, no ``event_time_field``; every record an object whose
-only underscored metadata are ``_kinesis_*`` fields (not ``_kinesis_shadowed`` / ``_raw_data`` / ``_error``) and
-``_id``, with no ``_op``, ``_event_time`` or ``_meta``; ids that are strings or integers (primary-key strings
-without characters JSON escapes); arrival times in ``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)`` form; values that fit
-their typed columns as they are (after widening); every change of an ``_id`` in the batch, and its stored document,
-with the same field names in the same order (``_doc_shape``: then the merge of a change onto it is the change);
-stored rows of the live generation, one per ``_id``; no older-change guard when an ``_id`` repeats or is stored.
-Any other batch goes through the per-record path (documents.py, operations.fold), the reference this path is
-tested against (``unit_tests/destination/test_set_batch.py``): every check runs before the batch writes anything.
+only underscored metadata are ``_kinesis_*`` fields (not ``_kinesis_shadowed`` / ``_raw_data`` / ``_error``), ``_id``
+and ``_op``, with no ``_event_time`` or ``_meta``; either no record with an ``_op`` (upserts) or every ``_op`` a
+REPSERT or DELETE (they read no stored document: each id's last change decides, counted as operations.fold counts);
+ids that are strings or integers (primary-key strings without characters JSON escapes); arrival times in
+``YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)`` form; values that fit their typed columns as they are (after widening);
+for upserts, every change of an ``_id`` in the batch, and its stored document, with the same field names in the
+same order (``_doc_shape``: then the merge of a change onto it is the change) and one stored row per ``_id``; stored
+rows of the live generation; no older-change guard when an ``_id`` repeats, is stored, or has an ``_op``. Any other
+batch goes through the per-record path (documents.py, operations.fold), the reference this path is tested against
+(``unit_tests/destination/test_set_batch.py``): every check runs before the batch writes anything.
 """
 from __future__ import annotations
 
