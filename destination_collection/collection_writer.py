@@ -16,7 +16,7 @@ from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, c
 from .config import DestinationConfig
 from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
-from .set_batch import MAX_RECORD_BYTES, JsonBatch, SetBatch, json_batch_records
+from .set_batch import MAX_RECORD_BYTES, SET_BATCH_OPS, JsonBatch, SetBatch, json_batch_records
 from .naming import SYSTEM_COLUMNS, column_name, table_name
 from .operations import ChangeCounts, DocumentReads, FoldResult, Stored, document_shape, fold
 from .stores.base import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, Store
@@ -28,7 +28,6 @@ MAX_TYPED_COLUMNS = 256
 _SIMPLE_TYPES = {str: VARCHAR, bool: "BOOLEAN", float: "DOUBLE", dict: JSON, list: JSON}
 FAST_OPS = ("INSERT", "UPSERT", "REPSERT")
 _EXACT = {VARCHAR: str, "BOOLEAN": bool, "DOUBLE": float}
-_SET_BATCH_OPS = ("REPSERT", "DELETE")  # the _ops set_batch.py takes (changes that read no stored document)
 
 
 @dataclass
@@ -171,7 +170,7 @@ class CollectionWriter:
             if type(data) is dict and "_event_time" not in data and "_meta" not in data:
                 op = data.get("_op")
                 # (a quick pre-check: set_batch checks each _op exactly; other _ops need the per-record path)
-                if op is None or (type(op) is str and op.strip().upper() in _SET_BATCH_OPS):
+                if op is None or (type(op) is str and op.strip().upper() in SET_BATCH_OPS):
                     try:
                         text = orjson.dumps(data)
                     except TypeError:
@@ -197,8 +196,7 @@ class CollectionWriter:
         """The batch so far back from texts to objects (for the per-record path)."""
         if self._texts:
             self._texts = False
-            loads = orjson.loads
-            self.buffer = [(loads(text), emitted_at) for text, emitted_at in self.buffer]
+            self.buffer = json_batch_records(self.buffer)
 
     def buffered_bytes(self) -> int:
         """Input bytes of the buffered records (0 when the buffer is empty)."""

@@ -41,7 +41,7 @@ import orjson
 import pyarrow as pa
 
 from . import jsonio
-from .column_types import BIGINT, BOOLEAN, DOUBLE, JSON, VARCHAR
+from .column_types import BIGINT, BOOLEAN, DOUBLE, INT64_MAX, JSON, VARCHAR
 from .documents import KINESIS_FIELDS, KINESIS_PREFIX
 from .naming import quote_ident
 from .operations import ChangeCounts, document_shape
@@ -61,6 +61,7 @@ MAX_RECORD_BYTES = 256 * 1024
 _UNSUPPORTED_UNDERSCORED = ("_event_time", "_meta", "_kinesis_shadowed", "_kinesis_raw_data", "_kinesis_error")
 # the _ops a batch of changes that read no stored document may carry (documents.py: trimmed of ASCII blanks, ASCII
 # letters in any case; written out letter by letter: a regular expression's case folding would also match 'ſ' or 'K')
+SET_BATCH_OPS = ("REPSERT", "DELETE")
 _BLANKS = r"[ \t\n\r\f\v]*"
 _REPSERT_RE = _BLANKS + "[Rr][Ee][Pp][Ss][Ee][Rr][Tt]" + _BLANKS
 _DELETE_RE = _BLANKS + "[Dd][Ee][Ll][Ee][Tt][Ee]" + _BLANKS
@@ -85,7 +86,6 @@ _FITS = {
     DOUBLE: frozenset({"DOUBLE", "BIGINT", "UBIGINT", "NULL"}),
     JSON: frozenset({"VARCHAR", "BOOLEAN", "DOUBLE", "BIGINT", "UBIGINT", "OBJECT", "ARRAY", "NULL"}),
 }
-_INT64_MAX = 2**63 - 1
 _names = iter(range(1, 1 << 62))
 _SCAN_CHUNK = 8192  # rows per Arrow record batch staged (DuckDB scans them in parallel)
 
@@ -393,7 +393,7 @@ class SetBatch:
                 f"FROM (SELECT TRY(json_transform(s.d, {literal(spec)})) AS r {self._written()})"
             )[0]
             for key, value in zip(unsigned, biggest):
-                if value is None or value > _INT64_MAX:
+                if value is None or value > INT64_MAX:
                     return self._fallback(f"an integer beyond 64 bits in field {key!r}")
         observed = {key: {_KIND[k] for k in kinds if k != "NULL"} for key, kinds in types.items()}
         plan = writer.plan_columns({key: kinds for key, kinds in observed.items() if kinds})
@@ -431,21 +431,21 @@ class SetBatch:
             f"SELECT count(*), count(DISTINCT id), count(*) FILTER ({old}), "
             f"count(*) FILTER (shape IS NULL OR expected IS NULL OR shape <> expected) FROM {self.rm}"
         )[0]
-        if self.ops:  # REPSERTs and DELETEs read no document: any shape, any number of rows per id
-            stored_ids = stored
-            other_shape = 0
-        # from here on, a batch handed to the per-record path takes the stored rows found here along (no second join)
-        self.found_rows = store.fetchall(f"SELECT id, event_time, generation, shape, r FROM {self.rm}") if (
-            stored != stored_ids or old_rows or other_shape or (self.writer.settings.ignore_older_changes and stored)
-        ) else None
-        if stored != stored_ids:
-            return self._fallback("an _id stored in more than one row")
         if old_rows:
-            return self._fallback("stored documents of an older generation")
-        if other_shape:
-            return self._fallback("stored documents with other field names (a merge reads them)")
-        if self.writer.settings.ignore_older_changes and stored:
-            return self._fallback("the older-change guard with stored documents")
+            reason = "stored documents of an older generation"
+        elif self.ops:  # REPSERTs and DELETEs read no document: any shape, any number of rows per id
+            reason = None
+        elif stored != stored_ids:
+            reason = "an _id stored in more than one row"
+        elif other_shape:
+            reason = "stored documents with other field names (a merge reads them)"
+        elif self.writer.settings.ignore_older_changes and stored:
+            reason = "the older-change guard with stored documents"
+        else:
+            reason = None
+        if reason:  # the per-record path takes the stored rows found here along (no second join)
+            self.found_rows = store.fetchall(f"SELECT id, event_time, generation, shape, r FROM {self.rm}")
+            return self._fallback(reason)
         self.rm_rows = stored
         if self.ops:
             return self._op_counts(self.rm)
