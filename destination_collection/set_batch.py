@@ -1,7 +1,7 @@
 """The set-based batch path: a batch goes into the store as JSON text, and DuckDB does the rest as set operations.
 
-**Input (the batch interface).** ``JsonBatch``: per record, its ``data`` object as JSON text exactly as
-``orjson.dumps`` writes it (canonical: no duplicate keys, no NaN, integers within 64 bits), its ``emitted_at``
+**Input (the batch interface).** ``JsonBatch``: per record, its ``data`` object as JSON text (``str``) exactly as
+``orjson.dumps`` writes it, decoded (canonical: no duplicate keys, no NaN, integers within 64 bits), its ``emitted_at``
 normalised (an int of ms in range, else None: the ingestion time) and as received. The write loop buffers records it
 parsed from protocol lines as such texts (``CollectionWriter.add``: no object is kept per record) and hands the batch
 over (``take_changes``); a caller that already holds such texts (the runner) can hand them over as they are. A batch
@@ -94,7 +94,7 @@ _SCAN_CHUNK = 8192  # rows per Arrow record batch staged (DuckDB scans them in p
 class JsonBatch:
     """A batch for the set-based path (see the module docstring)."""
 
-    texts: list[bytes]
+    texts: list[str]
     emitted_at: list[int | None]
     raw_emitted_at: list[Any] = field(default_factory=list)  # as received, for the per-record path
 
@@ -157,7 +157,7 @@ class SetBatch:
         n = len(batch)
         staged_table = pa.table({
             "seq": pa.array(range(n), pa.int64()),
-            "d": pa.array(batch.texts, pa.binary()).cast(pa.string()),
+            "d": pa.array(batch.texts, pa.string()),
             "e": pa.array(batch.emitted_at, pa.int64()),
         })
         # several record batches: DuckDB scans an Arrow table one record batch per thread
