@@ -3,7 +3,7 @@ existing ids, half new ids, whole documents, a STATE every 10,000 records) into 
 written in-process with ``write_messages`` (default settings), DuckDB or PostgreSQL.
 
     python -m bench.flatness_probe --store duckdb --big 10000000
-    python -m bench.flatness_probe --store postgres --big 10000000
+    python -m bench.flatness_probe --store postgres --big 10000000 [--shared-buffers 1GB]
 
 The big collection is built from 1 M documents written by the destination, then copied in SQL to ``--big`` documents
 (ids renumbered; the same columns, ``_doc_shape`` included) — minutes instead of the hour a 10 M write takes here —
@@ -184,6 +184,9 @@ def main() -> None:
     parser.add_argument("--folder", default=os.path.join(REPO, ".cache", "bench", "probe"))
     parser.add_argument("--sustained", type=int, metavar="SYNCS",
                         help="DuckDB: instead, this many successive syncs of 100k updates into the --big collection")
+    parser.add_argument("--shared-buffers", default="1GB",
+                        help="PostgreSQL: the server's shared_buffers (default 1GB, ~25 %% of a 4 GB server: a "
+                             "production server's share for a 5 GB table; the tests' server has 32MB)")
     parser.add_argument("--max-vacuum-tasks", type=int,
                         help="DuckDB: row-group merges a checkpoint may run (default: DuckDB's own, 100)")
     args = parser.parse_args()
@@ -211,7 +214,7 @@ def main() -> None:
     else:
         from integration_tests.postgres_server import PostgresServer
 
-        server = PostgresServer().start()
+        server = PostgresServer(settings={"shared_buffers": args.shared_buffers}).start()
         try:
             for size in (args.small, args.big):
                 seconds[size] = postgres_probe(server, size, args.seed)
