@@ -85,7 +85,7 @@ def _kinesis(data: dict, seq: int, arrival: str) -> dict:
     return data
 
 
-def _order(rng: random.Random, seq: int, number: int, version: int) -> tuple[dict, int]:
+def order_event(rng: random.Random, seq: int, number: int, version: int) -> tuple[dict, int]:
     """One order event (data, emitted_at ms): order ``ord-<number>``, the ``seq``-th event of the stream."""
     arrival_ms = _BASE_MS + seq * 3
     arrival = _iso(arrival_ms)
@@ -140,7 +140,7 @@ def base_file(ctx: Context, count: int) -> str:
     def records():
         rng = random.Random(7)
         for i in range(count):
-            yield _order(rng, i, i, 1)
+            yield order_event(rng, i, i, 1)
     return _write_file(ctx, ctx.path(f"coll-v{DATA_VERSION}-base-{count}.jsonl"), records())
 
 
@@ -159,7 +159,7 @@ def change_file(ctx: Context, small: int, big: int, count: int) -> str:
                 number = next(existing)
             else:
                 number, fresh = fresh, fresh + 1
-            yield _order(rng, big + k, number, 2)
+            yield order_event(rng, big + k, number, 2)
     return _write_file(ctx, ctx.path(f"coll-v{DATA_VERSION}-change-{small}-{big}-{count}.jsonl"), records())
 
 
@@ -177,14 +177,14 @@ def cdc_file(ctx: Context, size: int, count: int, op: str) -> str:
         for k, kind in enumerate(kinds):
             seq = size + 10 * count + k
             if kind == "new":
-                data, emitted = _order(rng, seq, fresh, 3)
+                data, emitted = order_event(rng, seq, fresh, 3)
                 fresh += 1
                 data["_op"] = op
             else:
                 number = next(existing, None)
                 if number is None:  # tiny sizes: fewer existing ids than asked
                     number, fresh = fresh, fresh + 1
-                data, emitted = _order(rng, seq, number, 3)
+                data, emitted = order_event(rng, seq, number, 3)
                 if kind == "delete":
                     data = _kinesis({"order_id": data["order_id"], "_op": "DELETE"}, seq, data["created_at"])
                 elif op == "UPSERT":

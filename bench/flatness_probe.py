@@ -32,6 +32,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench.destination import order_event  # noqa: E402
 from destination_collection.protocol_loop import write_messages  # noqa: E402
 
 STREAM = "events"
@@ -44,14 +45,9 @@ COLLECTIONS = [{"stream": STREAM, "id_field": "order_id"}]
 
 
 def _record(i: int, rng: random.Random, version: int) -> str:
-    return json.dumps({"type": "RECORD", "record": {"stream": STREAM, "emitted_at": 1_700_000_000_000 + i, "data": {
-        "order_id": f"ord-{i:09d}", "user_id": rng.randrange(1, 5_000_000), "amount": round(rng.random() * 1000, 2),
-        "quantity": rng.randrange(1, 20), "currency": "EUR", "is_gift": False, "status": ["new", "paid", "shipped"][i % 3],
-        "created_at": "2026-03-01T00:00:00.000Z", "tags": ["a", "b"], "address": {"city": "Berlin", "zip": "10115"},
-        "discount": None, "note": "", "version": version,
-        "_kinesis_stream": "s", "_kinesis_shard_id": "shardId-000000000001",
-        "_kinesis_sequence_number": str(10**40 + i), "_kinesis_sub_sequence_number": 0,
-        "_kinesis_partition_key": "p", "_kinesis_arrival_time": "2026-03-01T00:00:00.000Z"}}})
+    """The benchmark's own order event (bench/destination.py) for order ``i`` as a RECORD line."""
+    data, emitted_at = order_event(rng, i, i, version)
+    return json.dumps({"type": "RECORD", "record": {"stream": STREAM, "emitted_at": emitted_at, "data": data}})
 
 
 def _lines(ids, version: int):

@@ -147,6 +147,8 @@ class Harness:
         for row in self.query(f"SELECT * FROM {self.table(table)}"):
             for key in ("_doc", "_meta", "_airbyte_meta"):
                 row[key] = _json(row[key])
+            # a collection never holds two rows of one _id (a dict would hide the second)
+            assert row["_id"] not in out, f"collection {table}: _id {row['_id']!r} stored in more than one row"
             out[row["_id"]] = row
         return out
 

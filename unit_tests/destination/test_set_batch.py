@@ -146,7 +146,9 @@ def _write(scenario: dict[str, Any], lane: bool, folder: str) -> dict[str, Any]:
     try:
         for number, sync in enumerate(scenario["syncs"]):
             # every STATE commits as it arrives: with group commit, where batches end would depend on timing
-            with captured_log() as lines, mock.patch.object(protocol_loop, "HOLD_FACTOR", 0):
+            # (and the set-based INSERT runs over slices of 2 records, so a batch's rows span several statements)
+            with captured_log() as lines, mock.patch.object(protocol_loop, "HOLD_FACTOR", 0), \
+                    mock.patch.object(set_batch, "INSERT_ROWS", 2):
                 harness.write(_streams(scenario, number), sync)
             for line in lines:
                 match = SUMMARY.search(line)
@@ -337,3 +339,19 @@ def test_the_config_switch_sends_every_batch_through_the_per_record_path(tmp_pat
         assert calls == expected
         assert {key: row["_doc"] for key, row in harness.rows(S).items()} == {
             f"o-{n}": {"order": f"o-{n}", "a": n} for n in range(5)}
+
+
+def test_the_insert_runs_over_slices_bounded_by_records_and_characters(monkeypatch):
+    """One INSERT per slice of the batch (DuckDB holds a statement's rows in memory): consecutive, covering every
+    record once, each within INSERT_ROWS records and INSERT_CHARS characters unless it is a single record."""
+    monkeypatch.setattr(set_batch, "INSERT_ROWS", 4)
+    monkeypatch.setattr(set_batch, "INSERT_CHARS", 100)
+    assert set_batch._slices([]) == []
+    assert set_batch._slices([10] * 9) == [(0, 4), (4, 8), (8, 9)]
+    assert set_batch._slices([40, 40, 40, 10, 10]) == [(0, 2), (2, 5)]
+    assert set_batch._slices([500, 10, 500]) == [(0, 1), (1, 2), (2, 3)]  # a record over the bound goes alone
+    lengths = [(n * 37) % 90 + 1 for n in range(1000)]
+    slices = set_batch._slices(lengths)
+    assert [start for start, _ in slices] == [0] + [stop for _, stop in slices[:-1]] and slices[-1][1] == 1000
+    for start, stop in slices:
+        assert stop - start <= 4 and (stop - start == 1 or sum(lengths[start:stop]) <= 100)
