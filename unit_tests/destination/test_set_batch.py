@@ -355,3 +355,24 @@ def test_the_insert_runs_over_slices_bounded_by_records_and_characters(monkeypat
     assert [start for start, _ in slices] == [0] + [stop for _, stop in slices[:-1]] and slices[-1][1] == 1000
     for start, stop in slices:
         assert stop - start <= 4 and (stop - start == 1 or sum(lengths[start:stop]) <= 100)
+
+
+def test_records_over_the_size_bound_in_utf8_bytes_take_the_per_record_path(tmp_path, monkeypatch):
+    """The per-record bound (MAX_RECORD_BYTES) counts UTF-8 bytes of the record's JSON, not characters: a record of
+    fewer characters than the bound but more bytes sends its batch the per-record way; a batch under it does not."""
+    calls = []
+    original = set_batch.SetBatch.apply
+    monkeypatch.setattr(set_batch.SetBatch, "apply", lambda self: calls.append(len(self.batch)) or original(self))
+    monkeypatch.setattr(set_batch, "MAX_RECORD_BYTES", 3000)
+    monkeypatch.setattr("destination_collection.collection_writer.MAX_RECORD_BYTES", 3000)
+    streams = [stream(S, pk=[["order"]])]
+    harness = Harness({"store_type": "duckdb", "path": str(tmp_path / "c.duckdb")})
+    harness.options = {"collections": [{"stream": S, "id_field": "order"}]}
+    wide = "\u20ac" * 1200  # 1,200 characters, 3,600 bytes of UTF-8
+    narrow = "e" * 1200
+    harness.write(streams, [record(S, _kinesis("o-1", 1, t=narrow)), state(S, {"n": 1}),
+                            record(S, _kinesis("o-2", 2, t=wide)), record(S, _kinesis("o-3", 3, t=narrow))])
+    assert calls == [1], calls  # only the first batch; the one holding the wide record went the per-record way
+    docs = {key: row["_doc"] for key, row in harness.rows(S).items()}
+    assert docs == {"o-1": {"order": "o-1", "t": narrow}, "o-2": {"order": "o-2", "t": wide},
+                    "o-3": {"order": "o-3", "t": narrow}}
