@@ -126,6 +126,12 @@ class PostgresServer:
 
         return psycopg.connect(host=self._socket_dir, port=self.port, user="postgres", dbname="postgres", autocommit=True)
 
+    def checkpoint(self) -> None:
+        """``CHECKPOINT`` as the superuser: every dirty buffer written out (e.g. after a bulk load, before a
+        measurement)."""
+        with self._superuser_connect() as conn:
+            conn.execute("CHECKPOINT")
+
     def admin_connect(self, database: str | None = None):
         """A superuser connection (autocommit) to the test database (or ``database``) for test set-up: roles, grants."""
         import psycopg
