@@ -12,8 +12,9 @@ records' key lists, grouped (a stream has a handful of distinct ones); ``_id`` (
 the primary key as a canonical JSON array, else a generated UUIDv7) and the fold of repeated ids (the last change of
 an id wins: see below); the JSON types of the written records' fields (``json_type`` with a list of JSON pointers),
 for new and widened typed columns decided by ``CollectionWriter.plan_columns`` as on the per-record path; the stored
-rows of the batch's ids (a hash join, as the per-record path's lookup); then the delete and one ``INSERT … SELECT``
-that reads every value a row needs in one parse (``json_transform``), writes ``_doc`` (``json_merge_patch`` removing
+rows of the batch's ids (a hash join, as the per-record path's lookup); then the delete and an ``INSERT … SELECT``
+per slice of the batch (``_slices``: bounded in records and characters, see ``INSERT_ROWS``) that reads every value
+a row needs in one parse (``json_transform``), writes ``_doc`` (``json_merge_patch`` removing
 the ``_kinesis_*`` fields and ``_id``), ``_meta`` (``{"kinesis": …}`` in the record's key order), ``_event_time``
 (``_kinesis_arrival_time``) and ``_doc_shape`` (computed in Python once per distinct key list).
 
