@@ -16,7 +16,7 @@ from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, c
 from .config import DestinationConfig
 from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
-from .set_batch import MAX_RECORD_BYTES, SET_BATCH_OPS, JsonBatch, SetBatch, json_batch_records
+from .set_batch import MAX_RECORD_BYTES, SET_BATCH_OPS, JsonBatch, json_batch_records, set_batch_class
 from .naming import SYSTEM_COLUMNS, column_name, table_name
 from .operations import ChangeCounts, DocumentReads, FoldResult, Stored, document_shape, fold
 from .stores.base import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, Store
@@ -103,8 +103,9 @@ class CollectionWriter:
         # the set-based path (set_batch.py) for this collection: a store that runs it, no transformation, no
         # event-time field, an id_field / primary key of top-level fields that are not metadata
         settings = self.settings
+        self.set_batch = set_batch_class(store)
         self.set_batches = (
-            getattr(store, "set_batches", False)
+            self.set_batch is not None
             and self.transformation is None
             and not settings.event_time_field
             and not (settings.id_field and (settings.id_field.startswith(KINESIS_PREFIX) or settings.id_field in SPECIAL_FIELDS))
@@ -284,7 +285,7 @@ class CollectionWriter:
         if not changes:
             return
         if isinstance(changes, JsonBatch):
-            lane = SetBatch(self, changes, dt.datetime.now(dt.timezone.utc))
+            lane = self.set_batch(self, changes, dt.datetime.now(dt.timezone.utc))
             if lane.apply():
                 self.store.touch_collection(self.table)
                 return

@@ -109,6 +109,7 @@ class PostgresStoreConfig(_Model):
     username: str
     password: str | None = Field(default=None, repr=False)
     ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    set_based_batches: bool = True
 
     @field_validator("schema_")
     @classmethod

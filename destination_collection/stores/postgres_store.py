@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import psycopg
 from airbyte_cdk.models import FailureType
@@ -73,6 +73,7 @@ class PostgresStore(Store):
     name = "postgres"
     param = "%s"
     holds_nul = False
+    set_batches = True  # runs the set-based batch path (set_batch_postgres.py)
 
     def __init__(self, config: PostgresStoreConfig, read_only: bool = False):
         self.config = config
@@ -81,6 +82,12 @@ class PostgresStore(Store):
         self._tx: Any = None
         if read_only:
             self.conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        else:
+            # the set-based path stages each batch in temporary tables (~2x its JSON text); past temp_buffers (8MB
+            # by default) they go through files. Settable only before the session's first temporary table.
+            self.conn.execute("SET temp_buffers = '64MB'")
+        if not config.set_based_batches:  # config store.set_based_batches: every batch takes the per-record path
+            self.set_batches = False
 
     def close(self) -> None:
         self.conn.close()
@@ -207,6 +214,13 @@ class PostgresStore(Store):
             # table, no ON CONFLICT); a row whose _id is stored after all fails the batch like a PRIMARY KEY does
             names = ", ".join(quote_ident(name) for name, _ in columns)
             self._copy(self.q(table), names, columns, data)
+
+    def copy_text(self, target: str, names: str, chunks: Iterable[bytes], options: str) -> None:
+        """``COPY target (names) FROM STDIN (options)`` of data already in COPY's text or CSV form, in chunks."""
+        with self.conn.cursor() as cursor:
+            with cursor.copy(f"COPY {target} ({names}) FROM STDIN ({options})") as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
 
     def _copy(self, target: str, names: str, columns: list[tuple[str, str]], data: dict[str, list]) -> None:
         with self.conn.cursor() as cursor:

@@ -2,6 +2,8 @@
 the store runs during a real write, on a collection big enough for the planner to choose."""
 from __future__ import annotations
 
+import re
+
 from destination_collection.stores import postgres_store
 from unit_tests.destination.harness import record, stream
 
@@ -57,3 +59,46 @@ def test_upserts_of_whole_documents_read_no_document(harness, monkeypatch):
     assert not [sql for sql in statements if "_doc::text" in sql], statements
     docs = harness.docs(S)
     assert docs["[2]"] == {"k": 2, "v": "new 2"} and docs["[3]"] == {"k": 3, "v": "seed"} and len(docs) == 100
+
+
+def test_the_set_based_path_finds_and_deletes_stored_rows_through_the_id_index(harness, monkeypatch):
+    """Set-based batches (set_batch_postgres.py): the stored rows of a batch's ids are read through the ``_id`` index
+    (``= ANY`` of the batch's ids, materialized before the join), and the rewritten rows deleted through it: never a
+    scan of the collection, which a hash join with the batch's ids could choose as the collection grows."""
+    from destination_collection import set_batch
+
+    harness.write([stream(S)], [record(S, {"k": k, "v": "seed"}) for k in range(20_000)], batch_size=20_000)
+    store = harness.store()
+    try:
+        store.execute(f"ANALYZE {harness.table(S)}")
+    finally:
+        store.close()
+    plans = []
+    taken = []
+    original_fetchall, original_execute = postgres_store.PostgresStore.fetchall, postgres_store.PostgresStore.execute
+    original_apply = set_batch.SetBatch.apply
+    collection = harness.table(S)
+
+    def explained(self, sql):
+        if collection in sql and sql.lstrip().upper().startswith(("CREATE TEMP TABLE __KC_LANE_RM", "WITH GONE")):
+            body = sql if sql.upper().startswith("WITH") else sql.split(" AS ", 1)[1]
+            plans.append((sql, "\n".join(row[0] for row in original_fetchall(self, "EXPLAIN " + body))))
+
+    def fetchall(self, sql, params=None):
+        explained(self, sql)
+        return original_fetchall(self, sql, params)
+
+    def execute(self, sql, params=None):
+        explained(self, sql)
+        return original_execute(self, sql, params)
+
+    monkeypatch.setattr(postgres_store.PostgresStore, "fetchall", fetchall)
+    monkeypatch.setattr(postgres_store.PostgresStore, "execute", execute)
+    monkeypatch.setattr(set_batch.SetBatch, "apply", lambda self: taken.append(original_apply(self)) or taken[-1])
+    harness.write([stream(S)], [record(S, {"k": k, "v": "changed"}) for k in (*range(0, 2_000, 2), *range(30_000, 31_000))])
+    assert taken == [True]
+    assert len(plans) == 2, [sql for sql, _ in plans]
+    for sql, plan in plans:
+        assert "Index" in plan and not re.search(rf"Seq Scan on {S}\b", plan), (sql, plan)
+    docs = harness.docs(S)
+    assert len(docs) == 21_000 and docs["[2]"] == {"k": 2, "v": "changed"} and docs["[3]"] == {"k": 3, "v": "seed"}

@@ -127,8 +127,8 @@ def _streams(scenario: dict[str, Any], sync: int) -> list[dict[str, Any]]:
     return [stream(S, mode=mode, pk=scenario["pk"], generation_id=1, minimum_generation_id=0, sync_id=7)]
 
 
-def _write(scenario: dict[str, Any], lane: bool, folder: str) -> dict[str, Any]:
-    harness = Harness({"store_type": "duckdb", "path": os.path.join(folder, f"{lane}.duckdb")})
+def _write(scenario: dict[str, Any], lane: bool, harness: Harness, store_class: type = duckdb_store.DuckDBStore
+           ) -> dict[str, Any]:
     harness.options = {"collections": [scenario["collection"]], "batch_size": scenario["batch_size"],
                        "flush_interval_secs": 1e9}
     taken: list[bool] = []
@@ -140,8 +140,8 @@ def _write(scenario: dict[str, Any], lane: bool, folder: str) -> dict[str, Any]:
         taken.append(result)
         return result
 
-    saved = duckdb_store.DuckDBStore.set_batches
-    duckdb_store.DuckDBStore.set_batches = lane
+    saved = store_class.set_batches
+    store_class.set_batches = lane
     set_batch.SetBatch.apply = apply
     try:
         for number, sync in enumerate(scenario["syncs"]):
@@ -157,7 +157,7 @@ def _write(scenario: dict[str, Any], lane: bool, folder: str) -> dict[str, Any]:
                         if name != "key":
                             summary[name] = summary.get(name, 0) + int(value or 0)
     finally:
-        duckdb_store.DuckDBStore.set_batches = saved
+        store_class.set_batches = saved
         set_batch.SetBatch.apply = original
     store = harness.store()
     try:
@@ -197,10 +197,16 @@ def _ingestion_dependent(row: dict[str, Any], scenario: dict[str, Any]) -> set[s
     return names
 
 
-def check(scenario: dict[str, Any]) -> list[bool]:
+def check(scenario: dict[str, Any], harnesses: Callable[[], Harness] | None = None,
+          store_class: type = duckdb_store.DuckDBStore) -> list[bool]:
+    """Write ``scenario`` both ways, into fresh stores (``harnesses``: one per call; default: DuckDB files) and
+    compare; returns which batches took the set-based path."""
     with tempfile.TemporaryDirectory() as folder:
-        lane = _write(scenario, True, folder)
-        reference = _write(scenario, False, folder)
+        if harnesses is None:
+            paths = iter(os.path.join(folder, f"{n}.duckdb") for n in range(2))
+            harnesses = lambda: Harness({"store_type": "duckdb", "path": next(paths)})  # noqa: E731
+        lane = _write(scenario, True, harnesses(), store_class)
+        reference = _write(scenario, False, harnesses(), store_class)
     problems = []
     if lane["columns"] != reference["columns"]:
         problems.append(f"columns: {lane['columns']} != {reference['columns']}")

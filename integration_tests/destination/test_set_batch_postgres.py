@@ -1,0 +1,94 @@
+"""The set-based path's differential tests (unit_tests/destination/test_set_batch.py) against a real PostgreSQL: the
+same randomized Kinesis-shaped batches written with the set-based path (set_batch_postgres.py) and with it switched
+off (``PostgresStore.set_batches = False``: every batch through documents.py and operations.fold, the reference)
+must give identical collections, column types and summaries; the explicit scenarios of the DuckDB tests run here as
+they are. PostgreSQL adds its own hand-overs: a NUL character anywhere in a batch (jsonb cannot hold it; the
+per-record path encodes it) and field names that are not identifiers (empty, or past 63 bytes)."""
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+
+from destination_collection.stores.postgres_store import PostgresStore
+from unit_tests.destination import test_set_batch as cases
+from unit_tests.destination.harness import Harness, record
+
+S = cases.S
+_schemas = itertools.count()
+TAKEN: list[bool] = []
+
+
+_CHECK = cases.check
+
+
+def _check(server, scenario):
+    prefix = f"sb{next(_schemas)}"
+    counter = itertools.count()
+    return _CHECK(
+        scenario, lambda: Harness(server.store_config(schema=f"{prefix}_{next(counter)}")), PostgresStore
+    )
+
+
+@pytest.fixture
+def on_postgres(postgres_server, monkeypatch):
+    """The DuckDB module's explicit tests, run against PostgreSQL (their ``check`` calls go to ``_check``)."""
+    monkeypatch.setattr(cases, "check", lambda scenario: _check(postgres_server, scenario))
+
+
+@settings(max_examples=int(os.environ.get("SET_BATCH_PG_EXAMPLES", "50")), deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if os.environ.get("DIFFERENTIAL_SHRINK") else []))
+@given(scenario=cases.scenarios())
+def test_the_set_based_path_and_the_per_record_path_write_the_same_collections_postgres(postgres_server, scenario):
+    TAKEN.extend(_check(postgres_server, scenario))
+
+
+def test_the_randomized_batches_exercise_the_set_based_path_postgres(postgres_server):
+    if not TAKEN:
+        test_the_set_based_path_and_the_per_record_path_write_the_same_collections_postgres(postgres_server)
+    share = sum(TAKEN) / len(TAKEN)
+    assert 0.15 < share < 0.95, f"{sum(TAKEN)} of {len(TAKEN)} batches took the set-based path"
+
+
+def test_repeated_ids_in_one_batch_and_across_batches_are_folded_the_same_way(on_postgres):
+    cases.test_repeated_ids_in_one_batch_and_across_batches_are_folded_the_same_way()
+
+
+def test_a_batch_the_set_based_path_does_not_cover_is_written_by_the_per_record_path_whole(on_postgres):
+    cases.test_a_batch_the_set_based_path_does_not_cover_is_written_by_the_per_record_path_whole()
+
+
+def test_repserts_and_deletes_are_folded_and_counted_the_same_way(on_postgres):
+    cases.test_repserts_and_deletes_are_folded_and_counted_the_same_way()
+
+
+def test_field_names_of_every_kind_are_written_the_same_way(postgres_server):
+    """The odd names of the DuckDB test; a name past 63 bytes (PostgreSQL's identifier limit, which json_to_record's
+    column list is) sends its batch the per-record way, one of 63 bytes does not."""
+    odd = {"'": "q", '"': 2, "a.b": 3, "[0]": 4, "$": 5, "/": 6, "~": 7, "~1": 8, "id": "l", "ID": "U",
+           "Id": 9, "😀": 10, "x" * 63: 11, "_kinesis_": "bare", "_kinesis_x'y": "meta", "_other": None,
+           "seq": "a column name of the staging table", "e": 1, "g": 2, "v0": 3}
+    wide = {f"f{i}": i for i in range(300)}
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, cases._kinesis("o-1", 1, **odd)), record(S, cases._kinesis("o-2", 2, **odd))],
+                    [record(S, cases._kinesis("o-1", 3, **odd)), record(S, {**wide, **cases._kinesis("o-3", 4)})],
+                    [record(S, cases._kinesis("o-4", 5, **{"é" * 32: 1}))],  # 64 bytes
+                    [record(S, cases._kinesis("o-4", 6, **{"": 1}))],  # not an identifier
+                ]}
+    assert _check(postgres_server, scenario) == [True, True, False, False]
+
+
+def test_a_nul_character_sends_the_batch_the_per_record_way(postgres_server):
+    """jsonb cannot hold U+0000: the per-record path stores such strings encoded and notes it; a batch with one goes
+    that way whole, with the same collection as the reference."""
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, cases._kinesis("o-1", 1, a="x")), record(S, cases._kinesis("o-2", 2, a="n\x00ul"))],
+                    [record(S, cases._kinesis("o-1", 3, a="y")), record(S, cases._kinesis("o-3", 4, a="back\\u0000"))],
+                    [record(S, cases._kinesis("o-1", 5, a="z"))],
+                ]}
+    assert _check(postgres_server, scenario) == [False, False, True]
