@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Iterator
 
 from . import jsonio
@@ -30,13 +31,17 @@ from .stores.base import SHAPE_COLUMN
 MAX_NAME_BYTES = 63  # json_to_record's column names are identifiers: PostgreSQL truncates longer ones
 MAX_COLUMNS = 1500  # a table has at most 1600 columns; ``values`` has one per distinct top-level name, plus 3
 _COPY_CHUNK = 4096  # records per COPY write
-# time-ordered UUIDs (version 7: 48 bits of Unix milliseconds, then random bits; version and variant bits set) from
-# gen_random_uuid(), which is version 4 (bits 52 and 53 of byte 6 turn its version nibble 0100 into 0111)
-UUIDV7_SQL = (
-    "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) placing "
-    "substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3) FROM 1 FOR 6), "
-    "52, 1), 53, 1), 'hex')::uuid::text"
-)
+
+
+def uuidv7_sql() -> str:
+    """SQL for a fresh time-ordered UUID per row (version 7, as documents.new_uuids makes them: 48 bits of Unix
+    milliseconds, fixed per statement here as per chunk there, then random bits): the milliseconds from Python, the
+    rest of ``gen_random_uuid()``'s text after its version digit (its variant is version 7's too). PostgreSQL 15 has
+    no ``uuidv7()``."""
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    return f"'{stamp[:8]}-{stamp[8:]}-7' || substr(gen_random_uuid()::text, 16)"
+
+
 INT64_MIN_TEXT, INT64_MAX_TEXT = "-9223372036854775808", "9223372036854775807"
 # the SQL cast of a value's text for each typed column type the path writes (FITS: values of the right kind only)
 _CASTS = {VARCHAR: "{v} #>> '{{}}'", BIGINT: "({v} #>> '{{}}')::bigint", DOUBLE: "({v} #>> '{{}}')::float8",
@@ -44,16 +49,19 @@ _CASTS = {VARCHAR: "{v} #>> '{{}}'", BIGINT: "({v} #>> '{{}}')::bigint", DOUBLE:
 
 
 def kind_sql(value: str) -> str:
-    """SQL for the JSON type of a ``json`` value (NULL: missing or null), named as ``set_batch.KIND`` names them."""
+    """SQL for the JSON type of a ``json`` value (NULL: missing or null), named as ``set_batch.KIND`` names them. By
+    its first character: ``json_to_record`` hands a value over as the record's own token, which orjson wrote compact
+    (no leading blank), so no value is parsed again; numbers are integers when all digits (orjson writes every float
+    with a '.' or an exponent)."""
     token = f"{value}::text"
     integer = (
         f"CASE WHEN length({token}) < 19 OR {token}::numeric BETWEEN {INT64_MIN_TEXT} AND {INT64_MAX_TEXT} "
         f"THEN 'BIGINT' ELSE 'UBIGINT' END"
     )
     return (
-        f"CASE json_typeof({value}) WHEN 'string' THEN 'VARCHAR' WHEN 'number' THEN CASE WHEN {token} ~ '^-?[0-9]+$' "
-        f"THEN {integer} ELSE 'DOUBLE' END WHEN 'boolean' THEN 'BOOLEAN' WHEN 'object' THEN 'OBJECT' "
-        f"WHEN 'array' THEN 'ARRAY' ELSE 'NULL' END"
+        f"CASE WHEN {value} IS NULL THEN 'NULL' ELSE CASE left({token}, 1) WHEN '\"' THEN 'VARCHAR' "
+        f"WHEN '{{' THEN 'OBJECT' WHEN '[' THEN 'ARRAY' WHEN 't' THEN 'BOOLEAN' WHEN 'f' THEN 'BOOLEAN' "
+        f"WHEN 'n' THEN 'NULL' ELSE CASE WHEN {token} ~ '^-?[0-9]+$' THEN {integer} ELSE 'DOUBLE' END END END"
     )
 
 
@@ -151,7 +159,7 @@ class PostgresSetBatch(SetBatch):
         for pos in (self.id_field_pos, self.id_key_pos, *self.pk_pos):
             if pos is not None:
                 problems.append(f"{kinds[keys[pos - 1]]} NOT IN ({', '.join(literal(t) for t in sorted(ID_TYPES))})")
-        id_sql = f"coalesce({', '.join(layers)}, {UUIDV7_SQL})" if layers else UUIDV7_SQL
+        id_sql = f"coalesce({', '.join(layers)}, {uuidv7_sql()})" if layers else uuidv7_sql()
         return id_sql, " OR ".join(problems) or "false"
 
     def _fold_ids(self, created: list[str]) -> tuple[int, int, int, int]:
@@ -261,21 +269,23 @@ class PostgresSetBatch(SetBatch):
         arrival = self._value("_kinesis_arrival_time") if "_kinesis_arrival_time" in self.kinesis_keys else None
         # (checked in _value_types: every arrival time casts)
         event_time = f"coalesce(({arrival} #>> '{{}}')::timestamptz, {ingested})" if arrival else ingested
+        # the record parsed to jsonb once (p.j): _doc is it without the metadata keys, _meta takes their values
         metas = []
         for g in self.groups:
             if g.kinesis:
-                inner = ", ".join(f"{literal(name)}, {self._value(key)}::jsonb" for key, name in g.kinesis)
+                inner = ", ".join(f"{literal(name)}, p.j -> {literal(key)}" for key, name in g.kinesis)
                 metas.append((g.index, f"jsonb_build_object('kinesis', jsonb_build_object({inner}))"))
             else:
                 metas.append((g.index, "'{}'::jsonb"))
         generation = writer.plan.write_generation
         dropped = ", ".join(literal(key) for key in [*self.kinesis_keys, "_id", "_op"])
+        generated = self.generated and not self.ops
         values = {
-            "_id": UUIDV7_SQL if self.generated and not self.ops else "i.id",
+            "_id": uuidv7_sql() if generated else "p.id",
             "_event_time": event_time,
             "_meta": by_group(metas, "p.g"),
-            "_doc": f"s.d::jsonb - ARRAY[{dropped}]::text[]",
-            "_airbyte_raw_id": UUIDV7_SQL,
+            "_doc": f"p.j - ARRAY[{dropped}]::text[]",
+            "_airbyte_raw_id": uuidv7_sql(),
             # (emitted_at: NULL unless an integer of ms within documents.extracted_time's range; whole seconds and
             # the milliseconds apart: to_timestamp takes a double)
             "_airbyte_extracted_at": (
@@ -288,17 +298,20 @@ class PostgresSetBatch(SetBatch):
             values[SHAPE_COLUMN] = by_group(
                 [(g.index, literal(g.shape) if g.shape else "NULL") for g in self.groups], "p.g"
             )
+        # typed values from the record's own tokens (jsonb would turn -0.0 into 0)
         for key, column in writer.columns.items():
             if key in self.field_pos:
                 values[column.name] = _CASTS[column.type].format(v=self._value(key))
-        if self.generated and not self.ops:
+        if generated:
             source = f"FROM {self.values} p"
+        elif self._writes_all():
+            source = f"FROM {self.values} p JOIN {self.ids} i ON p.seq = i.last"
         else:
             source = self._written()
-            if self._writes_all():
-                source = f"FROM {self.values} p JOIN {self.ids} i ON p.seq = i.last"
         columns = ", ".join(quote_ident(name) for name in values)
+        # (OFFSET 0 keeps the subquery from being pulled up: p.j is parsed once per row, not once per use)
         return (
-            f"INSERT INTO {store.q(writer.table)} ({columns}) SELECT {', '.join(values.values())} "
-            f"{source} JOIN {self.staged} s ON s.seq = p.seq WHERE p.seq >= {int(start)} AND p.seq < {int(stop)}"
+            f"INSERT INTO {store.q(writer.table)} ({columns}) SELECT {', '.join(values.values())} FROM (SELECT p.*, "
+            f"{'NULL' if generated else 'i.id'} AS id, s.d::jsonb AS j {source} JOIN {self.staged} s ON s.seq = p.seq "
+            f"WHERE p.seq >= {int(start)} AND p.seq < {int(stop)} OFFSET 0) AS p"
         )
