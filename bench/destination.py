@@ -668,7 +668,7 @@ def postgres_part(ctx: Context, plan: Plan, section: Section) -> dict | None:
     except Exception as exc:  # no PostgreSQL binaries: say so, keep the rest
         section.notes.append(f"PostgreSQL: not measured — {exc}")
         return None
-    out: dict = {"builds": {}, "flat": {plan.small: [], plan.big: []}, "append": [], "copy": []}
+    out: dict = {"builds": {}, "flat": {plan.small: [], plan.big: []}, "append": [], "append_set": [], "copy": []}
     # append vs the COPY floor
     messages = base_file(ctx, plan.pg_append)
     pg.create("bench_append")
@@ -678,6 +678,12 @@ def postgres_part(ctx: Context, plan: Plan, section: Section) -> dict | None:
             con.execute(f'DROP SCHEMA IF EXISTS "{Pg.SCHEMA}" CASCADE')
         out["append"].append(write(ctx, f"PostgreSQL append {plan.pg_append:,}", pg.store("bench_append"), False,
                                    messages, plan.pg_append, pg_server=pg.server))
+        # the set-based path (store.set_based_batches: off by default on PostgreSQL), the same file
+        with pg.connect("bench_append") as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{Pg.SCHEMA}" CASCADE')
+        out["append_set"].append(write(ctx, f"PostgreSQL append (set-based) {plan.pg_append:,}",
+                                       {**pg.store("bench_append"), "set_based_batches": True}, False, messages,
+                                       plan.pg_append, pg_server=pg.server))
         if rows is None:
             rows = pg_floor_rows(ctx, messages, pg.columns("bench_append"))
         out["copy"].append(pg_floor(ctx, pg, f"PostgreSQL COPY floor {plan.pg_append:,}", "bench_append", rows,
@@ -857,7 +863,8 @@ def run(ctx: Context) -> Section:
         copy_rate = median(r.rate for r in pg["copy"])
         copy_us = median(r.us_per_record for r in pg["copy"])
         pg_rate = median(r.rate for r in pg["append"])
-        for name, rs in (("COPY floor", pg["copy"]), ("destination append", pg["append"])):
+        for name, rs in (("COPY floor", pg["copy"]), ("destination append", pg["append"]),
+                         ("destination append, set-based batches (`set_based_batches: true`)", pg["append_set"])):
             pg_table.add(name, plan.pg_append, len(rs), median(r.rate for r in rs),
                          f"{median(r.rate for r in rs) / copy_rate:.2f}×", median(r.cpu / r.records * 1e6 for r in rs),
                          median(r.server_cpu / r.records * 1e6 for r in rs),

@@ -109,7 +109,8 @@ class PostgresStoreConfig(_Model):
     username: str
     password: str | None = Field(default=None, repr=False)
     ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    set_based_batches: bool = True
+    # off by default: measured slower than the per-record path on PostgreSQL (BENCHMARKS.md; set_batch_postgres.py)
+    set_based_batches: bool = False
 
     @field_validator("schema_")
     @classmethod

@@ -15,6 +15,7 @@ and ``write`` alike.
 from __future__ import annotations
 
 import base64
+import logging
 import contextlib
 import itertools
 from typing import Any, Iterable, Iterator, Sequence
@@ -28,6 +29,8 @@ from ..config import PostgresStoreConfig
 from ..naming import quote_ident
 from ..operations import DocumentReads, Stored
 from .base import Store
+
+logger = logging.getLogger("airbyte")
 
 _TYPES = {
     "BOOLEAN": "boolean",
@@ -87,6 +90,15 @@ class PostgresStore(Store):
             # by default) they go through files. Settable only before the session's first temporary table.
             self.conn.execute("SET temp_buffers = '64MB'")
         if not config.set_based_batches:  # config store.set_based_batches: every batch takes the per-record path
+            self.set_batches = False
+        elif not read_only and not self.fetchall("SELECT has_database_privilege(current_database(), 'TEMP')")[0][0]:
+            # the set-based path stages batches in temporary tables (a failed CREATE TEMP TABLE would abort the
+            # transaction): without the privilege every batch takes the per-record path, which needs none
+            logger.warning(
+                f"PostgreSQL user '{config.username}' may not create temporary tables in database "
+                f"'{config.database}': set_based_batches is ignored (every batch takes the per-record path). "
+                f"GRANT TEMP ON DATABASE {quote_ident(config.database)} TO {quote_ident(config.username)} to use it."
+            )
             self.set_batches = False
 
     def close(self) -> None:

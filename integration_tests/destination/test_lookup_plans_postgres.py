@@ -61,12 +61,14 @@ def test_upserts_of_whole_documents_read_no_document(harness, monkeypatch):
     assert docs["[2]"] == {"k": 2, "v": "new 2"} and docs["[3]"] == {"k": 3, "v": "seed"} and len(docs) == 100
 
 
-def test_the_set_based_path_finds_and_deletes_stored_rows_through_the_id_index(harness, monkeypatch):
+def test_the_set_based_path_finds_and_deletes_stored_rows_through_the_id_index(pg_store_config, monkeypatch):
     """Set-based batches (set_batch_postgres.py): the stored rows of a batch's ids are read through the ``_id`` index
     (``= ANY`` of the batch's ids, materialized before the join), and the rewritten rows deleted through it: never a
     scan of the collection, which a hash join with the batch's ids could choose as the collection grows."""
     from destination_collection import set_batch
+    from unit_tests.destination.harness import Harness
 
+    harness = Harness({**pg_store_config, "set_based_batches": True})
     harness.write([stream(S)], [record(S, {"k": k, "v": "seed"}) for k in range(20_000)], batch_size=20_000)
     store = harness.store()
     try:

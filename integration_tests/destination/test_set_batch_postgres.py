@@ -1,6 +1,6 @@
 """The set-based path's differential tests (unit_tests/destination/test_set_batch.py) against a real PostgreSQL: the
 same randomized Kinesis-shaped batches written with the set-based path (set_batch_postgres.py) and with it switched
-off (``PostgresStore.set_batches = False``: every batch through documents.py and operations.fold, the reference)
+off (config ``set_based_batches: true``, its default being false on PostgreSQL; ``PostgresStore.set_batches = False``: every batch through documents.py and operations.fold, the reference)
 must give identical collections, column types and summaries; the explicit scenarios of the DuckDB tests run here as
 they are. PostgreSQL adds its own hand-overs: a NUL character anywhere in a batch (jsonb cannot hold it; the
 per-record path encodes it) and field names that are not identifiers (empty, or past 63 bytes)."""
@@ -28,7 +28,8 @@ def _check(server, scenario):
     prefix = f"sb{next(_schemas)}"
     counter = itertools.count()
     return _CHECK(
-        scenario, lambda: Harness(server.store_config(schema=f"{prefix}_{next(counter)}")), PostgresStore
+        scenario, lambda: Harness({**server.store_config(schema=f"{prefix}_{next(counter)}"), "set_based_batches": True}),
+        PostgresStore,
     )
 
 
@@ -92,3 +93,30 @@ def test_a_nul_character_sends_the_batch_the_per_record_way(postgres_server):
                     [record(S, cases._kinesis("o-1", 5, a="z"))],
                 ]}
     assert _check(postgres_server, scenario) == [False, False, True]
+
+
+def test_without_the_temp_privilege_batches_take_the_per_record_path(postgres_server, caplog):
+    """The set-based path stages batches in temporary tables; a user without TEMP on the database gets the per-record
+    path (which needs none) and a warning naming the GRANT, not a failed sync."""
+    import psycopg
+
+    user, database = "kc_no_temp", "kc_no_temp_db"
+    with postgres_server.admin_connect("postgres") as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        con.execute(f'DROP ROLE IF EXISTS "{user}"')
+        con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD 'pw-no-temp'")
+        con.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+        con.execute(f'REVOKE TEMP ON DATABASE "{database}" FROM PUBLIC')
+        con.execute(f'REVOKE TEMP ON DATABASE "{database}" FROM "{user}"')
+    config = {**postgres_server.store_config(schema="public"), "database": database, "username": user,
+              "password": "pw-no-temp", "set_based_batches": True}
+    with psycopg.connect(host=config["host"], port=config["port"], dbname=database, user=user,
+                         password="pw-no-temp") as con:
+        assert con.execute("SELECT has_database_privilege(current_database(), 'TEMP')").fetchone()[0] is False
+    harness = Harness(config)
+    harness.options = {"collections": [{"stream": S, "id_field": "order"}]}
+    with caplog.at_level("WARNING", logger="airbyte"):
+        harness.write([cases.stream(S, pk=[["order"]])], [record(S, cases._kinesis(f"o-{n}", n, a=n)) for n in range(3)])
+    assert {key: row["_doc"] for key, row in harness.rows(S).items()} == {f"o-{n}": {"order": f"o-{n}", "a": n} for n in range(3)}
+    assert any("may not create temporary tables" in r.getMessage() and "GRANT TEMP ON DATABASE" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
