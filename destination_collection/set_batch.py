@@ -239,10 +239,10 @@ class SetBatch(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def _fold_ids(self, created: list[str]) -> tuple[int, int, int, int]:
-        """Create ``self.ids`` (one row per id: id, n, first, last, g, g_max, bad and for _ops last_op, repserts,
-        deletes_after, delete_first; see ``_fold``) and return (distinct ids, ids changed more than once, ids with
-        changes of different key lists, ids with a bad id value or _op)."""
+    def _fold_ids(self, created: list[str]) -> None:
+        """Create ``self.ids``: one row per id (id, n = its changes, first and last = their seqs, g and g_max = the
+        least and greatest key-list index of its records, bad = a record with a bad id value or _op, and for _ops
+        last_op, repserts, deletes_after, delete_first; see ``_fold``)."""
 
     @abc.abstractmethod
     def _value_types(self) -> tuple[dict[str, set[str]], bool]:
@@ -342,8 +342,12 @@ class SetBatch(abc.ABC):
         self.repeated = 0
         if self.generated and not self.ops:
             return n, 0
-        distinct, repeated, mixed, bad = self._fold_ids(created)
+        self._fold_ids(created)
         created.append(self.ids)
+        distinct, repeated, mixed, bad = (int(v) for v in self.store.fetchall(
+            f"SELECT count(*), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE g <> g_max), "
+            f"count(*) FILTER (WHERE bad) FROM {self.ids}"
+        )[0])
         if bad:
             return self._fallback("an id value that is not a string or an integer, or an _op other than REPSERT or "
                                   "DELETE")
@@ -357,6 +361,15 @@ class SetBatch(abc.ABC):
     def _writes_all(self) -> bool:
         """Whether every record of the batch is written (no fold dropped a change): no ``self.ids`` join needed."""
         return not self.ops and (self.generated or not self.repeated)
+
+    def _written(self, table: str, alias: str) -> str:
+        """FROM clause of the records the batch writes, from ``table`` (one row per record, by ``seq``) as ``alias``:
+        the last change of each id."""
+        if self.ops:  # the ids whose last change is a REPSERT
+            return f"FROM {table} {alias} JOIN {self.ids} i ON {alias}.seq = i.last AND i.last_op = 'R'"
+        if self._writes_all():
+            return f"FROM {table} {alias}"
+        return f"FROM {table} {alias} JOIN {self.ids} i ON {alias}.seq = i.last"
 
     # -- 4. value types: typed columns, arrival times -----------------------------------------------------------------
     def _check_values(self):

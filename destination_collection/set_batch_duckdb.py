@@ -86,7 +86,7 @@ class DuckDBSetBatch(SetBatch):
         ]
         return " OR ".join(checks)
 
-    def _fold_ids(self, created: list[str]) -> tuple[int, int, int, int]:
+    def _fold_ids(self, created: list[str]) -> None:
         id_sql = "uuidv7()::VARCHAR" if self.generated else self._id_sql()
         problem = self._id_problem_sql() if not self.generated else "false"
         extra = ""
@@ -113,18 +113,6 @@ class DuckDBSetBatch(SetBatch):
             f"json_extract_string(s.d, {_pointer_list(None, self.id_pointers)}) AS sv FROM {self.staged} s))) "
             f"GROUP BY id"
         )
-        return tuple(store.fetchall(
-            f"SELECT count(*), count(*) FILTER (n > 1), count(*) FILTER (g <> g_max), count(*) FILTER (bad) "
-            f"FROM {self.ids}"
-        )[0])
-
-    def _written(self) -> str:
-        """FROM clause of the records the batch writes (alias ``s``): the last change of each id."""
-        if self.ops:  # the ids whose last change is a REPSERT
-            return f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last AND i.last_op = 'R'"
-        if self._writes_all():
-            return f"FROM {self.staged} s"
-        return f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"
 
     # -- 4. value types -----------------------------------------------------------------------------------------------
     def _value_types(self) -> tuple[dict[str, set[str]], bool]:
@@ -138,7 +126,8 @@ class DuckDBSetBatch(SetBatch):
                 f"bool_and(a IS NULL OR json_type(a) = 'NULL' OR (json_type(a) = 'VARCHAR' AND "
                 f"regexp_full_match(a->>'$', {literal(ARRIVAL_RE)})))"
             )
-        row = self.store.fetchall(f"SELECT {', '.join(selects)} FROM (SELECT {', '.join(inner)} {self._written()})")[0]
+        written = self._written(self.staged, "s")
+        row = self.store.fetchall(f"SELECT {', '.join(selects)} FROM (SELECT {', '.join(inner)} {written})")[0]
         types: dict[str, set[str]] = {key: set() for key in fields}
         for type_list in row[0] or ():
             for key, kind in zip(fields, type_list):
@@ -150,7 +139,7 @@ class DuckDBSetBatch(SetBatch):
         spec = jsonio.dumps(dict.fromkeys(keys, "HUGEINT"))
         biggest = self.store.fetchall(
             f"SELECT {', '.join(f'max(struct_extract_at(r, {i}))' for i in range(1, len(keys) + 1))} "
-            f"FROM (SELECT TRY(json_transform(s.d, {literal(spec)})) AS r {self._written()})"
+            f"FROM (SELECT TRY(json_transform(s.d, {literal(spec)})) AS r {self._written(self.staged, 's')})"
         )[0]
         return [key for key, value in zip(keys, biggest) if value is None or value > INT64_MAX]
 
@@ -234,7 +223,7 @@ class DuckDBSetBatch(SetBatch):
             source = f"FROM {self.staged} s"
         elif self.ops:
             inner.append("i.id")
-            source = self._written()
+            source = self._written(self.staged, 's')
         else:
             inner.append("i.id")
             source = f"FROM {self.staged} s JOIN {self.ids} i ON s.seq = i.last"

@@ -162,7 +162,7 @@ class PostgresSetBatch(SetBatch):
         id_sql = f"coalesce({', '.join(layers)}, {uuidv7_sql()})" if layers else uuidv7_sql()
         return id_sql, " OR ".join(problems) or "false"
 
-    def _fold_ids(self, created: list[str]) -> tuple[int, int, int, int]:
+    def _fold_ids(self, created: list[str]) -> None:
         id_sql, problem = self._id_sql()
         op_sql, extra = "NULL::text", ""
         if self.ops:
@@ -186,18 +186,6 @@ class PostgresSetBatch(SetBatch):
             f"{op_sql} AS op, {problem} AS bad FROM {self.values} p) AS a) AS b GROUP BY id"
         )
         store.execute(f"ANALYZE {self.ids}")
-        return tuple(int(v) for v in store.fetchall(
-            f"SELECT count(*), count(*) FILTER (WHERE n > 1), count(*) FILTER (WHERE g <> g_max), "
-            f"count(*) FILTER (WHERE bad) FROM {self.ids}"
-        )[0])
-
-    def _written(self) -> str:
-        """FROM clause of the records the batch writes (alias ``p``): the last change of each id."""
-        if self.ops:  # the ids whose last change is a REPSERT
-            return f"FROM {self.values} p JOIN {self.ids} i ON p.seq = i.last AND i.last_op = 'R'"
-        if self._writes_all():
-            return f"FROM {self.values} p"
-        return f"FROM {self.values} p JOIN {self.ids} i ON p.seq = i.last"
 
     # -- 4. value types -----------------------------------------------------------------------------------------------
     def _value_types(self) -> tuple[dict[str, set[str]], bool]:
@@ -221,7 +209,8 @@ class PostgresSetBatch(SetBatch):
         else:
             arrival = "true"
         rows = self.store.fetchall(
-            f"SELECT t, bool_and(a) FROM (SELECT {kinds} AS t, {arrival} AS a {self._written()}) AS k GROUP BY t"
+            f"SELECT t, bool_and(a) FROM (SELECT {kinds} AS t, {arrival} AS a {self._written(self.values, 'p')}) AS k "
+            f"GROUP BY t"
         )
         types: dict[str, set[str]] = {key: set() for key in fields}
         arrival_ok = True
@@ -307,7 +296,7 @@ class PostgresSetBatch(SetBatch):
         elif self._writes_all():
             source = f"FROM {self.values} p JOIN {self.ids} i ON p.seq = i.last"
         else:
-            source = self._written()
+            source = self._written(self.values, 'p')
         columns = ", ".join(quote_ident(name) for name in values)
         # (OFFSET 0 keeps the subquery from being pulled up: p.j is parsed once per row, not once per use)
         return (
