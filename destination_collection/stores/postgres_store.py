@@ -85,13 +85,9 @@ class PostgresStore(Store):
         self._tx: Any = None
         if read_only:
             self.conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
-        else:
-            # the set-based path stages each batch in temporary tables (~2x its JSON text); past temp_buffers (8MB
-            # by default) they go through files. Settable only before the session's first temporary table.
-            self.conn.execute("SET temp_buffers = '64MB'")
-        if not config.set_based_batches:  # config store.set_based_batches: every batch takes the per-record path
+        if read_only or not config.set_based_batches:  # config store.set_based_batches: the per-record path only
             self.set_batches = False
-        elif not read_only and not self.fetchall("SELECT has_database_privilege(current_database(), 'TEMP')")[0][0]:
+        elif not self.fetchall("SELECT has_database_privilege(current_database(), 'TEMP')")[0][0]:
             # the set-based path stages batches in temporary tables (a failed CREATE TEMP TABLE would abort the
             # transaction): without the privilege every batch takes the per-record path, which needs none
             logger.warning(
@@ -100,6 +96,10 @@ class PostgresStore(Store):
                 f"GRANT TEMP ON DATABASE {quote_ident(config.database)} TO {quote_ident(config.username)} to use it."
             )
             self.set_batches = False
+        else:
+            # the set-based path stages each batch in temporary tables (~2x its JSON text); past temp_buffers (8MB
+            # by default) they go through files. Settable only before the session's first temporary table.
+            self.conn.execute("SET temp_buffers = '64MB'")
 
     def close(self) -> None:
         self.conn.close()

@@ -120,3 +120,19 @@ def test_without_the_temp_privilege_batches_take_the_per_record_path(postgres_se
     assert {key: row["_doc"] for key, row in harness.rows(S).items()} == {f"o-{n}": {"order": f"o-{n}", "a": n} for n in range(3)}
     assert any("may not create temporary tables" in r.getMessage() and "GRANT TEMP ON DATABASE" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_names_and_values_that_sql_copy_and_psycopg_treat_specially(postgres_server):
+    """What the PostgreSQL SQL and its COPY could misread: psycopg placeholders (``%s``, ``%(x)s``), SQL keywords in
+    any case, the COPY delimiter and quote (\\x02, \\x01) and newlines in strings (orjson escapes them), backslashes,
+    braces, a name of exactly 63 bytes in multibyte characters, numbers at the edges of double precision, a float
+    that jsonb would print as an integer (1e20) and negative zero."""
+    odd = {"%s": "%s", "%(x)s": "%(x)s", "select": 1, "SELECT": 2, "from": None, "{": "}", "\\": "\\\\",
+           "a\x02b": "c\x01d\ne", "é" * 31 + "x": 3, "big": 1.7976931348623157e308, "tiny": 5e-324,
+           "float_int": 1e20, "negzero": -0.0, "sn": "1e20"}
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, cases._kinesis("o-1", 1, **odd)), record(S, cases._kinesis("o-2", 2, **odd))],
+                    [record(S, cases._kinesis("o-1", 3, **odd)), record(S, cases._kinesis("o-3", 4, **odd))],
+                ]}
+    assert _check(postgres_server, scenario) == [True, True]

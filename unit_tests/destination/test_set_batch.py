@@ -181,6 +181,8 @@ def _comparable(row: dict[str, Any], generated: bool) -> dict[str, Any]:
             continue
         if name in ("_doc", "_meta", "_airbyte_meta") or isinstance(value, (dict, list)):
             value = json.dumps(value, sort_keys=False, ensure_ascii=False)
+        elif isinstance(value, float):  # repr: -0.0 == 0.0 would hide a lost sign
+            value = repr(value)
         out[name] = value
     return out
 
