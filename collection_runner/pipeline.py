@@ -21,6 +21,7 @@ from airbyte_cdk.models import ConfiguredAirbyteCatalog
 from collection_runner.locking import StoreLock
 from collection_runner.progress import RunnerProgress
 from collection_runner.query_service import QUERY_TIMEOUT_SECS, QueryService
+from collection_runner.repeated_states import RepeatedStates
 from collection_runner.source_pump import SourcePump
 from destination_collection.config import DuckDBStoreConfig, parse_config as parse_destination_config
 from destination_collection.protocol_loop import write_messages
@@ -93,7 +94,10 @@ def run_pipeline(
             on_reading()
             pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds).start()
             try:
-                for echo in write_messages(destination, catalog, progress.observe(pump.messages()), store=store):
+                # (a state equal to the last committed one for its stream is not committed again: an idle runner
+                # makes no commits; see repeated_states)
+                fresh = RepeatedStates(states).filter(pump.messages())
+                for echo in write_messages(destination, catalog, progress.observe(fresh), store=store):
                     progress.on_commit(echo)
                     if not stop_event.is_set():  # stopping anyway: what was committed is, exit 0
                         lock.verify()  # PostgreSQL: the advisory lock went with a lost session? stop (exit 3)

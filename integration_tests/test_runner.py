@@ -172,3 +172,39 @@ def test_config_errors_exit_2_with_a_message(tmp_path, kinesis_mock):
     bad.write_text("{not json")
     result = runner("sync", "--source", str(bad), "--destination", destination)
     assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+
+def test_an_idle_follow_makes_no_commits(tmp_path, kinesis_mock, kinesis, new_stream):
+    """The source checkpoints every checkpoint_interval_seconds even when nothing arrives; the runner commits only
+    states that moved (collection_runner/repeated_states.py): after the records are in, an idle follow of 4 s with a
+    0.5 s checkpoint interval adds no commit."""
+    stream = new_stream(shards=2, prefix="idle")
+    producer = Producer(kinesis, stream)
+    producer.put(10)
+    source, destination = write_configs(tmp_path, kinesis_mock, stream, checkpoint_interval_seconds=0.5)
+    proc = subprocess.Popen([SCRIPT, "follow", "--source", source, "--destination", destination],
+                            stderr=subprocess.PIPE, text=True)
+    table = table_name(stream)
+
+    def committed_states() -> list:
+        result = runner("stats", "--destination", destination, "--format", "json")
+        return [c["state_committed_at"] for c in json.loads(result.stdout)["collections"]] \
+            if result.returncode == 0 else []
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            result = runner("query", "--destination", destination, "--format", "json", f'SELECT count(*) AS n FROM "{table}"')
+            if result.returncode == 0 and json.loads(result.stdout.splitlines()[0])["n"] == 10:
+                break
+            time.sleep(0.3)
+        time.sleep(1.5)  # the checkpoint right after the records (the source's drained checkpoint) goes in
+        before = committed_states()
+        time.sleep(4)
+        after = committed_states()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert before and before == after, (before, after)
+    assert len(collection_rows(tmp_path, table)) == 10

@@ -1,0 +1,68 @@
+"""The runner passes a STREAM state on only when it differs from the last one committed or passed on for its stream.
+
+A following source checkpoints every ``checkpoint_interval_seconds`` whether or not anything arrived (an Airbyte
+``read`` documents those idle checkpoints: the platform shows progress with them). In the runner a state equal to
+the last one changes nothing — the positions did not move, so no record was read since — yet each would be a
+commit: a transaction, a WAL write, on PostgreSQL a round trip. So an idle runner makes no commits. A state differs
+as soon as any shard's position moves, and the write loop commits records only with a state (or at its flush
+interval and at the end), so dropping an equal one never delays a record.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+
+import orjson
+from airbyte_cdk.models import AirbyteMessage, AirbyteStateType, Type
+
+
+def _canonical(stream_state: Any) -> Optional[bytes]:
+    """A stream state's JSON with sorted keys (None when it cannot be written as JSON: then it is never dropped)."""
+    if hasattr(stream_state, "__dict__") and not isinstance(stream_state, Mapping):
+        stream_state = dict(vars(stream_state))  # AirbyteStateBlob holds its fields as attributes
+    try:
+        return orjson.dumps(stream_state, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+
+
+def _descriptor(name: Any, namespace: Any) -> tuple:
+    return (name, namespace)
+
+
+class RepeatedStates:
+    """``filter`` drops STREAM states equal to the last one known for their stream; ``committed`` are the states the
+    run resumed from (STREAM state messages as dicts, as the store returns them)."""
+
+    def __init__(self, committed: List[Dict[str, Any]]) -> None:
+        self.last: Dict[tuple, bytes] = {}
+        self.dropped = 0
+        for message in committed:
+            stream = message.get("stream") or {}
+            descriptor = stream.get("stream_descriptor") or {}
+            text = _canonical(stream.get("stream_state"))
+            if text is not None:
+                self.last[_descriptor(descriptor.get("name"), descriptor.get("namespace"))] = text
+
+    def filter(self, messages: Iterable[Any]) -> Iterator[Any]:
+        for message in messages:
+            if self._repeated(message):
+                self.dropped += 1
+                continue
+            yield message
+
+    def _repeated(self, message: Any) -> bool:
+        if not isinstance(message, AirbyteMessage) or message.type != Type.STATE or message.state is None:
+            return False
+        state = message.state
+        if state.type != AirbyteStateType.STREAM or state.stream is None:
+            return False
+        descriptor = state.stream.stream_descriptor
+        key = _descriptor(descriptor.name, descriptor.namespace)
+        text = _canonical(state.stream.stream_state)
+        if text is None:
+            self.last.pop(key, None)
+            return False
+        if self.last.get(key) == text:
+            return True
+        self.last[key] = text
+        return False
