@@ -9,6 +9,8 @@
   ``kinesis-collection query`` does) which batches are complete. Latency of a batch = first time all its records are
   queryable − time its ``put_records`` was called (the target's measure), and − time it returned (the records are in
   the stream: what the connector controls). p50 and p95 over all batches.
+* **Idle**: the same runner afterwards, while nothing arrives for 60 s: its CPU (user + system, /proc) as a share of
+  one core, and its commits (changes of the committed state, polled every second through the query socket).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from .common import Context, Section, Table, Target, interleaved, median
 from .source import BIN, REPO, _replay, _source_files
@@ -167,6 +169,7 @@ def freshness(ctx: Context, section: Section) -> None:
                 if len(seen) >= len(sent) or time.monotonic() > poll_until:
                     break
             time.sleep(0.1)
+        idle = _idle(ctx, runner.pid, socket_path, 3 if ctx.smoke else IDLE_SECONDS)
     finally:
         runner.terminate()
         try:
@@ -193,8 +196,48 @@ def freshness(ctx: Context, section: Section) -> None:
     t.add("put_records called", rate, len(sent), missing, p50, p95, latencies[-1])
     t.add("put_records returned", rate, len(sent), missing, pct(after_ack, 0.5), pct(after_ack, 0.95), after_ack[-1])
     section.tables.append(t)
+    cpu_share, commits, idle_seconds = idle
+    t = Table(["shards", "idle seconds", "runner CPU s", "share of one core", "commits"],
+              caption=f"The same follow runner once the writers stopped and everything was queryable: nothing arrives for "
+                      f"{idle_seconds:.0f} s (the source polls each shard and checkpoints every `checkpoint_interval_seconds`, "
+                      f"10 s by default). CPU = user + system of the runner process (/proc); commits = changes of the "
+                      f"collection's committed state, polled every second through the query socket.")
+    t.add(4, idle_seconds, cpu_share * idle_seconds, f"{cpu_share * 100:.2f} %", commits)
+    section.tables.append(t)
+    section.targets.append(Target("idle follow, 4 shards: CPU share of one core and commits", f"{cpu_share * 100:.2f} %, {commits} commits over {idle_seconds:.0f} s",
+                                  "≤ 2 %, 0 commits", None if ctx.smoke else (cpu_share <= 0.02 and commits == 0)))
     section.targets.append(Target("follow freshness p95 (put → queryable)", f"{p95:.2f} s (p50 {p50:.2f} s) at {rate:,.0f} records/s", "≤ 2 s at 1,000 records/s",
                                   None if ctx.smoke else (p95 <= 2.0 and missing == 0 and rate >= 950)))
+
+
+IDLE_SECONDS = 60
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (fields 14 and 15)
+
+
+def _idle(ctx: Context, pid: int, socket_path: str, seconds: float) -> tuple:
+    """(share of one core, commits) of the follow runner over ``seconds`` in which nothing arrives."""
+    from collection_runner.query_service import ask
+
+    def committed() -> Optional[str]:
+        response = ask(socket_path, {"command": "query", "format": "json",
+                                     "sql": "SELECT max(committed_at)::VARCHAR AS at FROM _collection_state"})
+        return json.loads(response["output"].splitlines()[0])["at"] if response.get("ok") else None
+
+    time.sleep(2 * 1.0)  # the checkpoint of the last records (the source's drained checkpoint) goes in first
+    seen = {committed()}
+    start_cpu, started = _cpu_seconds(pid), time.monotonic()
+    while time.monotonic() - started < seconds:
+        time.sleep(1.0)
+        seen.add(committed())
+    cpu = _cpu_seconds(pid) - start_cpu
+    elapsed = time.monotonic() - started
+    ctx.log(f"  idle follow: {cpu:.2f} s CPU over {elapsed:.0f} s, {len(seen) - 1} commits")
+    return cpu / elapsed, len(seen) - 1, elapsed
 
 
 def run(ctx: Context) -> Section:
