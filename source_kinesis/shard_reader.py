@@ -224,13 +224,13 @@ class ShardReader:
         size = 0
         for record in records:
             size += len(record["Data"]) + len(record["PartitionKey"])
-        self.budget.record_call(started, size)
         self.stats.calls += 1
         self.stats.records += len(records)
         self.stats.bytes += size
         behind = response.get("MillisBehindLatest")
         if behind is not None and (type(behind) is not int or behind < 0):
             raise MalformedResponse(f"GetRecords returned a MillisBehindLatest that is not a non-negative integer: {str(behind)[:80]!r}")
+        self.budget.record_call(started, size, idle=not records and behind == 0)
         self.stats.millis_behind = behind
         if not records:
             self.stats.empty_calls += 1

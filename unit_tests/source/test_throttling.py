@@ -131,3 +131,64 @@ def test_budget_exhausted_reraises_last_error_and_counts_last_throttle() -> None
         policy(call)
     assert counters.throttles >= 2
     assert counters.throttles == counters.retries + 1  # the last throttle is counted, but no backoff follows it
+
+
+def test_an_idle_shard_is_polled_at_most_every_idle_interval_until_records_come() -> None:
+    """Empty pages at the tip: the first keeps the call spacing (a quiet moment under load), from the second on the
+    shard is polled every IDLE_INTERVAL_SECONDS; a page with records (or a non-idle empty one, behind the tip) brings
+    the full budget back at once."""
+    from source_kinesis.throttling import IDLE_AFTER_EMPTY_CALLS, IDLE_INTERVAL_SECONDS
+
+    assert IDLE_AFTER_EMPTY_CALLS == 2 and IDLE_INTERVAL_SECONDS == 1.0
+    budget = ShardBudget(5, 2, clock=FakeClock())
+    budget.record_call(10.0, 0, idle=True)
+    assert budget.next_call_at() == pytest.approx(10.2)
+    budget.record_call(10.2, 0, idle=True)
+    assert budget.next_call_at() == pytest.approx(11.2)
+    budget.record_call(11.2, 0, idle=True)
+    assert budget.next_call_at() == pytest.approx(12.2)
+    budget.record_call(12.2, 500, idle=False)  # records: the full budget again
+    assert budget.next_call_at() == pytest.approx(12.4)
+    budget.record_call(12.4, 0, idle=True)
+    assert budget.next_call_at() == pytest.approx(12.6)  # one empty page is not idleness yet
+    budget.record_call(12.6, 0, idle=False)  # empty but behind the tip (a gap in the shard): still reading
+    budget.record_call(12.8, 0, idle=True)
+    assert budget.next_call_at() == pytest.approx(13.0)
+    slow = ShardBudget(0.5, 2, clock=FakeClock())  # a budget slower than the idle interval keeps its spacing
+    slow.record_call(0.0, 0, idle=True)
+    slow.record_call(2.0, 0, idle=True)
+    assert slow.next_call_at() == pytest.approx(4.0)
+
+
+def test_a_following_reader_marks_empty_pages_at_the_tip_as_idle() -> None:
+    """The reader hands the budget the idle signal: empty at the tip (MillisBehindLatest 0) backs off, empty but
+    behind does not, records do not."""
+    import datetime as dt
+
+    from source_kinesis.shard_reader import ShardReader, StartPosition
+
+    responses = [([], 0), ([], 0), ([], 0), ([], 5000), ([{"n": 1}], 0)]
+    clock = FakeClock(100.0)
+
+    class Tip:
+        def get_shard_iterator(self, **kwargs):
+            return {"ShardIterator": "it-0"}
+
+        def get_records(self, ShardIterator, Limit):
+            records, behind = responses.pop(0)
+            out = [{"SequenceNumber": str(10 + len(responses)), "Data": b"{}", "PartitionKey": "k",
+                    "ApproximateArrivalTimestamp": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)} for _ in records]
+            return {"Records": out, "NextShardIterator": "it-1", "MillisBehindLatest": behind}
+
+    reader = ShardReader(Tip(), "s", {"StreamName": "s"}, "shard-0", StartPosition("TRIM_HORIZON"),
+                         budget=ShardBudget(2, 2, clock=clock), records_per_call=10, retry_budget_seconds=5,
+                         follow=True, sync_started_at=dt.datetime.now(dt.timezone.utc), stale_policy="restart",
+                         clock=clock)
+    gaps = []
+    for _ in range(5):
+        clock.now = max(clock.now, reader.next_due())
+        started = clock.now
+        page = reader.poll()
+        assert page.error is None, page.error
+        gaps.append(round(reader.next_due() - started, 3))
+    assert gaps == [0.5, 1.0, 1.0, 0.5, 0.5]
