@@ -199,8 +199,8 @@ def freshness(ctx: Context, section: Section) -> None:
     cpu_share, commits, idle_seconds = idle
     t = Table(["shards", "idle seconds", "runner CPU s", "share of one core", "commits"],
               caption=f"The same follow runner once the writers stopped and everything was queryable: nothing arrives for "
-                      f"{idle_seconds:.0f} s (the source polls each shard and checkpoints every `checkpoint_interval_seconds`, "
-                      f"10 s by default). CPU = user + system of the runner process (/proc); commits = changes of the "
+                      f"{idle_seconds:.0f} s (the source polls each shard and checkpoints every 0.5 s: the runner's follow tuning "
+                      f"of `checkpoint_interval_seconds`). CPU = user + system of the runner process (/proc); commits = changes of the "
                       f"collection's committed state, polled every second through the query socket.")
     t.add(4, idle_seconds, cpu_share * idle_seconds, f"{cpu_share * 100:.2f} %", commits)
     section.tables.append(t)

@@ -21,11 +21,11 @@ import sys
 from typing import List, Optional
 
 from collection_runner import stopping
+from collection_runner.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_SYSTEM, EXIT_TRANSIENT
 
 # Only the standard library at import time: the console script imports this module before ``run()`` can install the
 # stop handlers, and the CDK's imports take seconds (a SIGTERM then would be exit 143, a SIGINT a traceback).
 
-EXIT_OK, EXIT_SYSTEM, EXIT_CONFIG, EXIT_TRANSIENT = 0, 1, 2, 3
 logger = logging.getLogger("airbyte")
 
 

@@ -9,7 +9,7 @@ from typing import Any, Dict
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from collection_runner.cli import EXIT_OK, EXIT_SYSTEM
+from collection_runner.exit_codes import EXIT_OK, EXIT_SYSTEM
 from collection_runner.configs import follow_tuned, load_catalog, load_destination_config, load_source_config
 from collection_runner.locking import StoreLock, read_holder, runner_socket
 from collection_runner.pipeline import run_pipeline

@@ -23,7 +23,9 @@ from airbyte_cdk.sources.utils.schema_helpers import check_config_against_spec_o
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from destination_collection.config import parse_config as parse_destination_config
 from destination_collection.destination import raw_spec as destination_spec
+from source_kinesis.config import parse_config as parse_source_config
 from source_kinesis.source import SourceKinesis
 
 # Follow mode: how often the source checkpoints (and so how often the destination commits). Freshness target: the
@@ -110,11 +112,12 @@ def load_destination_config(path: str) -> Dict[str, Any]:
 
 
 def follow_tuned(source_config: Mapping[str, Any], destination_config: Mapping[str, Any]) -> tuple:
-    """Copies of both configs with the checkpoint and flush intervals short enough for follow-mode freshness."""
-    source = dict(source_config)
-    source["checkpoint_interval_seconds"] = min(float(source.get("checkpoint_interval_seconds", 10)), FOLLOW_CHECKPOINT_SECONDS)
-    destination = dict(destination_config)
-    destination["flush_interval_secs"] = min(float(destination.get("flush_interval_secs", 5)), FOLLOW_CHECKPOINT_SECONDS * 2)
+    """Copies of both configs with the checkpoint and flush intervals short enough for follow-mode freshness: the
+    smaller of each package's own value (as its config model reads it, defaults included) and the follow value."""
+    checkpoint = parse_source_config(source_config).checkpoint_interval_seconds
+    flush = parse_destination_config(destination_config).flush_interval_secs
+    source = {**source_config, "checkpoint_interval_seconds": min(checkpoint, FOLLOW_CHECKPOINT_SECONDS)}
+    destination = {**destination_config, "flush_interval_secs": min(flush, FOLLOW_CHECKPOINT_SECONDS * 2)}
     return source, destination
 
 

@@ -1,0 +1,33 @@
+"""The runner's follow tuning reads each package's own config model (its defaults included), never copies of them;
+and its modules import without a cycle (cli → commands, never back)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from collection_runner.configs import FOLLOW_CHECKPOINT_SECONDS, follow_tuned
+from destination_collection.config import DestinationConfig
+from source_kinesis.config import SourceConfig
+
+SOURCE = {"credentials": {"auth_type": "access_keys", "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "s"},
+          "region": "us-east-1", "streams": ["orders"]}
+DESTINATION = {"store": {"store_type": "duckdb", "path": "/tmp/x.duckdb"}}
+
+
+def test_follow_tuning_takes_the_smaller_of_the_package_value_and_the_follow_value():
+    source, destination = follow_tuned(SOURCE, DESTINATION)
+    # the packages' defaults (read from their models) are above the follow values
+    assert SourceConfig.model_fields["checkpoint_interval_seconds"].default > FOLLOW_CHECKPOINT_SECONDS
+    assert DestinationConfig.model_fields["flush_interval_secs"].default > FOLLOW_CHECKPOINT_SECONDS * 2
+    assert source["checkpoint_interval_seconds"] == FOLLOW_CHECKPOINT_SECONDS
+    assert destination["flush_interval_secs"] == FOLLOW_CHECKPOINT_SECONDS * 2
+    faster_source, faster_destination = follow_tuned({**SOURCE, "checkpoint_interval_seconds": 0.2},
+                                                     {**DESTINATION, "flush_interval_secs": 0.3})
+    assert faster_source["checkpoint_interval_seconds"] == 0.2 and faster_destination["flush_interval_secs"] == 0.3
+    assert "checkpoint_interval_seconds" not in SOURCE and "flush_interval_secs" not in DESTINATION  # copies
+
+
+def test_cli_and_commands_do_not_import_each_other():
+    commands = ast.parse((Path(__file__).resolve().parents[2] / "collection_runner" / "commands.py").read_text())
+    imported = {node.module for node in ast.walk(commands) if isinstance(node, ast.ImportFrom)}
+    assert "collection_runner.cli" not in imported
