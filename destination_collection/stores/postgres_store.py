@@ -98,8 +98,11 @@ class PostgresStore(Store):
             self.set_batches = False
         else:
             # the set-based path stages each batch in temporary tables (~2x its JSON text); past temp_buffers (8MB
-            # by default) they go through files. Settable only before the session's first temporary table.
+            # by default) they go through files. Settable only before the session's first temporary table. Its SQL
+            # writes string literals with backslashes meant as themselves (regular expressions, '\u0000'): the
+            # default since PostgreSQL 9.1, set in case a server or role turned it off.
             self.conn.execute("SET temp_buffers = '64MB'")
+            self.conn.execute("SET standard_conforming_strings = on")
 
     def close(self) -> None:
         self.conn.close()

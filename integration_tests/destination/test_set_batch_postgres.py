@@ -136,3 +136,30 @@ def test_names_and_values_that_sql_copy_and_psycopg_treat_specially(postgres_ser
                     [record(S, cases._kinesis("o-1", 3, **odd)), record(S, cases._kinesis("o-3", 4, **odd))],
                 ]}
     assert _check(postgres_server, scenario) == [True, True]
+
+
+def test_a_role_with_standard_conforming_strings_off_gets_the_same_collection(postgres_server):
+    """The path's SQL writes backslashes in string literals as themselves (regular expressions, '\\u0000'); the
+    session turns standard_conforming_strings on, whatever the server or role says."""
+    user, database = "kc_nonstd", "kc_nonstd_db"
+    with postgres_server.admin_connect("postgres") as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        con.execute(f'DROP ROLE IF EXISTS "{user}"')
+        con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD 'pw-nonstd'")
+        con.execute(f'ALTER ROLE "{user}" SET standard_conforming_strings = off')
+        con.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+    schemas = itertools.count()
+
+    def harness():
+        return Harness({**postgres_server.store_config(schema=f"n{next(schemas)}"), "database": database,
+                        "username": user, "password": "pw-nonstd", "set_based_batches": True})
+
+    values = {"s": "back\\slash", "op_like": " repsert\\n", "t": "a.b"}
+    scenario = {"mode": "id_field", "collection": {"stream": S, "id_field": "order"}, "pk": [["order"]],
+                "overwrite": False, "batch_size": 10_000, "syncs": [
+                    [record(S, cases._kinesis("o-1", 1, **values)), record(S, cases._kinesis("o-2", 2, **values))],
+                    [record(S, {**cases._kinesis("o-1", 3, **values), "_op": "repsert\t"}),
+                     record(S, {**cases._kinesis("o-2", 4), "_op": " DELETE"}),
+                     record(S, {**cases._kinesis("o-3", 5, **values), "_op": "REPSERT"})],
+                ]}
+    assert _CHECK(scenario, harness, PostgresStore) == [True, True]
