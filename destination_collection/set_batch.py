@@ -30,9 +30,10 @@ columns as they are (after widening); for upserts, every change of an ``_id`` in
 document, with the same field names in the same order (``_doc_shape``: then the merge of a change onto it is the
 change) and one stored row per ``_id``; stored rows of the live generation; no older-change guard when an ``_id``
 repeats, is stored, or has an ``_op``; PostgreSQL: no NUL character (jsonb cannot hold it: the per-record path
-encodes it) and field names of at most 63 bytes. Any other batch goes through the per-record path (documents.py,
-operations.fold), the reference this path is tested against (``unit_tests/destination/test_set_batch.py``,
-``integration_tests/destination/test_set_batch_postgres.py``): every check runs before the batch writes anything.
+encodes it), field names that are identifiers (not empty, at most 63 bytes) and arrival times of dates that exist.
+Any other batch goes through the per-record path (documents.py, operations.fold), the reference this path is tested
+against (``unit_tests/destination/test_set_batch.py``, ``integration_tests/destination/test_set_batch_postgres.py``):
+every check runs before the batch writes anything.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
