@@ -383,7 +383,8 @@ class StoreLock:
     def verify(self, every_seconds: float = 1.0) -> None:
         """Raise (transient_error: exit 3) if the lock is no longer held. A PostgreSQL advisory lock lives as long as
         its session: a server restart or a killed session releases it silently, and another runner could then write
-        to the same schema. The pipeline calls this after each commit; it asks the server at most every
+        to the same schema. The pipeline calls this after each commit and at each state it does not commit (an idle
+        runner commits nothing: repeated_states); it asks the server at most every
         ``every_seconds``. (A file lock cannot be lost while the process lives.)"""
         if self._pg is None or time.monotonic() - self._pg_checked < every_seconds:
             return

@@ -95,8 +95,10 @@ def run_pipeline(
             pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds).start()
             try:
                 # (a state equal to the last committed one for its stream is not committed again: an idle runner
-                # makes no commits; see repeated_states)
-                fresh = RepeatedStates(states).filter(pump.messages())
+                # makes no commits; see repeated_states. The lock is still checked at each such state: a lost
+                # PostgreSQL lock stops an idle runner as it stops a busy one, before its next commit)
+                idle_check = lambda: stop_event.is_set() or lock.verify()  # noqa: E731
+                fresh = RepeatedStates(states, on_repeat=idle_check).filter(pump.messages())
                 for echo in write_messages(destination, catalog, progress.observe(fresh), store=store):
                     progress.on_commit(echo)
                     if not stop_event.is_set():  # stopping anyway: what was committed is, exit 0

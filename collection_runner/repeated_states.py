@@ -10,7 +10,7 @@ interval and at the end), so dropping an equal one never delays a record.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import orjson
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateType, Type
@@ -34,9 +34,12 @@ class RepeatedStates:
     """``filter`` drops STREAM states equal to the last one known for their stream; ``committed`` are the states the
     run resumed from (STREAM state messages as dicts, as the store returns them)."""
 
-    def __init__(self, committed: List[Dict[str, Any]]) -> None:
+    def __init__(self, committed: List[Dict[str, Any]], on_repeat: Optional[Callable[[], None]] = None) -> None:
+        """``on_repeat`` runs for each dropped state: what the runner did after each commit that still needs doing
+        while nothing is committed (checking that its PostgreSQL lock still holds)."""
         self.last: Dict[tuple, bytes] = {}
         self.dropped = 0
+        self.on_repeat = on_repeat
         for message in committed:
             stream = message.get("stream") or {}
             descriptor = stream.get("stream_descriptor") or {}
@@ -48,6 +51,8 @@ class RepeatedStates:
         for message in messages:
             if self._repeated(message):
                 self.dropped += 1
+                if self.on_repeat is not None:
+                    self.on_repeat()
                 continue
             yield message
 

@@ -597,6 +597,43 @@ def test_postgresql_sessions_ended_mid_follow_exit_3_and_lose_nothing(tmp_path, 
     reliability(cases=1, faults=1)
 
 
+def test_an_idle_follow_that_loses_its_postgresql_lock_exits_3_without_a_commit(tmp_path, kinesis_mock, postgres,
+                                                                               reliability):
+    """An idle runner commits nothing (repeated_states), so the lock check that followed each commit runs at each
+    state it drops instead: with only the lock's session ended and nothing arriving, the runner still stops with exit 3
+    naming the lock, within seconds, and commits nothing after losing it."""
+    stream = f"pgidle-{uuid.uuid4().hex[:6]}"
+    create_stream(kinesis_mock.client(), stream, 1)
+    _put(kinesis_mock, stream, 0, 5)
+    schema = f"s_{uuid.uuid4().hex[:6]}"
+    store = dict(postgres.store_config(schema=schema))
+    proc = _pg_run(tmp_path, kinesis_mock, stream, store)
+    try:
+        _wait_count(postgres, schema, stream, 5, proc)
+        time.sleep(2.0)  # idle: the source's checkpoints are dropped, nothing is committed
+        with postgres.admin_connect() as conn:
+            committed_before = conn.execute(f'SELECT committed_at FROM "{schema}"._collection_state').fetchall()
+            ended = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
+            assert ended == [(True,)], ended
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 3, (proc.returncode, err[-3000:])
+    assert took < 10, took
+    last = [line for line in err.splitlines() if "ERROR" in line][-1]
+    assert "transient_error" in last and "runner lock" in last, last
+    with postgres.admin_connect() as conn:
+        assert conn.execute(f'SELECT committed_at FROM "{schema}"._collection_state').fetchall() == committed_before
+    assert _pg_count(postgres, schema, stream) == 5
+    reliability(cases=1, faults=1)
+
+
 class FloodSource:
     """Ignores the stop request and keeps emitting (a backlog of pages in flight after a stop, or a source that does
     not look at the event): records in order, a state every 100 records covering them."""

@@ -51,3 +51,21 @@ def test_other_messages_pass_untouched():
     global_state = AirbyteMessage(type=Type.STATE, state=AirbyteStateMessage(type=AirbyteStateType.GLOBAL))
     items = [global_state, global_state, {"type": "STATE"}, b"line"]
     assert passed(items) == items
+
+
+def test_each_dropped_state_runs_the_check_a_commit_would_have_run():
+    calls = []
+    s = state("a", {"0": {"seq": "1"}})
+    out = list(RepeatedStates([], on_repeat=lambda: calls.append(1)).filter([s, state("a", {"0": {"seq": "1"}}),
+                                                                              state("a", {"0": {"seq": "1"}})]))
+    assert out == [s] and calls == [1, 1]
+
+    def lost():
+        raise RuntimeError("lock lost")
+
+    try:
+        list(RepeatedStates([], on_repeat=lost).filter([s, state("a", {"0": {"seq": "1"}})]))
+    except RuntimeError as exc:
+        assert "lock lost" in str(exc)
+    else:
+        raise AssertionError("the check's error must stop the stream")
