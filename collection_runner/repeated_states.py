@@ -2,11 +2,11 @@
 
 A following source checkpoints every ``checkpoint_interval_seconds`` (0.5 s as the runner tunes it for follow mode:
 ``configs.follow_tuned``) whether or not anything arrived (an Airbyte ``read`` documents those idle checkpoints: the
-platform shows progress with them). In the runner a state equal to
-the last one changes nothing — the positions did not move, so no record was read since — yet each would be a
-commit: a transaction, a WAL write, on PostgreSQL a round trip. So an idle runner makes no commits. A state differs
-as soon as any shard's position moves, and the write loop commits records only with a state (or at its flush
-interval and at the end), so dropping an equal one never delays a record.
+platform shows progress with them). In the runner a state equal to the last one changes nothing — the positions did
+not move, so no record was read since — yet each would be a commit: a transaction, a WAL write, on PostgreSQL a round
+trip. So an idle runner makes no commits. A state differs as soon as any shard's position moves, so dropping an equal
+one never delays a record. What the runner did after each commit and still must do while idle (checking its
+PostgreSQL lock) runs at each dropped state instead (``on_repeat``).
 """
 from __future__ import annotations
 
