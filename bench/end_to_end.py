@@ -9,6 +9,8 @@
   ``kinesis-collection query`` does) which batches are complete. Latency of a batch = first time all its records are
   queryable − time its ``put_records`` was called (the target's measure), and − time it returned (the records are in
   the stream: what the connector controls). p50 and p95 over all batches.
+* **Start-up**: exec to the first GetRecords the replay server receives, for ``source-kinesis read``,
+  ``kinesis-collection sync`` and a bare boto3 loop (warm bytecode, ``--catalog`` given, access keys, no latency).
 * **Idle**: the same runner afterwards, while nothing arrives for 60 s: its CPU (user + system, /proc) as a share of
   one core, and its commits (changes of the committed state, polled every second through the query socket).
 """
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from .common import Context, Section, Table, Target, interleaved, median
 from .source import BIN, REPO, _replay, _source_files
@@ -87,6 +89,46 @@ def backlog(ctx: Context, section: Section) -> None:
     for label, values in rates.items():
         table.add(label, total, median(values))
     section.tables.append(table)
+
+
+def startup(ctx: Context, section: Section) -> None:
+    """Exec to the first GetRecords the replay server receives, for the source alone, the runner and a bare boto3 loop
+    (warm bytecode: one unmeasured run of each first; --catalog given, access keys, no latency; 1 shard)."""
+    replay = _replay(ctx, "startup", 1, 100)
+    backend = replay.backend
+    source_cfg, _ = _source_files(ctx, "startup", replay.endpoint_url)
+    catalog = _catalog(ctx, "startup")
+
+    def timed(argv: Callable[[], list]) -> Callable[[], float]:
+        def run() -> float:
+            command = argv()
+            backend.first_get_records_at = None
+            started = time.time()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if backend.first_get_records_at is None:
+                raise RuntimeError(f"{command[0]} made no GetRecords call")
+            return backend.first_get_records_at - started
+        return run
+
+    subjects = [
+        ("bare boto3 GetRecords loop (bench._bare_loop)",
+         timed(lambda: [sys.executable, "-m", "bench._bare_loop", replay.endpoint_url, "startup"])),
+        ("source-kinesis read", timed(lambda: [os.path.join(BIN, "source-kinesis"), "read", "--config", source_cfg,
+                                               "--catalog", catalog])),
+        ("kinesis-collection sync", timed(lambda: [os.path.join(BIN, "kinesis-collection"), "sync", "--source",
+                                                   source_cfg, "--destination", _destination(ctx, "startup"),
+                                                   "--catalog", catalog])),
+    ]
+    for _, run in subjects:  # warm bytecode and the OS's file cache
+        run()
+    seconds = interleaved(ctx, subjects)
+    bare = median(seconds[subjects[0][0]])
+    t = Table(["command", "runs", "exec → first GetRecords (s, median)", "× bare loop"],
+              caption="Start-up: from exec to the first GetRecords the replay server receives (127.0.0.1, no latency, "
+                      "1 shard; access keys, `--catalog` given; each command run once unmeasured first).")
+    for label, values in seconds.items():
+        t.add(label, len(values), median(values), f"{median(values) / bare:.2f}×")
+    section.tables.append(t)
 
 
 def freshness(ctx: Context, section: Section) -> None:
@@ -243,5 +285,6 @@ def _idle(ctx: Context, pid: int, socket_path: str, seconds: float) -> tuple:
 def run(ctx: Context) -> Section:
     section = Section(TITLE, intro=__doc__.split("\n\n", 1)[1].strip())
     backlog(ctx, section)
+    startup(ctx, section)
     freshness(ctx, section)
     return section

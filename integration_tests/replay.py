@@ -25,6 +25,7 @@ import bisect
 import datetime as dt
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -159,6 +160,8 @@ class ReplayBackend(Backend):
         self.data = data
         self._lock = threading.Lock()
         self.records_served: Counter = Counter()  # (stream, shard id) -> records sent in GetRecords responses
+        # wall-clock time of the first GetRecords since it was last set to None (the benchmark's start-up figure)
+        self.first_get_records_at: Optional[float] = None
 
     def respond(self, request: Request, session: Dict[str, Any]) -> Response:
         if "json" not in request.content_type:
@@ -292,6 +295,8 @@ class ReplayBackend(Backend):
         return Response.json({"ShardIterator": _token(stream.spec.name, shard.shard_id, offset)})
 
     def _op_GetRecords(self, params: Dict[str, Any]) -> Response:
+        if self.first_get_records_at is None:
+            self.first_get_records_at = time.time()
         limit = int(params.get("Limit") or 10000)
         if not 1 <= limit <= 10000:
             raise _Fail("InvalidArgumentException", f"Limit {limit} must be between 1 and 10000.")
