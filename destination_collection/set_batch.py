@@ -42,13 +42,14 @@ import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
 from .column_types import BIGINT, BOOLEAN, DOUBLE, JSON, VARCHAR
 from .documents import KINESIS_FIELDS, KINESIS_PREFIX
 from .operations import ChangeCounts, document_shape
+from .stores.base import SHAPE_COLUMN
 
 if TYPE_CHECKING:
     from .collection_writer import CollectionWriter
@@ -425,11 +426,9 @@ class SetBatch(abc.ABC):
             return self._op_counts(self.rm)
         return ChangeCounts(inserted=distinct - found.rows, updated=found.rows, merged=n - distinct)
 
-    def _shape_case(self, group_sql: str) -> str:
+    def _shape_sql(self, group_sql: str) -> str:
         """SQL for the ``_doc_shape`` of the group whose index ``group_sql`` gives."""
-        return f"CASE {group_sql} " + " ".join(
-            f"WHEN {g.index} THEN {literal(g.shape) if g.shape else 'NULL'}" for g in self.groups
-        ) + " END"
+        return by_group([(g.index, literal(g.shape) if g.shape else "NULL") for g in self.groups], group_sql)
 
     def _op_counts(self, stored_rows: str | None) -> ChangeCounts:
         """operations.fold's accounting for REPSERTs and DELETEs, per id: ``applied`` changes (every REPSERT, a
@@ -451,6 +450,28 @@ class SetBatch(abc.ABC):
     def _meta_value(self) -> dict[str, Any]:
         """``_airbyte_meta`` of every row the batch writes (no change to note)."""
         return {"sync_id": self.writer.sync_id, "changes": []}
+
+    def _meta_sql(self, group_sql: str, object_function: str, value_of: Callable[[str], str], empty: str) -> str:
+        """SQL for ``_meta``: ``{"kinesis": {name: value, …}}`` of the record's ``_kinesis_*`` keys in its group's
+        order (``object_function`` builds a JSON object from name, value pairs; ``value_of`` reads a record key's
+        value), ``empty`` for a group without them."""
+        metas = []
+        for g in self.groups:
+            if g.kinesis:
+                inner = ", ".join(f"{literal(name)}, {value_of(key)}" for key, name in g.kinesis)
+                metas.append((g.index, f"{object_function}('kinesis', {object_function}({inner}))"))
+            else:
+                metas.append((g.index, empty))
+        return by_group(metas, group_sql)
+
+    def _generation_sql(self) -> str:
+        generation = self.writer.plan.write_generation
+        return str(int(generation)) if generation is not None else "NULL"
+
+    def _add_shape(self, values: dict[str, str], group_sql: str) -> None:
+        """``_doc_shape`` into the INSERT's ``values`` (column → SQL) where the collection has the column."""
+        if SHAPE_COLUMN in (name for name, _ in self.writer.system_columns):
+            values[SHAPE_COLUMN] = self._shape_sql(group_sql)
 
 
 def set_batch_class(store: "Store") -> type[SetBatch] | None:

@@ -18,9 +18,8 @@ from . import jsonio
 from .column_types import INT64_MAX
 from .naming import quote_ident
 from .set_batch import (
-    ARRIVAL_RE, DELETE_RE, ID_TYPES, REPSERT_RE, SetBatch, StoredRows, by_group, literal, pointer,
+    ARRIVAL_RE, DELETE_RE, ID_TYPES, REPSERT_RE, SetBatch, StoredRows, literal, pointer,
 )
-from .stores.base import SHAPE_COLUMN
 
 _SCAN_CHUNK = 8192  # rows per Arrow record batch staged (DuckDB scans them in parallel)
 # primary-key strings that orjson writes as '"' + text + '"' (nothing to escape)
@@ -152,7 +151,7 @@ class DuckDBSetBatch(SetBatch):
             f"CREATE TEMP TABLE {self.rm} AS SELECT t.rowid AS r, t._id AS id, t._event_time AS event_time, "
             f"t._airbyte_generation_id AS generation, "
             f"CAST({store.shape_sql(self.writer.table, 't.')} AS VARCHAR) AS shape, "
-            f"CAST({self._shape_case('i.g')} AS VARCHAR) AS expected "
+            f"CAST({self._shape_sql('i.g')} AS VARCHAR) AS expected "
             f"FROM {store.q(self.writer.table)} t JOIN {self.ids} i ON t._id = i.id"
         )
         return StoredRows(*store.fetchall(
@@ -190,18 +189,10 @@ class DuckDBSetBatch(SetBatch):
 
         arrival = "_kinesis_arrival_time" if "_kinesis_arrival_time" in self.kinesis_keys else None
         event_time = f"coalesce(TRY_CAST({value(arrival)}->>'$' AS TIMESTAMPTZ), {ingested})" if arrival else ingested
-        metas = []
-        for g in self.groups:
-            if g.kinesis:
-                inner = ", ".join(f"{literal(name)}, {value(key)}" for key, name in g.kinesis)
-                metas.append((g.index, f"json_object('kinesis', json_object({inner}))"))
-            else:
-                metas.append((g.index, "'{}'::JSON"))
-        generation = writer.plan.write_generation
         values = {
             "_id": "uuidv7()::VARCHAR" if self.generated and not self.ops else "l.id",
             "_event_time": event_time,
-            "_meta": by_group(metas, "l.g"),
+            "_meta": self._meta_sql("l.g", "json_object", value, "'{}'::JSON"),
             # (json_merge_patch: ~3 µs per record, but its result is JSON already; a cut of the text, ~1 µs, would be
             # parsed again to validate it as JSON on insert, ~1.5 µs: measured, no gain)
             "_doc": f"json_merge_patch(l.d, {literal(jsonio.dumps(dict.fromkeys([*self.kinesis_keys, '_id', '_op'])))})",
@@ -209,12 +200,9 @@ class DuckDBSetBatch(SetBatch):
             # (emitted_at: None unless an integer within documents.extracted_time's range)
             "_airbyte_extracted_at": f"coalesce(make_timestamptz(l.e * 1000), {ingested})",
             "_airbyte_meta": f"{literal(jsonio.dumps(self._meta_value()))}::JSON",
-            "_airbyte_generation_id": str(int(generation)) if generation is not None else "NULL",
+            "_airbyte_generation_id": self._generation_sql(),
         }
-        if SHAPE_COLUMN in (name for name, _ in writer.system_columns):
-            values[SHAPE_COLUMN] = by_group(
-                [(g.index, literal(g.shape) if g.shape else "NULL") for g in self.groups], "l.g"
-            )
+        self._add_shape(values, "l.g")
         for key, column in typed:
             values[column.name] = value(key)
         inner = ["s.d", "s.e", f"{self._group_sql('s')} AS g"]

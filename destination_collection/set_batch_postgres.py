@@ -24,9 +24,8 @@ from . import jsonio
 from .column_types import BIGINT, BOOLEAN, DOUBLE, JSON, VARCHAR
 from .naming import quote_ident
 from .set_batch import (
-    ARRIVAL_RE, DELETE_RE, ID_TYPES, REPSERT_RE, SetBatch, StoredRows, by_group, literal,
+    ARRIVAL_RE, DELETE_RE, ID_TYPES, REPSERT_RE, SetBatch, StoredRows, literal,
 )
-from .stores.base import SHAPE_COLUMN
 
 MAX_NAME_BYTES = 63  # json_to_record's column names are identifiers: PostgreSQL truncates longer ones
 MAX_COLUMNS = 1500  # a table has at most 1600 columns; ``values`` has one per distinct top-level name, plus 3
@@ -236,7 +235,7 @@ class PostgresSetBatch(SetBatch):
             f"{store.shape_sql(table)} AS shape FROM {store.q(table)} "
             f"WHERE _id = ANY(ARRAY(SELECT id FROM {self.ids} ORDER BY id))) "
             f"SELECT t._id AS id, t._event_time AS event_time, t._airbyte_generation_id AS generation, "
-            f"t.shape::text AS shape, ({self._shape_case('i.g')})::text AS expected FROM t JOIN {self.ids} i ON t._id = i.id"
+            f"t.shape::text AS shape, ({self._shape_sql('i.g')})::text AS expected FROM t JOIN {self.ids} i ON t._id = i.id"
         )
         return StoredRows(*(int(v) for v in store.fetchall(
             f"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE {old_generation}), "
@@ -259,20 +258,12 @@ class PostgresSetBatch(SetBatch):
         # (checked in _value_types: every arrival time casts)
         event_time = f"coalesce(({arrival} #>> '{{}}')::timestamptz, {ingested})" if arrival else ingested
         # the record parsed to jsonb once (p.j): _doc is it without the metadata keys, _meta takes their values
-        metas = []
-        for g in self.groups:
-            if g.kinesis:
-                inner = ", ".join(f"{literal(name)}, p.j -> {literal(key)}" for key, name in g.kinesis)
-                metas.append((g.index, f"jsonb_build_object('kinesis', jsonb_build_object({inner}))"))
-            else:
-                metas.append((g.index, "'{}'::jsonb"))
-        generation = writer.plan.write_generation
         dropped = ", ".join(literal(key) for key in [*self.kinesis_keys, "_id", "_op"])
         generated = self.generated and not self.ops
         values = {
             "_id": uuidv7_sql() if generated else "p.id",
             "_event_time": event_time,
-            "_meta": by_group(metas, "p.g"),
+            "_meta": self._meta_sql("p.g", "jsonb_build_object", lambda key: f"p.j -> {literal(key)}", "'{}'::jsonb"),
             "_doc": f"p.j - ARRAY[{dropped}]::text[]",
             "_airbyte_raw_id": uuidv7_sql(),
             # (emitted_at: NULL unless an integer of ms within documents.extracted_time's range; whole seconds and
@@ -281,12 +272,9 @@ class PostgresSetBatch(SetBatch):
                 f"coalesce(to_timestamp(p.e / 1000) + (p.e % 1000) * interval '1 millisecond', {ingested})"
             ),
             "_airbyte_meta": f"{literal(jsonio.dumps(self._meta_value()))}::jsonb",
-            "_airbyte_generation_id": str(int(generation)) if generation is not None else "NULL",
+            "_airbyte_generation_id": self._generation_sql(),
         }
-        if SHAPE_COLUMN in (name for name, _ in writer.system_columns):
-            values[SHAPE_COLUMN] = by_group(
-                [(g.index, literal(g.shape) if g.shape else "NULL") for g in self.groups], "p.g"
-            )
+        self._add_shape(values, "p.g")
         # typed values from the record's own tokens (jsonb would turn -0.0 into 0)
         for key, column in writer.columns.items():
             if key in self.field_pos:
