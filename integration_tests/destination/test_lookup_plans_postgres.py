@@ -10,13 +10,18 @@ from unit_tests.destination.harness import record, stream
 S = "orders"
 
 
-def test_lookup_uses_the_id_index_and_reads_documents_only_for_merges(harness, monkeypatch):
+def _seeded(harness) -> None:
+    """20,000 stored documents, analyzed: big enough for the planner to choose between the index and a scan."""
     harness.write([stream(S)], [record(S, {"k": k, "v": "seed"}) for k in range(20_000)], batch_size=20_000)
     store = harness.store()
     try:
         store.execute(f"ANALYZE {harness.table(S)}")
     finally:
         store.close()
+
+
+def test_lookup_uses_the_id_index_and_reads_documents_only_for_merges(harness, monkeypatch):
+    _seeded(harness)
     seen = []
     original = postgres_store.PostgresStore.fetchall
 
@@ -69,12 +74,7 @@ def test_the_set_based_path_finds_and_deletes_stored_rows_through_the_id_index(p
     from unit_tests.destination.harness import Harness
 
     harness = Harness({**pg_store_config, "set_based_batches": True})
-    harness.write([stream(S)], [record(S, {"k": k, "v": "seed"}) for k in range(20_000)], batch_size=20_000)
-    store = harness.store()
-    try:
-        store.execute(f"ANALYZE {harness.table(S)}")
-    finally:
-        store.close()
+    _seeded(harness)
     plans = []
     taken = []
     original_fetchall, original_execute = postgres_store.PostgresStore.fetchall, postgres_store.PostgresStore.execute

@@ -33,6 +33,19 @@ def _check(server, scenario):
     )
 
 
+def _own_database(server, user: str, password: str, database: str, before=(), after=()) -> None:
+    """A fresh login role owning a fresh database; ``before``/``after`` run as the admin around CREATE DATABASE."""
+    with server.admin_connect("postgres") as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        con.execute(f'DROP ROLE IF EXISTS "{user}"')
+        con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}'")
+        for sql in before:
+            con.execute(sql)
+        con.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+        for sql in after:
+            con.execute(sql)
+
+
 @pytest.fixture
 def on_postgres(postgres_server, monkeypatch):
     """The DuckDB module's explicit tests, run against PostgreSQL (their ``check`` calls go to ``_check``)."""
@@ -101,13 +114,8 @@ def test_without_the_temp_privilege_batches_take_the_per_record_path(postgres_se
     import psycopg
 
     user, database = "kc_no_temp", "kc_no_temp_db"
-    with postgres_server.admin_connect("postgres") as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        con.execute(f'DROP ROLE IF EXISTS "{user}"')
-        con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD 'pw-no-temp'")
-        con.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
-        con.execute(f'REVOKE TEMP ON DATABASE "{database}" FROM PUBLIC')
-        con.execute(f'REVOKE TEMP ON DATABASE "{database}" FROM "{user}"')
+    _own_database(postgres_server, user, "pw-no-temp", database, after=[
+        f'REVOKE TEMP ON DATABASE "{database}" FROM PUBLIC', f'REVOKE TEMP ON DATABASE "{database}" FROM "{user}"'])
     config = {**postgres_server.store_config(schema="public"), "database": database, "username": user,
               "password": "pw-no-temp", "set_based_batches": True}
     with psycopg.connect(host=config["host"], port=config["port"], dbname=database, user=user,
@@ -142,12 +150,8 @@ def test_a_role_with_standard_conforming_strings_off_gets_the_same_collection(po
     """The path's SQL writes backslashes in string literals as themselves (regular expressions, '\\u0000'); the
     session turns standard_conforming_strings on, whatever the server or role says."""
     user, database = "kc_nonstd", "kc_nonstd_db"
-    with postgres_server.admin_connect("postgres") as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        con.execute(f'DROP ROLE IF EXISTS "{user}"')
-        con.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD 'pw-nonstd'")
-        con.execute(f'ALTER ROLE "{user}" SET standard_conforming_strings = off')
-        con.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
+    _own_database(postgres_server, user, "pw-nonstd", database,
+                  before=[f'ALTER ROLE "{user}" SET standard_conforming_strings = off'])
     schemas = itertools.count()
 
     def harness():

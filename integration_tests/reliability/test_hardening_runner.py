@@ -551,28 +551,39 @@ def test_sigterm_while_postgresql_accepts_but_never_answers_exits_0_fast(tmp_pat
     reliability(cases=1, signals=1)
 
 
+def _pg_follow(tmp_path: Path, kinesis_mock, postgres, prefix: str, records: int) -> tuple:
+    """A new 1-shard stream holding ``records`` records and a follow runner into a new PostgreSQL schema:
+    (stream, schema, store config, process)."""
+    stream = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    create_stream(kinesis_mock.client(), stream, 1)
+    _put(kinesis_mock, stream, 0, records)
+    schema = f"s_{uuid.uuid4().hex[:6]}"
+    store = dict(postgres.store_config(schema=schema))
+    return stream, schema, store, _pg_run(tmp_path, kinesis_mock, stream, store)
+
+
+def _end_lock_session(conn, postgres) -> None:
+    """End only the session holding the runner's advisory lock (an idle-session killer would), as the admin."""
+    ended = conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
+    assert ended == [(True,)], ended
+
+
 @pytest.mark.parametrize("sessions", ["all", "lock-only"])
 def test_postgresql_sessions_ended_mid_follow_exit_3_and_lose_nothing(tmp_path, kinesis_mock, postgres, sessions, reliability):
     """A server restart ends every session ("all": AdminShutdown on the next write; before: exit 1, a system_error).
     Only the lock's session ended ("lock-only": an idle-session killer; the advisory lock goes with it, silently;
     before: the runner went on writing without the lock, and a second runner could start). Both: exit 3 naming the
     cause, every committed document kept, and a resume reads the rest exactly once."""
-    stream = f"pgrestart-{uuid.uuid4().hex[:6]}"
-    create_stream(kinesis_mock.client(), stream, 1)
-    _put(kinesis_mock, stream, 0, 30)
-    schema = f"s_{uuid.uuid4().hex[:6]}"
-    store = dict(postgres.store_config(schema=schema))
-    proc = _pg_run(tmp_path, kinesis_mock, stream, store)
+    stream, schema, store, proc = _pg_follow(tmp_path, kinesis_mock, postgres, "pgrestart", 30)
     try:
         _wait_count(postgres, schema, stream, 30, proc)
         with postgres.admin_connect() as conn:
             if sessions == "all":
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [postgres.user])
             else:
-                ended = conn.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-                    "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
-                assert ended == [(True,)], ended
+                _end_lock_session(conn, postgres)
         _put(kinesis_mock, stream, 30, 10)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -602,21 +613,13 @@ def test_an_idle_follow_that_loses_its_postgresql_lock_exits_3_without_a_commit(
     """An idle runner commits nothing (repeated_states), so the lock check that followed each commit runs at each
     state it drops instead: with only the lock's session ended and nothing arriving, the runner still stops with exit 3
     naming the lock, within seconds, and commits nothing after losing it."""
-    stream = f"pgidle-{uuid.uuid4().hex[:6]}"
-    create_stream(kinesis_mock.client(), stream, 1)
-    _put(kinesis_mock, stream, 0, 5)
-    schema = f"s_{uuid.uuid4().hex[:6]}"
-    store = dict(postgres.store_config(schema=schema))
-    proc = _pg_run(tmp_path, kinesis_mock, stream, store)
+    stream, schema, store, proc = _pg_follow(tmp_path, kinesis_mock, postgres, "pgidle", 5)
     try:
         _wait_count(postgres, schema, stream, 5, proc)
         time.sleep(2.0)  # idle: the source's checkpoints are dropped, nothing is committed
         with postgres.admin_connect() as conn:
             committed_before = conn.execute(f'SELECT committed_at FROM "{schema}"._collection_state').fetchall()
-            ended = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-                "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
-            assert ended == [(True,)], ended
+            _end_lock_session(conn, postgres)
         started = time.monotonic()
         out, err = proc.communicate(timeout=30)
         took = time.monotonic() - started
