@@ -114,7 +114,11 @@ def _duckdb_build(folder: str, size: int, seed_documents: int) -> tuple[str, dic
     shutil.copyfile(built, work)
     _fsync(work)
     config["store"]["path"] = work
+    config["store"].update(CHANGE_STORE_SETTINGS)
     return built, config
+
+
+CHANGE_STORE_SETTINGS: dict = {}  # DuckDB store settings of the change batches (--threads)
 
 
 def _remove(*paths: str) -> None:
@@ -189,7 +193,11 @@ def main() -> None:
                              "production server's share for a 5 GB table; the tests' server has 32MB)")
     parser.add_argument("--max-vacuum-tasks", type=int,
                         help="DuckDB: row-group merges a checkpoint may run (default: DuckDB's own, 100)")
+    parser.add_argument("--threads", type=int,
+                        help="DuckDB: store.threads of the change batches (default: the destination's, 1)")
     args = parser.parse_args()
+    if args.threads is not None:
+        CHANGE_STORE_SETTINGS["threads"] = args.threads
     if args.big > args.seed and args.big % args.seed:
         parser.error(f"--big above --seed ({args.seed:,}) must be a multiple of it")
     if args.small < CHANGES // 2:

@@ -42,7 +42,7 @@ def _stream_name(state: Mapping[str, Any]) -> Optional[str]:
 def committed_source_states(store: Any, catalog: ConfiguredAirbyteCatalog) -> List[Dict[str, Any]]:
     """The committed STREAM states of the catalog's streams, as the source's ``state`` argument."""
     names = {s.stream.name for s in catalog.streams}
-    return [s for s in store.committed_state_messages() if s.get("type", "STREAM") == "STREAM" and _stream_name(s) in names]
+    return [s for s in store.states.messages() if s.get("type", "STREAM") == "STREAM" and _stream_name(s) in names]
 
 
 @dataclass

@@ -136,7 +136,7 @@ class CollectionWriter:
     # -- lifecycle --------------------------------------------------------------------------------------------
     def open(self) -> None:
         """Create the collection if needed and fix this sync's generation plan (inside a transaction)."""
-        existing = self.store.load_columns(self.table)
+        existing = self.store.catalog.load_columns(self.table)
         taken = {c.name.lower() for c in existing.values()} | set(SYSTEM_COLUMNS)
         declared = []
         for field_name, logical in self.declared:
@@ -145,8 +145,8 @@ class CollectionWriter:
             name = column_name(field_name, taken)
             taken.add(name.lower())
             declared.append(Column(field_name, name, logical, declared=True))
-        self.columns = self.store.ensure_collection(self.table, self.name, self.namespace, declared)
-        self.system_columns = self.store.system_columns(self.table, self.columns)
+        self.columns = self.store.catalog.ensure_collection(self.table, self.name, self.namespace, declared)
+        self.system_columns = self.store.catalog.system_columns(self.table, self.columns)
         self.plan = plan_generation(
             self.mode, self.generation_id, self.minimum_generation_id, lambda: self.store.max_generation(self.table)
         )
@@ -287,7 +287,7 @@ class CollectionWriter:
         if isinstance(changes, JsonBatch):
             lane = self.set_batch(self, changes, dt.datetime.now(dt.timezone.utc))
             if lane.apply():
-                self.store.touch_collection(self.table)
+                self.store.catalog.touch_collection(self.table)
                 return
             logger.debug(f"Stream '{self.name}': a batch takes the per-record path ({lane.reason}).")
             found_rows, changes = lane.found_rows, self._changes(changes.records())
@@ -332,7 +332,7 @@ class CollectionWriter:
             store.write_batch(self.table, removed, [], {"_id": []})
             self.lookup_seconds += time.perf_counter() - started
         store.write_batch(self.table, {}, columns, data)
-        store.touch_collection(self.table)
+        store.catalog.touch_collection(self.table)
 
     def _evolve(self, docs) -> dict[str, list]:
         """Create and widen columns for the batch; returns each field's values in document order, which ``_rows``
@@ -424,12 +424,12 @@ class CollectionWriter:
             )
         for column, target in plan.widenings:
             logger.info(f"Collection {self.table}: column for field '{column.field}' widens from {column.type} to {target}.")
-            self.store.widen_column(self.table, column, target)
+            self.store.catalog.widen_column(self.table, column, target)
             column.type = target
         for column in plan.new_columns:
             self.columns[column.field] = column
         if plan.new_columns:
-            self.store.add_columns(self.table, plan.new_columns)
+            self.store.catalog.add_columns(self.table, plan.new_columns)
 
     def _rows(self, writes, values_by_field: dict[str, list]) -> tuple[list[tuple[str, str]], dict[str, list]]:
         """Column lists for the batch. Columnar: each typed column is built with one comprehension and checked in

@@ -35,6 +35,7 @@ DEFAULT_BATCH_MAX_BYTES = 16 * MiB
 # with it took the 100k-record CDC batch at 11.9k instead of 17.3k records/s (its checkpoints after many deletes cost
 # several seconds); so the default stays DuckDB's, and the trade-off is documented for the setting.
 DEFAULT_CHECKPOINT_THRESHOLD = "16MB"
+MAX_THREADS = 256  # store.threads (DuckDB's worker threads for statements over a whole collection)
 
 
 def memory_bytes(text: str) -> int:
@@ -55,6 +56,7 @@ class DuckDBStoreConfig(_Model):
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     temp_directory: str | None = None
     checkpoint_threshold: str = DEFAULT_CHECKPOINT_THRESHOLD
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, strict=True)
     background_commit: bool = True
     set_based_batches: bool = True
 

@@ -42,7 +42,7 @@ class DestinationCollection(Destination):
             store = open_store(parsed)
             try:
                 with store.transaction():
-                    store.ensure_metadata()
+                    store.catalog.ensure_metadata()
             finally:
                 store.close()
         except AirbyteTracedException as exc:

@@ -36,7 +36,7 @@ def run_query(view: Store, sql: str, timeout_secs: float = DEFAULT_TIMEOUT_SECS)
 
 def resolve_collection(store: Store, name: str) -> str:
     """A collection table from a table name or a stream name (namespace.name also accepted)."""
-    catalog = store.collections()
+    catalog = store.catalog.collections()
     for row in catalog:
         if row["table"] == name:
             return name
@@ -104,9 +104,9 @@ def describe(store: Store, collection: str, limit: int | None = None) -> tuple[i
 
 
 def stats(store: Store) -> dict[str, Any]:
-    states = {row["stream_key"]: row for row in store.committed_state_rows()}
+    states = {row["stream_key"]: row for row in store.states.rows()}
     collections = []
-    for row in store.collections():
+    for row in store.catalog.collections():
         key = f"{row['namespace']}.{row['stream']}" if row["namespace"] else row["stream"]
         state = states.get(key)
         collections.append(

@@ -7,7 +7,7 @@ dicts, or CDK ``AirbyteMessage`` objects. It yields each echoed STATE message as
 Guarantees:
 
 * A state is yielded only after the transaction holding every record before it has committed. That transaction
-  also stores the state in ``_collection_state`` (the store is the state's home: ``store.committed_states()``).
+  also stores the state in ``_collection_state`` (the store is the state's home: ``store.states.committed()``).
 * The echo is the state exactly as received (``state.id`` and unknown fields included: the raw JSON is kept, not
   the CDK model, which drops unknown fields), plus ``destinationStats.recordCount`` = records of that stream (all
   streams for a GLOBAL state) received since its previous state.
@@ -203,7 +203,7 @@ class WriteLoop:
             self.writers[(configured.stream.namespace, configured.stream.name)] = writer
             self._by_name.setdefault(configured.stream.name, []).append(writer)
         with self.store.transaction():
-            self.store.ensure_metadata()
+            self.store.catalog.ensure_metadata()
             for writer in self.writers.values():
                 writer.open()
         for writer in self.writers.values():
@@ -448,7 +448,7 @@ class WriteLoop:
                 if completed is not None:
                     completed.remove_old_generations()
                 for _, state, _ in held:
-                    store.save_state(*state)
+                    store.states.save(*state)
         except MemoryError as exc:
             raise self._out_of_memory(batches, exc) from None
         now = self.clock()

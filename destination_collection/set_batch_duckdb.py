@@ -1,7 +1,8 @@
 """The set-based batch path's SQL for DuckDB (the flow and every decision: set_batch.py).
 
-The batch is staged as an Arrow table (zero-copy scans, one record batch per thread); DuckDB's JSON functions run
-vectorized on both cores: ``json_keys`` for the key lists, ``json_type`` / ``json_extract_string`` with a list of
+The batch is staged as an Arrow table (zero-copy scans) and its statements run on one DuckDB thread, the two that
+read the whole collection (the join and the delete) on ``store.threads`` (``DuckDBStore.collection_statements``);
+DuckDB's JSON functions run vectorized: ``json_keys`` for the key lists, ``json_type`` / ``json_extract_string`` with a list of
 JSON pointers for the id values and the fields' types, a hash join with the batch's ids as the build side for the
 stored rows (their ``rowid`` kept for the delete), and per slice an ``INSERT … SELECT`` that reads every value a row
 needs in one parse (``json_transform``) and writes ``_doc`` with ``json_merge_patch`` removing the ``_kinesis_*``
@@ -147,13 +148,14 @@ class DuckDBSetBatch(SetBatch):
         """A hash join with the batch's ids as the build side (DuckDB does not use an index for joins); the rowids
         are kept for the delete."""
         store = self.store
-        store.execute(
-            f"CREATE TEMP TABLE {self.rm} AS SELECT t.rowid AS r, t._id AS id, t._event_time AS event_time, "
-            f"t._airbyte_generation_id AS generation, "
-            f"CAST({store.shape_sql(self.writer.table, 't.')} AS VARCHAR) AS shape, "
-            f"CAST({self._shape_sql('i.g')} AS VARCHAR) AS expected "
-            f"FROM {store.q(self.writer.table)} t JOIN {self.ids} i ON t._id = i.id"
-        )
+        shape = store.catalog.shape_sql(self.writer.table, 't.')
+        with store.collection_statements():
+            store.execute(
+                f"CREATE TEMP TABLE {self.rm} AS SELECT t.rowid AS r, t._id AS id, t._event_time AS event_time, "
+                f"t._airbyte_generation_id AS generation, CAST({shape} AS VARCHAR) AS shape, "
+                f"CAST({self._shape_sql('i.g')} AS VARCHAR) AS expected "
+                f"FROM {store.q(self.writer.table)} t JOIN {self.ids} i ON t._id = i.id"
+            )
         return StoredRows(*store.fetchall(
             f"SELECT count(*), count(DISTINCT id), count(*) FILTER ({old_generation}), "
             f"count(*) FILTER (shape IS NULL OR expected IS NULL OR shape <> expected) FROM {self.rm}"
@@ -165,9 +167,10 @@ class DuckDBSetBatch(SetBatch):
     # -- 6. the rows --------------------------------------------------------------------------------------------------
     def _delete(self) -> int:
         store = self.store
-        return store.fetchall(
-            f"DELETE FROM {store.q(self.writer.table)} AS t USING {self.rm} AS r WHERE t.rowid = r.r"
-        )[0][0]
+        with store.collection_statements():
+            return store.fetchall(
+                f"DELETE FROM {store.q(self.writer.table)} AS t USING {self.rm} AS r WHERE t.rowid = r.r"
+            )[0][0]
 
     def _insert_sql(self, start: int, stop: int) -> str:
         writer = self.writer

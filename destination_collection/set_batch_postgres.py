@@ -232,7 +232,7 @@ class PostgresSetBatch(SetBatch):
         table = self.writer.table
         store.execute(
             f"CREATE TEMP TABLE {self.rm} AS WITH t AS MATERIALIZED (SELECT _id, _event_time, _airbyte_generation_id, "
-            f"{store.shape_sql(table)} AS shape FROM {store.q(table)} "
+            f"{store.catalog.shape_sql(table)} AS shape FROM {store.q(table)} "
             f"WHERE _id = ANY(ARRAY(SELECT id FROM {self.ids} ORDER BY id))) "
             f"SELECT t._id AS id, t._event_time AS event_time, t._airbyte_generation_id AS generation, "
             f"t.shape::text AS shape, ({self._shape_sql('i.g')})::text AS expected FROM t JOIN {self.ids} i ON t._id = i.id"

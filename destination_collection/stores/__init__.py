@@ -12,7 +12,8 @@ def open_store(config: DestinationConfig, read_only: bool = False) -> Store:
         return DuckDBStore(
             config.store.resolved_path(), read_only=read_only, memory_limit=config.store.memory_limit,
             temp_directory=config.store.resolved_temp_directory(),
-            checkpoint_threshold=config.store.checkpoint_threshold, background_commit=config.store.background_commit,
+            checkpoint_threshold=config.store.checkpoint_threshold, threads=config.store.threads,
+            background_commit=config.store.background_commit,
             set_based_batches=config.store.set_based_batches,
         )
     from .postgres_store import PostgresStore

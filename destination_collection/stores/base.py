@@ -7,43 +7,25 @@ One collection = one table::
     _doc_shape TEXT (the document's field names, so that a write can skip reading it: operations.document_shape),
     then one typed column per top-level field (see column_types.py)
 
-A collection created before ``_doc_shape`` existed gets the column when a sync opens it (NULL in its rows until they
-are rewritten: such rows are read when a change needs them), unless one of its typed columns already has that name:
-then it goes without (``system_columns``).
-
-Metadata tables (same schema as the collections):
-
-* ``_collection_catalog(table_name, stream, namespace, created_at, last_write_at, purged_documents)``
-* ``_collection_columns(table_name, field, column_name, column_type, declared)``: the field → column mapping
-* ``_collection_state(stream_key, state_type, namespace, stream, state_json, committed_at)``: the latest committed
-  state per stream (``stream_key`` = name, or ``namespace.name``; ``__global__`` for a GLOBAL/LEGACY state),
-  written in the same transaction as the data it covers.
+The metadata tables and the collections' DDL: ``collection_catalog.py`` (``Store.catalog``); the committed states:
+``state_table.py`` (``Store.states``). This class is the dialect: connection and transactions, statements, types,
+the lookup and bulk write of a batch, value encoding, and the read-only view.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import datetime as dt
+import functools
 from typing import Any, Iterator, Sequence
 
 from .. import jsonio
-from ..column_types import Column
-from ..naming import CATALOG_TABLE, COLUMNS_TABLE, STATE_TABLE, quote_ident
+from ..naming import quote_ident
 from ..operations import DocumentReads, Stored
+from .collection_catalog import SHAPE_COLUMN, SYSTEM_COLUMN_TYPES, CollectionCatalog
+from .state_table import GLOBAL_STATE_KEY, StateTable
 
-GLOBAL_STATE_KEY = "__global__"
-SYSTEM_COLUMN_TYPES = (
-    ("_id", "VARCHAR"),
-    ("_event_time", "TIMESTAMPTZ"),
-    ("_meta", "JSON"),
-    ("_doc", "JSON"),
-    ("_airbyte_raw_id", "VARCHAR"),
-    ("_airbyte_extracted_at", "TIMESTAMPTZ"),
-    ("_airbyte_meta", "JSON"),
-    ("_airbyte_generation_id", "BIGINT"),
-    ("_doc_shape", "VARCHAR"),
-)
-SHAPE_COLUMN = "_doc_shape"
+__all__ = ["GLOBAL_STATE_KEY", "SHAPE_COLUMN", "SYSTEM_COLUMN_TYPES", "Store"]
 
 
 class Store(abc.ABC):
@@ -58,7 +40,16 @@ class Store(abc.ABC):
     json_sql_type = "JSON"
     param = "?"
     id_constraint = " PRIMARY KEY"  # what a new collection's _id column declares (see DuckDBStore)
-    _shaped_tables: dict[str, bool] | None = None
+
+    @functools.cached_property
+    def catalog(self) -> CollectionCatalog:
+        """The metadata tables and the collections' DDL (collection_catalog.py)."""
+        return CollectionCatalog(self)
+
+    @functools.cached_property
+    def states(self) -> StateTable:
+        """The committed states (state_table.py)."""
+        return StateTable(self)
 
     # -- connection and transactions --------------------------------------------------------------------------
     @abc.abstractmethod
@@ -89,7 +80,19 @@ class Store(abc.ABC):
     def sql_type(self, logical: str) -> str: ...
 
     @abc.abstractmethod
-    def _table_exists(self, table: str) -> bool: ...
+    def table_exists(self, table: str) -> bool: ...
+
+    @abc.abstractmethod
+    def alter_type_sql(self, table: str, column: str, new_type: str) -> str:
+        """The statement that changes ``column``'s type to ``new_type`` (a logical type), converting its values."""
+
+    def ensure_schema(self) -> None:
+        """Create the store's schema when it has one and it is missing (before the metadata tables)."""
+
+    @contextlib.contextmanager
+    def collection_statements(self) -> Iterator[None]:
+        """Around statements that read a whole collection (DuckDB runs them on more threads than the others)."""
+        yield
 
     # -- the batch write path (collection_writer.py): one lookup and one write per batch ---------------------
     @abc.abstractmethod
@@ -128,169 +131,29 @@ class Store(abc.ABC):
     def q(self, table: str) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(table)}" if self.schema else quote_ident(table)
 
-    def _p(self, count: int) -> str:
-        return ", ".join([self.param] * count)
-
-    # -- metadata ---------------------------------------------------------------------------------------------
-    def ensure_metadata(self) -> None:
-        text, ts = self.sql_type("VARCHAR"), "TIMESTAMPTZ"
-        self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.q(CATALOG_TABLE)} (table_name {text} PRIMARY KEY, stream {text} NOT NULL, "
-            f"namespace {text}, created_at {ts}, last_write_at {ts}, purged_documents BIGINT DEFAULT 0)"
-        )
-        self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.q(COLUMNS_TABLE)} (table_name {text} NOT NULL, field {text} NOT NULL, "
-            f"column_name {text} NOT NULL, column_type {text} NOT NULL, declared BOOLEAN NOT NULL, "
-            f"PRIMARY KEY (table_name, field))"
-        )
-        self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.q(STATE_TABLE)} (stream_key {text} PRIMARY KEY, state_type {text}, "
-            f"namespace {text}, stream {text}, state_json {text} NOT NULL, committed_at {ts} NOT NULL)"
-        )
-
-    def ensure_collection(self, table: str, stream: str, namespace: str | None, declared: list[Column]) -> dict[str, Column]:
-        """Create the collection table (and its declared columns) if missing; return its column map."""
-        if not self._table_exists(table):
-            system = ", ".join(
-                f"{quote_ident(name)} {self.sql_type(kind)}" + (self.id_constraint if name == "_id" else "")
-                for name, kind in SYSTEM_COLUMN_TYPES
-            )
-            self.execute(f"CREATE TABLE {self.q(table)} ({system})")
-            self.execute(
-                f"INSERT INTO {self.q(CATALOG_TABLE)} (table_name, stream, namespace, created_at, purged_documents) "
-                f"VALUES ({self._p(4)}, 0) ON CONFLICT (table_name) DO NOTHING",
-                [table, stream, namespace, _now()],
-            )
-        columns = self.load_columns(table)
-        if self.system_columns(table, columns) is SYSTEM_COLUMN_TYPES and SHAPE_COLUMN not in self._column_names(table):
-            self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {SHAPE_COLUMN} {self.sql_type('VARCHAR')}")
-        new = [c for c in declared if c.field not in columns]
-        if new:
-            self.add_columns(table, new)
-            columns.update({c.field: c for c in new})
-        return columns
-
-    def system_columns(self, table: str, columns: dict[str, Column]) -> tuple[tuple[str, str], ...]:
-        """The system columns of ``table`` (given its typed ``columns``): all of them, or all but ``_doc_shape`` when a
-        typed column made before it existed has that name."""
-        shaped = not any(c.name.lower() == SHAPE_COLUMN for c in columns.values())
-        self._shaped()[table] = shaped
-        return SYSTEM_COLUMN_TYPES if shaped else tuple(pair for pair in SYSTEM_COLUMN_TYPES if pair[0] != SHAPE_COLUMN)
-
-    def _shaped(self) -> dict[str, bool]:
-        """Per table: whether it has the ``_doc_shape`` column (filled by ``system_columns``)."""
-        if self._shaped_tables is None:
-            self._shaped_tables = {}
-        return self._shaped_tables
-
-    def shape_sql(self, table: str, alias: str = "") -> str:
-        """The SQL for a row's ``_doc_shape`` in ``lookup`` (NULL for a collection without the column)."""
-        shaped = self._shaped().get(table)
-        if shaped is None:
-            self.system_columns(table, self.load_columns(table))
-            shaped = self._shaped()[table]
-        return f"{alias}{SHAPE_COLUMN}" if shaped else "NULL"
-
-    def _column_names(self, table: str) -> set[str]:
-        rows = self.fetchall(
-            f"SELECT column_name FROM information_schema.columns WHERE table_schema = {self.param} "
-            f"AND table_name = {self.param}",
-            [self.schema or "main", table],
-        )
-        return {row[0] for row in rows}
-
-    def load_columns(self, table: str) -> dict[str, Column]:
-        rows = self.fetchall(
-            f"SELECT field, column_name, column_type, declared FROM {self.q(COLUMNS_TABLE)} WHERE table_name = {self.param}",
-            [table],
-        )
-        return {f: Column(f, name, kind, bool(declared)) for f, name, kind, declared in rows}
-
-    def add_columns(self, table: str, columns: list[Column]) -> None:
-        for column in columns:
-            self.execute(f"ALTER TABLE {self.q(table)} ADD COLUMN {quote_ident(column.name)} {self.sql_type(column.type)}")
-            self.execute(
-                f"INSERT INTO {self.q(COLUMNS_TABLE)} (table_name, field, column_name, column_type, declared) "
-                f"VALUES ({self._p(5)})",
-                [table, column.field, column.name, column.type, column.declared],
-            )
-
-    def widen_column(self, table: str, column: Column, new_type: str) -> None:
-        self.execute(self._alter_type_sql(table, column.name, new_type))
-        self.execute(
-            f"UPDATE {self.q(COLUMNS_TABLE)} SET column_type = {self.param} WHERE table_name = {self.param} AND field = {self.param}",
-            [new_type, table, column.field],
-        )
-
-    @abc.abstractmethod
-    def _alter_type_sql(self, table: str, column: str, new_type: str) -> str: ...
-
-    def touch_collection(self, table: str) -> None:
-        self.execute(
-            f"UPDATE {self.q(CATALOG_TABLE)} SET last_write_at = {self.param} WHERE table_name = {self.param}",
-            [_now(), table],
-        )
-
-    def collections(self) -> list[dict[str, Any]]:
-        if not self._table_exists(CATALOG_TABLE):
-            return []
-        rows = self.fetchall(
-            f"SELECT table_name, stream, namespace, created_at, last_write_at, purged_documents "
-            f"FROM {self.q(CATALOG_TABLE)} ORDER BY table_name"
-        )
-        keys = ("table", "stream", "namespace", "created_at", "last_write_at", "purged_documents")
-        return [dict(zip(keys, row)) for row in rows]
-
     # -- generations and retention ----------------------------------------------------------------------------
     def max_generation(self, table: str) -> int | None:
-        return self.fetchall(f"SELECT max(_airbyte_generation_id) FROM {self.q(table)}")[0][0]
+        with self.collection_statements():
+            return self.fetchall(f"SELECT max(_airbyte_generation_id) FROM {self.q(table)}")[0][0]
 
     def delete_generations_before(self, table: str, minimum: int) -> int:
         where = f"_airbyte_generation_id IS NULL OR _airbyte_generation_id < {self.param}"
-        count = self.fetchall(f"SELECT count(*) FROM {self.q(table)} WHERE {where}", [minimum])[0][0]
-        if count:
-            self.execute(f"DELETE FROM {self.q(table)} WHERE {where}", [minimum])
+        with self.collection_statements():
+            count = self.fetchall(f"SELECT count(*) FROM {self.q(table)} WHERE {where}", [minimum])[0][0]
+            if count:
+                self.execute(f"DELETE FROM {self.q(table)} WHERE {where}", [minimum])
         return int(count)
 
     def purge_older_than(self, table: str, cutoff: dt.datetime) -> int:
-        count = self.fetchall(f"SELECT count(*) FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff])[0][0]
+        with self.collection_statements():
+            count = self.fetchall(
+                f"SELECT count(*) FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff]
+            )[0][0]
+            if count:
+                self.execute(f"DELETE FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff])
         if count:
-            self.execute(f"DELETE FROM {self.q(table)} WHERE _event_time < {self.param}", [cutoff])
-            self.execute(
-                f"UPDATE {self.q(CATALOG_TABLE)} SET purged_documents = coalesce(purged_documents, 0) + {self.param} "
-                f"WHERE table_name = {self.param}",
-                [int(count), table],
-            )
+            self.catalog.count_purged(table, int(count))
         return int(count)
-
-    # -- state ------------------------------------------------------------------------------------------------
-    def save_state(self, stream_key: str, state_type: str, namespace: str | None, stream: str | None, state_json: str) -> None:
-        self.execute(
-            f"INSERT INTO {self.q(STATE_TABLE)} (stream_key, state_type, namespace, stream, state_json, committed_at) "
-            f"VALUES ({self._p(6)}) ON CONFLICT (stream_key) DO UPDATE SET state_type = excluded.state_type, "
-            f"namespace = excluded.namespace, stream = excluded.stream, state_json = excluded.state_json, "
-            f"committed_at = excluded.committed_at",
-            [stream_key, state_type, namespace, stream, state_json, _now()],
-        )
-
-    def committed_states(self) -> dict[str, str]:
-        """Latest committed state per stream key: the raw JSON of the echoed ``state`` object."""
-        if not self._table_exists(STATE_TABLE):
-            return {}
-        return dict(self.fetchall(f"SELECT stream_key, state_json FROM {self.q(STATE_TABLE)} ORDER BY stream_key"))
-
-    def committed_state_messages(self) -> list[dict[str, Any]]:
-        """The committed states as a list of state objects, ready for a source's ``--state`` (or ``state=``)."""
-        return [jsonio.loads(text) for text in self.committed_states().values()]
-
-    def committed_state_rows(self) -> list[dict[str, Any]]:
-        if not self._table_exists(STATE_TABLE):
-            return []
-        rows = self.fetchall(
-            f"SELECT stream_key, state_type, namespace, stream, state_json, committed_at FROM {self.q(STATE_TABLE)} ORDER BY stream_key"
-        )
-        keys = ("stream_key", "state_type", "namespace", "stream", "state_json", "committed_at")
-        return [dict(zip(keys, row)) for row in rows]
 
     # -- inspection -------------------------------------------------------------------------------------------
     def count_documents(self, table: str) -> int:
@@ -322,6 +185,3 @@ class Store(abc.ABC):
         """(Views) Stop the statement running on this connection, from another thread (it then raises there)."""
         raise NotImplementedError(f"{type(self).__name__} is not a read-only view")
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

@@ -150,22 +150,21 @@ class PostgresStore(Store):
         rows = cursor.fetchall() if cursor.description else []
         return [d.name for d in cursor.description or []], rows
 
-    def ensure_metadata(self) -> None:
+    def ensure_schema(self) -> None:
         # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists: only create it when
         # missing, so a user granted USAGE, CREATE on an existing schema is enough.
         if not self.fetchall("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema]):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
-        super().ensure_metadata()
 
     def sql_type(self, logical: str) -> str:
         return _TYPES[logical]
 
-    def _alter_type_sql(self, table: str, column: str, new_type: str) -> str:
+    def alter_type_sql(self, table: str, column: str, new_type: str) -> str:
         col = quote_ident(column)
         using = f"to_jsonb({col})" if new_type == "JSON" else f"{col}::{self.sql_type(new_type)}"
         return f"ALTER TABLE {self.q(table)} ALTER COLUMN {col} TYPE {self.sql_type(new_type)} USING {using}"
 
-    def _table_exists(self, table: str) -> bool:
+    def table_exists(self, table: str) -> bool:
         return bool(
             self.fetchall(
                 "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s", [self.schema, table]
@@ -204,7 +203,7 @@ class PostgresStore(Store):
         # scan, but the DELETE of the rewritten rows then reads the heap pages instead: measured at 10 M rows (100k
         # change batch, 1 GB shared_buffers) lookups 1.0 -> 0.81 s, deletes 0.26 -> 0.57 s, so no index carries them
         rows = self.fetchall(
-            f"SELECT _id, _event_time, _airbyte_generation_id, {self.shape_sql(table)} "
+            f"SELECT _id, _event_time, _airbyte_generation_id, {self.catalog.shape_sql(table)} "
             f"FROM {self.q(table)} WHERE _id = ANY(%s)",
             [sorted(ids)],
         )

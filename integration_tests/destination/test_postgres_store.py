@@ -82,6 +82,6 @@ def test_cli_check_and_write_against_postgres(pg_store_config, tmp_path):
     try:
         rows = store.fetchall(f'SELECT _id, "user" FROM {store.q("orders")} ORDER BY 1')
         assert rows == [("[2]", "bob")]
-        assert [m["id"] for m in store.committed_state_messages()] == [8]
+        assert [m["id"] for m in store.states.messages()] == [8]
     finally:
         store.close()

@@ -113,7 +113,7 @@ def _write_and_read(store_config: dict, name: str) -> tuple:
     echoed = list(write_messages(config, catalog, messages))
     store = open_store(parse_config(config))
     try:
-        states = store.committed_state_messages()
+        states = store.states.messages()
         tables = [t for t in store.fetchall("SELECT table_name FROM information_schema.tables WHERE table_schema = "
                                                 + (f"'{store_config['schema']}'" if store_config["store_type"] == "postgres" else "'main'"))]
         canary = store.fetchall(f"SELECT count(*) FROM {store.q('y_canary')}")[0][0]
@@ -132,7 +132,7 @@ def test_sql_injection_names_are_stored_safely(store_type, request, tmp_path, re
     store = open_store(parse_config({"store": store_config}))
     try:
         with store.transaction():
-            store.ensure_metadata()
+            store.catalog.ensure_metadata()
             store.execute(f"CREATE TABLE {store.q('y_canary')} (v INTEGER)")
             store.execute(f"INSERT INTO {store.q('y_canary')} VALUES (42)")
     finally:

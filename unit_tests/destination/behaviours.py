@@ -466,12 +466,12 @@ def test_state_is_echoed_only_after_its_records_are_committed(harness):
 def test_crash_between_flush_and_commit_acknowledges_nothing(harness, monkeypatch):
     streams = [stream(S)]
     harness.write(streams, [record(S, {"k": 0}), state(S, {"upto": 0}, state_id=1)])
-    from destination_collection.stores.base import Store
+    from destination_collection.stores.state_table import StateTable
 
     def explode(self, *args, **kwargs):
         raise RuntimeError("killed before commit")
 
-    monkeypatch.setattr(Store, "save_state", explode)
+    monkeypatch.setattr(StateTable, "save", explode)
     echoes = []
     with pytest.raises(RuntimeError, match="killed before commit"):
         for echo in harness.iter_write(streams, [record(S, {"k": 1}), record(S, {"k": 2}), state(S, {"upto": 2}, state_id=2)]):
@@ -528,7 +528,7 @@ def test_identifiers_that_need_quoting(harness):
     harness.write([stream(odd_stream)], [record(odd_stream, data)])
     store = harness.store()
     try:
-        table = [c["table"] for c in store.collections() if c["stream"] == odd_stream][0]
+        table = [c["table"] for c in store.catalog.collections() if c["stream"] == odd_stream][0]
     finally:
         store.close()
     assert len(table.encode()) <= 63 and table.startswith("select__weird__stream_name")
@@ -607,7 +607,7 @@ def test_retention_purges_old_documents(harness, caplog):
     assert "purged 1 document(s)" in caplog.text
     store = harness.store()
     try:
-        assert [c["purged_documents"] for c in store.collections() if c["table"] == S] == [1]
+        assert [c["purged_documents"] for c in store.catalog.collections() if c["table"] == S] == [1]
     finally:
         store.close()
 

@@ -158,7 +158,7 @@ class Harness:
     def states(self) -> dict[str, dict[str, Any]]:
         store = self.store()
         try:
-            return {k: jsonio.loads(v) for k, v in store.committed_states().items()}
+            return {k: jsonio.loads(v) for k, v in store.states.committed().items()}
         finally:
             store.close()
 

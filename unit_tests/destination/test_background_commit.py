@@ -89,3 +89,47 @@ def test_checkpoint_threshold_is_a_config_field(harness):
 
     with pytest.raises(AirbyteTracedException, match="store.duckdb.checkpoint_threshold|checkpoint_threshold"):
         parse_config({"store": {**harness.store_config, "checkpoint_threshold": "lots"}})
+
+
+@pytest.mark.parametrize("configured", [None, 3])
+def test_duckdb_threads_run_the_statements_over_a_whole_collection_and_one_thread_the_rest(harness, monkeypatch,
+                                                                                             configured):
+    import duckdb
+
+    default = duckdb.connect().execute("SELECT current_setting('threads')").fetchone()[0]
+    if configured is not None:
+        harness.store_config = {**harness.store_config, "threads": configured}  # store.threads
+    seen: list[tuple[str, int]] = []
+    store_class = duckdb_store.DuckDBStore
+    originals = {name: getattr(store_class, name) for name in ("execute", "fetchall")}
+
+    def spying(name):
+        def spy(self, sql, *args, **kwargs):
+            threads = originals["fetchall"](self, "SELECT current_setting('threads')")[0][0]
+            kind = "join" if 'FROM "orders" t JOIN' in sql else "state" if "_collection_state" in sql else "other"
+            seen.append((kind, threads))
+            return originals[name](self, sql, *args, **kwargs)
+        return spy
+
+    for name in originals:
+        monkeypatch.setattr(store_class, name, spying(name))
+    for batch in range(2):  # the second batch updates the first's document: its stored row is looked up by a join
+        echoes = harness.write([stream(S)], [record(S, {"k": 1, "v": batch}), state(S, {"upto": batch}, state_id=batch)])
+        assert [e["state"]["id"] for e in echoes] == [batch]
+    monkeypatch.undo()
+    assert harness.docs(S)["[1]"]["v"] == 1
+    joins = {threads for kind, threads in seen if kind == "join"}
+    assert joins == {configured or default}
+    assert {threads for kind, threads in seen if kind == "state"} == {1}
+
+
+@pytest.mark.parametrize("bad", [0, 257, "2", True, 1.5])
+def test_duckdb_threads_out_of_range_or_not_an_integer_is_a_config_error_naming_it(harness, bad):
+    from airbyte_cdk.models import FailureType
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    from destination_collection.config import parse_config
+
+    with pytest.raises(AirbyteTracedException, match=r"store\.duckdb\.threads") as raised:
+        parse_config({"store": {**harness.store_config, "threads": bad}})
+    assert raised.value.failure_type == FailureType.config_error

@@ -197,7 +197,7 @@ def write_run(harness: Harness, scenario: Scenario, batch_size: int) -> Run:
                 run.warnings.append(line)
     store = harness.store()
     try:
-        columns = {s["stream"]["name"]: store.load_columns(s["stream"]["name"]) for s in scenario.streams}
+        columns = {s["stream"]["name"]: store.catalog.load_columns(s["stream"]["name"]) for s in scenario.streams}
     finally:
         store.close()
     for configured in scenario.streams:

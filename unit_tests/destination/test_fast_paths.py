@@ -98,8 +98,8 @@ class _NulRefusingStore(Store):
         text = jsonio.dumps(value)
         return text, ([{"field": "_doc", "change": "NULLED", "reason": "NUL"}] if "\\u0000" in text else [])
 
-    close = transaction = execute = fetchall = fetch_with_columns = sql_type = _table_exists = None
-    lookup = write_batch = table_bytes = _alter_type_sql = iter_documents = None
+    close = transaction = execute = fetchall = fetch_with_columns = sql_type = table_exists = None
+    lookup = write_batch = table_bytes = alter_type_sql = iter_documents = None
 
 
 class _PlainStore(_NulRefusingStore):
@@ -347,15 +347,21 @@ def _reference_observed(docs):
     return observed
 
 
-class _EvolveStore(_PlainStore):
-    def __init__(self):
-        self.calls = []
+class _EvolveCatalog:
+    def __init__(self, calls: list):
+        self.calls = calls
 
     def add_columns(self, table, columns):
         self.calls.append(("add", [(c.field, c.name, c.type) for c in columns]))
 
     def widen_column(self, table, column, target):
         self.calls.append(("widen", column.field, target))
+
+
+class _EvolveStore(_PlainStore):
+    def __init__(self):
+        self.calls = []
+        self.catalog = _EvolveCatalog(self.calls)
 
 
 def test_evolve_sees_the_same_types_as_the_pair_scan():

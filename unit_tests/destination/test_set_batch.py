@@ -161,7 +161,7 @@ def _write(scenario: dict[str, Any], lane: bool, harness: Harness, store_class: 
         set_batch.SetBatch.apply = original
     store = harness.store()
     try:
-        columns = {f: (c.name, c.type) for f, c in store.load_columns(S).items()}
+        columns = {f: (c.name, c.type) for f, c in store.catalog.load_columns(S).items()}
     finally:
         store.close()
     rows = harness.rows(S)

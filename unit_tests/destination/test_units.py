@@ -371,8 +371,8 @@ def test_namespaced_streams_get_distinct_collections(harness):
     echoes = harness.write(streams, [record("s", {"k": 1}, namespace="a"), record("s", {"k": 2}, namespace="b"), state("s", {}, namespace="b")])
     store = harness.store()
     try:
-        tables = {c["namespace"]: c["table"] for c in store.collections()}
-        states = store.committed_states()
+        tables = {c["namespace"]: c["table"] for c in store.catalog.collections()}
+        states = store.states.committed()
     finally:
         store.close()
     assert len(set(tables.values())) == 2

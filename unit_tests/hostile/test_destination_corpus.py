@@ -156,7 +156,7 @@ def read_back(store) -> tuple:
     """(documents by _id, committed state of the stream) read from the store the loop wrote to."""
     _, rows = store.fetch_with_columns(f"SELECT _id, _doc FROM {store.q(NAME)}")
     docs = {key: jsonio.loads(doc) if isinstance(doc, str) else doc for key, doc in rows}
-    states = {s["stream"]["stream_descriptor"]["name"]: s for s in store.committed_state_messages() if "stream" in s}
+    states = {s["stream"]["stream_descriptor"]["name"]: s for s in store.states.messages() if "stream" in s}
     return docs, states
 
 

@@ -170,7 +170,7 @@ def test_out_of_memory_names_the_stream_and_the_settings(tmp_path, reliability):
     assert echoed in ([], [1])  # state 1's echo may still wait for its background COMMIT
     store = open_store(parse_config(config), read_only=True)
     try:
-        committed = store.committed_state_messages()
+        committed = store.states.messages()
         ids = [row[0] for row in store.iter_documents("s")]
     finally:
         store.close()
