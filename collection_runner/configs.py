@@ -149,6 +149,9 @@ def load_catalog(path: Optional[str], source_config: Mapping[str, Any], logger: 
                 f"The catalog file {path} lists stream(s) {', '.join(repr(n) for n in repeated)} more than once; list each stream once."
             )
         return catalog
+    if "schema_sample_size" not in source_config:
+        # start fast: the collections type every field from the data; sampling only when the config asks for it
+        source_config = {**source_config, "schema_sample_size": 0}
     catalog = SourceKinesis().discover(logger, source_config)
     if not catalog.streams:
         raise _config_error("No Kinesis stream matches the source config's 'streams'; nothing to sync.")

@@ -14,7 +14,7 @@ from airbyte_cdk.models import ConfiguredAirbyteStream
 from . import jsonio
 from .column_types import BIGINT, INT64_MAX, INT64_MIN, JSON, VARCHAR, Column, convert, declared_type, misfit_change, value_type, widen, unify, MISFIT
 from .config import DestinationConfig
-from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
+from .documents import EMITTED_MAX_MS, EMITTED_MIN_MS, INFERRED_KEYWORD, KINESIS_PREFIX, SPECIAL_FIELDS, Change, DocumentBuilder, split_metadata, strip_metadata
 from .generations import GenerationPlan, plan_generation
 from .set_batch import MAX_RECORD_BYTES, SET_BATCH_OPS, JsonBatch, json_batch_records, set_batch_class
 from .naming import SYSTEM_COLUMNS, column_name, table_name
@@ -123,12 +123,15 @@ class CollectionWriter:
         self._empty_meta_text: dict[str, str] = {}
 
     @staticmethod
-    def _declared_columns(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    def _declared_columns(schema: dict[str, Any]) -> list[tuple[str, str, bool]]:
+        """(field, logical type, declared) per top-level property. A property marked ``INFERRED_KEYWORD`` (a type
+        the source inferred from a sample) gets its column up front but widens as values need, like a column the
+        data created; any other property's type is a declaration (values that do not fit are misfits)."""
         properties = schema.get("properties") if isinstance(schema, dict) else None
         if not isinstance(properties, dict):
             return []
         return [
-            (name, declared_type(prop))
+            (name, declared_type(prop), not (isinstance(prop, dict) and prop.get(INFERRED_KEYWORD) is True))
             for name, prop in properties.items()
             if not name.startswith(KINESIS_PREFIX) and name not in SPECIAL_FIELDS and "\x00" not in name
         ]
@@ -139,12 +142,12 @@ class CollectionWriter:
         existing = self.store.catalog.load_columns(self.table)
         taken = {c.name.lower() for c in existing.values()} | set(SYSTEM_COLUMNS)
         declared = []
-        for field_name, logical in self.declared:
+        for field_name, logical, is_declared in self.declared:
             if field_name in existing:
                 continue
             name = column_name(field_name, taken)
             taken.add(name.lower())
-            declared.append(Column(field_name, name, logical, declared=True))
+            declared.append(Column(field_name, name, logical, declared=is_declared))
         self.columns = self.store.catalog.ensure_collection(self.table, self.name, self.namespace, declared)
         self.system_columns = self.store.catalog.system_columns(self.table, self.columns)
         self.plan = plan_generation(

@@ -38,6 +38,9 @@ KINESIS_FIELDS = {
     "_kinesis_arrival_time": "arrival_time",
 }
 SPECIAL_FIELDS = ("_id", "_event_time", "_op", "_meta")
+# A catalog property with this keyword set to true holds a type inferred from a sample (source-kinesis's discover):
+# a hint, not a declaration (docs/record-contract.md)
+INFERRED_KEYWORD = "x-inferred"
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

@@ -107,7 +107,7 @@ class SourceConfig(_Model):
     retry_budget_seconds: float = Field(default=300, gt=0, le=86400)
     checkpoint_interval_records: int = Field(default=10000, ge=1, le=10_000_000)
     checkpoint_interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
-    schema_sample_size: int = Field(default=0, ge=0, le=10000)
+    schema_sample_size: int = Field(default=100, ge=0, le=10000)
 
     @field_validator("streams")
     @classmethod

@@ -36,7 +36,14 @@ from source_kinesis.records import CONTRACT_FIELDS
 from source_kinesis.schema_inference import infer_schema
 from source_kinesis.throttling import call_kinesis
 
-SCHEMA_SAMPLE_SECONDS = 10
+# Discover samples every stream by default (config schema_sample_size, default 100 records) so that typed
+# destinations get payload columns; a stream's sample ends after this many seconds of reading however little it
+# found (an empty stream ends sooner: each shard's reader stops at the tip), so discover costs at most this much more
+# per stream.
+SCHEMA_SAMPLE_SECONDS = 3
+# An inferred property carries this keyword (JSON Schema ignores unknown keywords): its type is a hint from a sample,
+# not a declaration. destination-collection widens such a column as values need (docs/record-contract.md).
+INFERRED_KEYWORD = "x-inferred"
 # check answers within seconds (the Airbyte UI waits on it): transient errors are retried this long, not a sync's budget.
 CHECK_RETRY_SECONDS = 10.0
 # ... and the whole check (every call, its retries and backoff, for every stream) ends within this many seconds, on
@@ -95,16 +102,22 @@ class SourceKinesis(AbstractSource):
         return AirbyteCatalog(streams=[airbyte_stream(s.name, self.stream_schema(cfg, client, s, logger)) for s in streams])
 
     def stream_schema(self, cfg: SourceConfig, client: Any, stream: KinesisStream, logger: logging.Logger) -> Optional[Dict[str, Any]]:
-        """The stream's JSON schema: the open record-contract schema, plus (when ``schema_sample_size`` > 0) the
-        payload fields inferred from up to that many records read from TRIM_HORIZON for at most 10 seconds."""
+        """The stream's JSON schema: the record-contract schema plus the payload fields inferred from up to
+        ``schema_sample_size`` records read from TRIM_HORIZON for at most ``SCHEMA_SAMPLE_SECONDS`` (each nullable and
+        marked ``INFERRED_KEYWORD``: a sample proves neither a type nor that a field is always there); 0 = the open
+        record-contract schema alone."""
         if cfg.schema_sample_size <= 0:
             return None
         sample = sample_records(cfg, client, stream, logger, cfg.schema_sample_size, SCHEMA_SAMPLE_SECONDS)
         schema = record_schema()
         inferred = infer_schema({k: v for k, v in record.items() if k not in CONTRACT_FIELDS} for record in sample)
         for name, field_schema in (inferred.get("properties") or {}).items():
-            schema["properties"].setdefault(name, field_schema)
-        logger.info(f"Stream '{stream.name}': inferred the schema of {len(inferred.get('properties') or {})} payload fields from {len(sample)} sampled records.")
+            if name not in schema["properties"]:
+                schema["properties"][name] = _hint(field_schema)
+        logger.info(
+            f"Stream '{stream.name}': inferred the schema of {len(inferred.get('properties') or {})} payload fields "
+            f"from {len(sample)} sampled records (schema_sample_size: {cfg.schema_sample_size}; 0 turns sampling off)."
+        )
         return schema
 
     def read(
@@ -156,8 +169,12 @@ def check_failure(exc: AirbyteTracedException, cfg: SourceConfig) -> AirbyteTrac
 
 
 def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger: logging.Logger, limit: int, seconds: int) -> List[Dict[str, Any]]:
-    """Up to ``limit`` records of the stream from TRIM_HORIZON, reading for at most ``seconds`` (a bounded read)."""
-    sample_cfg = cfg.model_copy(update={"start_position": "TRIM_HORIZON", "max_sync_duration_seconds": seconds, "on_bad_record": "keep"})
+    """Up to ``limit`` records of the stream from TRIM_HORIZON, reading for at most ``seconds`` (a bounded read that
+    asks each shard for no more than ``limit`` records a call)."""
+    sample_cfg = cfg.model_copy(update={
+        "start_position": "TRIM_HORIZON", "max_sync_duration_seconds": seconds, "on_bad_record": "keep",
+        "records_per_call": max(1, min(limit, cfg.records_per_call)),
+    })
     quiet = logging.getLogger("airbyte.source_kinesis.sampling")
     quiet.setLevel(logging.WARNING)
     messages = Orchestrator(sample_cfg, client, quiet).run([stream.name], lambda name: stream, {})
@@ -173,6 +190,18 @@ def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger
     finally:
         messages.close()  # stops the readers
     return records
+
+
+def _hint(field_schema: Dict[str, Any]) -> Dict[str, Any]:
+    """An inferred top-level property: nullable, and marked as a hint."""
+    hinted = dict(field_schema)
+    kinds = hinted.get("type")
+    if isinstance(kinds, str):
+        hinted["type"] = [kinds, "null"] if kinds != "null" else "null"
+    elif isinstance(kinds, list) and "null" not in kinds:
+        hinted["type"] = [*kinds, "null"]
+    hinted[INFERRED_KEYWORD] = True
+    return hinted
 
 
 def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float) -> None:

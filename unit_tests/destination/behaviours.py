@@ -504,6 +504,25 @@ def test_inferred_columns_widen(harness):
     assert harness.json_value(rows["[1]"]["m"]) == 1 and harness.json_value(rows["[2]"]["m"]) == "text"  # now JSON
 
 
+def test_types_a_source_inferred_are_hints_that_widen_while_declared_types_make_misfits(harness):
+    # source-kinesis's discover marks the payload types it sampled with "x-inferred": the columns exist from the
+    # start with those types, and widen as later values need; an unmarked type stays a declaration
+    hint = {"type": ["integer", "null"], "x-inferred": True}
+    schema = {"type": "object", "properties": {
+        "k": {"type": "integer"}, "amount": hint, "label": {"type": ["string", "null"], "x-inferred": True},
+        "qty": {"type": ["integer", "null"]},
+    }}
+    streams = [stream(S, schema=schema)]
+    harness.write(streams, [record(S, {"k": 1, "amount": 3, "label": "a", "qty": 1})])
+    assert {"amount", "label", "qty"} <= set(harness.rows(S)["[1]"])  # created from the catalog, before any widening
+    harness.write(streams, [record(S, {"k": 2, "amount": 12.5, "label": {"nested": True}, "qty": 2.5})])
+    rows = harness.rows(S)
+    assert rows["[1]"]["amount"] == 3 and rows["[2]"]["amount"] == 12.5  # widened to DOUBLE, not a misfit
+    assert harness.json_value(rows["[2]"]["label"]) == {"nested": True}  # widened to JSON
+    assert rows["[2]"]["qty"] is None and rows["[2]"]["_doc"]["qty"] == 2.5  # declared integer: a misfit
+    assert [c["field"] for c in rows["[2]"]["_airbyte_meta"]["changes"]] == ["qty"]
+
+
 def test_integers_beyond_64_bits_stay_exact(harness):
     huge, giant = 2**70 + 1, 10**50 + 7
     schema = {"type": "object", "properties": {"k": {"type": "integer"}, "declared": {"type": "integer"}}}

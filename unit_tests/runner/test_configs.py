@@ -31,3 +31,27 @@ def test_cli_and_commands_do_not_import_each_other():
     commands = ast.parse((Path(__file__).resolve().parents[2] / "collection_runner" / "commands.py").read_text())
     imported = {node.module for node in ast.walk(commands) if isinstance(node, ast.ImportFrom)}
     assert "collection_runner.cli" not in imported
+
+
+def test_without_a_catalog_the_runner_discovers_without_sampling_unless_the_source_config_asks(monkeypatch):
+    import logging
+
+    from airbyte_cdk.models import AirbyteCatalog
+
+    from collection_runner.configs import load_catalog
+    from source_kinesis.discovery import airbyte_stream
+    from source_kinesis.source import SourceKinesis
+
+    seen = []
+
+    def discover(self, logger, config):
+        seen.append(config.get("schema_sample_size"))
+        return AirbyteCatalog(streams=[airbyte_stream("orders")])
+
+    monkeypatch.setattr(SourceKinesis, "discover", discover)
+    log = logging.getLogger("airbyte.test")
+    catalog = load_catalog(None, SOURCE, log)
+    assert [c.stream.name for c in catalog.streams] == ["orders"]
+    load_catalog(None, {**SOURCE, "schema_sample_size": 50}, log)
+    assert seen == [0, 50]
+    assert "schema_sample_size" not in SOURCE  # the caller's config is not changed
