@@ -1,7 +1,7 @@
-"""Run by PyAirbyte's own virtual environment (``.cache/bench/pyairbyte-venv``): read the stub replay source into
+"""Run by PyAirbyte's own virtual environment (``.cache/pyairbyte-venv``, made by scripts/bootstrap.sh): read the stub replay source into
 PyAirbyte's DuckDB cache, the way a user would, and print the number of records the cache holds.
 
-    .cache/bench/pyairbyte-venv/bin/python bench/_pyairbyte_run.py SOURCE_EXECUTABLE MESSAGES.jsonl CACHE.duckdb
+    .cache/pyairbyte-venv/bin/python bench/_pyairbyte_run.py SOURCE_EXECUTABLE MESSAGES.jsonl CACHE.duckdb
 """
 from __future__ import annotations
 

@@ -727,8 +727,9 @@ PYAIRBYTE_SPEC = "airbyte==0.71.*"
 
 
 def pyairbyte_python(ctx: Context) -> tuple[str | None, str]:
-    """The PyAirbyte venv's python (created when missing, not in smoke mode), or (None, why not)."""
-    venv = ctx.path("pyairbyte-venv")
+    """The PyAirbyte venv's python (scripts/bootstrap.sh makes it; created here when missing, not in smoke mode), or
+    (None, why not)."""
+    venv = os.path.join(REPO, ".cache", "pyairbyte-venv")
     python = os.path.join(venv, "bin", "python")
     marker = os.path.join(venv, ".installed")
     if os.path.exists(marker):

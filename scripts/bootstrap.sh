@@ -23,3 +23,14 @@ if [ ! -f .cache/node/node_modules/kinesis-local/main.js ]; then
   mkdir -p .cache/node
   npm install --silent --no-audit --no-fund --prefix .cache/node kinesis-local@0.6.2
 fi
+# PyAirbyte in its own venv (it pins duckdb 1.4.3 and pyarrow < 22, which our packages outgrew): the tests read the
+# source into PyAirbyte's DuckDB cache with it, as an Airbyte user would (integration_tests/test_pyairbyte.py), and
+# the benchmark compares against its cache.
+PYAIRBYTE_SPEC="airbyte==0.71.*"
+if [ ! -f .cache/pyairbyte-venv/.installed ] || [ "$(cat .cache/pyairbyte-venv/.installed)" != "$PYAIRBYTE_SPEC" ]; then
+  echo "bootstrap: installing $PYAIRBYTE_SPEC into .cache/pyairbyte-venv (about a minute)"
+  rm -rf .cache/pyairbyte-venv
+  "$PYTHON" -m venv .cache/pyairbyte-venv
+  .cache/pyairbyte-venv/bin/python -m pip install --quiet --disable-pip-version-check "$PYAIRBYTE_SPEC"
+  echo "$PYAIRBYTE_SPEC" > .cache/pyairbyte-venv/.installed
+fi
