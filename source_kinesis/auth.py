@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.credentials import RefreshableCredentials
+from botocore.credentials import CredentialProvider, RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from botocore.utils import parse_timestamp
 
@@ -79,17 +79,31 @@ CONNECT_TIMEOUT_SECONDS = 10
 READ_TIMEOUT_SECONDS = int(CALL_DEADLINE_SECONDS)
 
 
+class _AssumedRole(CredentialProvider):
+    """Hands botocore's credential resolver the role's refreshable credentials (``CredentialProvider`` and
+    ``CredentialResolver.insert_before`` are botocore's public extension points for credential sources)."""
+
+    METHOD = "sts-assume-role"
+
+    def __init__(self, credentials: RefreshableCredentials) -> None:
+        super().__init__()
+        self._role_credentials = credentials
+
+    def load(self) -> RefreshableCredentials:
+        return self._role_credentials
+
+
 def build_session(config: SourceConfig, guard: Optional[CallGuard] = None) -> boto3.Session:
+    """A boto3 session over a botocore session built here, through public APIs only: access keys with
+    ``set_credentials``, a role through a credential provider placed first in the resolver chain, and the source's
+    timestamp parser through the response parser factory (``epoch_timestamp``)."""
+    core = botocore.session.get_session()
+    core.set_config_variable("region", config.region)
     creds = config.credentials
     if isinstance(creds, AccessKeys):
-        return boto3.Session(
-            aws_access_key_id=creds.aws_access_key_id,
-            aws_secret_access_key=creds.aws_secret_access_key,
-            aws_session_token=creds.aws_session_token or None,
-            region_name=config.region,
-        )
-    base = boto3.Session(region_name=config.region)
-    if isinstance(creds, IamRole):
+        core.set_credentials(creds.aws_access_key_id, creds.aws_secret_access_key, creds.aws_session_token or None)
+    elif isinstance(creds, IamRole):
+        base = boto3.Session(region_name=config.region)  # the default chain's credentials call AssumeRole
         sts = base.client(
             "sts",
             region_name=config.region,
@@ -110,11 +124,10 @@ def build_session(config: SourceConfig, guard: Optional[CallGuard] = None) -> bo
         refreshable = RefreshableCredentials.create_from_metadata(
             metadata=first, refresh_using=fetch, method="sts-assume-role"
         )
-        core = botocore.session.get_session()
-        core._credentials = refreshable  # botocore's documented way to plug refreshable credentials into a session
-        core.set_config_variable("region", config.region)
-        return boto3.Session(botocore_session=core, region_name=config.region)
-    return base
+        core.get_component("credential_provider").insert_before("env", _AssumedRole(refreshable))
+    # botocore.parsers.ResponseParserFactory.set_parser_defaults: the documented hook for a session's parsers
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=epoch_timestamp)
+    return boto3.Session(botocore_session=core, region_name=config.region)
 
 
 def epoch_timestamp(value: Any) -> float:
@@ -142,8 +155,6 @@ class ClientFactory:
         with self._lock:
             if self._client is None:
                 session = build_session(self.config, self.guard)
-                # The documented parser-defaults hook of botocore's response parser factory (per session).
-                session._session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=epoch_timestamp)
                 self._client = session.client(
                     "kinesis",
                     region_name=self.config.region,

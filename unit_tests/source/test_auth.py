@@ -205,3 +205,29 @@ def test_secrets_never_reach_the_output_of_check_discover_read(moto_aws) -> None
     for out in outputs:
         text = json.dumps([m.model_dump(mode="json") if hasattr(m, "model_dump") else str(m) for m in out._messages]) + "".join(map(str, out.logs))
         assert secret not in text and token not in text
+
+
+@pytest.mark.parametrize("auth", ["access_keys", "default_chain", "iam_role"])
+def test_the_kinesis_client_parses_timestamps_as_epoch_floats_through_public_botocore_hooks(moto_aws, auth) -> None:
+    """Pins what build_session does through botocore's public extension points (no private attributes): the
+    response parser factory's timestamp parser (GetRecords' ApproximateArrivalTimestamp as a float, not a datetime)
+    and each credential source. A botocore upgrade that breaks either fails here."""
+    import boto3 as boto
+
+    credentials = {
+        "access_keys": {"auth_type": "access_keys", "aws_access_key_id": "AKIAPINNED", "aws_secret_access_key": "s"},
+        "default_chain": {"auth_type": "default_chain"},
+        "iam_role": {"auth_type": "iam_role", "role_arn": ROLE_ARN, "external_id": EXTERNAL_ID},
+    }[auth]
+    cfg = parse_config({"credentials": credentials, "region": "us-east-1", "streams": ["orders"]})
+    setup = boto.client("kinesis", region_name="us-east-1")
+    setup.create_stream(StreamName="orders", ShardCount=1)
+    setup.put_record(StreamName="orders", Data=b'{"n": 1}', PartitionKey="k")
+    client = ClientFactory(cfg).kinesis()
+    shard = client.list_shards(StreamName="orders")["Shards"][0]["ShardId"]
+    iterator = client.get_shard_iterator(StreamName="orders", ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    record = client.get_records(ShardIterator=iterator)["Records"][0]
+    assert type(record["ApproximateArrivalTimestamp"]) is float
+    session_credentials = build_session(cfg).get_credentials()
+    expected = {"access_keys": "explicit", "default_chain": "env", "iam_role": "sts-assume-role"}[auth]
+    assert session_credentials.method == expected
