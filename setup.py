@@ -33,11 +33,12 @@ TEST_REQUIRES = [
     "moto[server]>=5.2,<5.3",
     "aws-kinesis-agg>=1.2,<2",
     "six>=1.16",
+    "airbyte-connector-models>=0.1.12,<0.2",  # Airbyte's metadata.yaml model (unit_tests/test_packaging_contract.py)
 ]
 
 setup(
     name="airbyte-kinesis-collections",
-    version="0.1.0",
+    version="0.1.1",
     description="Airbyte source for Amazon Kinesis Data Streams and a destination for Rockset-style collections",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
