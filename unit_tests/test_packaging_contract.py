@@ -584,3 +584,33 @@ def test_doc_links_resolve(page):
             if anchor not in headings:
                 broken.append(target)
     assert not broken, f"docs/{page}: broken links {broken}"
+
+
+# -- spec.json as Airbyte's registry and UI expect ----------------------------------------------------------------
+def _spec_fields(node: dict, path: str = ""):
+    """(path, field schema) of every property, in objects, oneOf options and array items."""
+    for name, field_schema in (node.get("properties") or {}).items():
+        if isinstance(field_schema, dict):
+            yield f"{path}.{name}", field_schema
+            yield from _spec_fields(field_schema, f"{path}.{name}")
+    for index, option in enumerate(node.get("oneOf") or ()):
+        yield from _spec_fields(option, f"{path}[{index}]")
+    if isinstance(node.get("items"), dict):
+        yield from _spec_fields(node["items"], f"{path}[]")
+
+
+@connectors
+def test_every_spec_field_is_described_and_every_pattern_has_a_descriptor(connector):
+    fields = list(_spec_fields(spec(connector)["connectionSpecification"]))
+    assert fields
+    assert [path for path, schema in fields if not schema.get("description")] == []
+    assert [path for path, schema in fields if "pattern" in schema and not schema.get("pattern_descriptor")] == []
+
+
+def test_source_spec_groups_every_field_into_one_of_its_declared_groups():
+    specification = spec("source-kinesis")["connectionSpecification"]
+    declared = [group["id"] for group in specification["groups"]]
+    assert len(declared) == len(set(declared)) and all(group.get("title") for group in specification["groups"])
+    used = {name: field_schema.get("group") for name, field_schema in specification["properties"].items()}
+    assert [name for name, group in used.items() if group not in declared] == []
+    assert set(used.values()) == set(declared)  # no empty group
