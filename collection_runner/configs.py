@@ -25,7 +25,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_collection.config import parse_config as parse_destination_config
 from destination_collection.destination import raw_spec as destination_spec
-from source_kinesis.config import parse_config as parse_source_config
+from source_kinesis.config import migrate_config, parse_config as parse_source_config
 from source_kinesis.source import SourceKinesis
 
 # Follow mode: how often the source checkpoints (and so how often the destination commits). Freshness target: the
@@ -96,7 +96,7 @@ def check_against_spec(config: Mapping[str, Any], spec: Any, what: str) -> None:
 
 
 def load_source_config(path: str) -> Dict[str, Any]:
-    config = read_json(path, "source config")
+    config = migrate_config(read_json(path, "source config"))  # configs written before 0.1.1 still load
     spec = SourceKinesis().spec(logging.getLogger("airbyte"))
     _register_secrets(spec.connectionSpecification, config)
     check_against_spec(config, spec, "source config")

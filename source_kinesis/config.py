@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import re
-from typing import Any, List, Literal, Mapping, Optional, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Union
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -109,6 +109,28 @@ class SourceConfig(_Model):
     checkpoint_interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
     schema_sample_size: int = Field(default=100, ge=0, le=10000)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _start_position_choice(cls, data: Any) -> Any:
+        """The spec's ``start_position`` is a choice (``{"position": "AT_TIMESTAMP", "timestamp": …}``, the timestamp
+        only in that option); configs written before it (a string plus a top-level ``start_timestamp``) still parse.
+        Both become the flat ``start_position`` / ``start_timestamp`` the reader uses."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("start_position"), Mapping):
+            return data
+        choice = dict(data["start_position"])
+        unknown = sorted(set(choice) - {"position", "timestamp"})
+        if unknown:
+            raise ValueError(f"start_position: unknown field(s) {', '.join(unknown)} (expected position, and timestamp for AT_TIMESTAMP)")
+        if "position" not in choice:
+            raise ValueError("start_position: position is required (TRIM_HORIZON, LATEST or AT_TIMESTAMP)")
+        flat = dict(data)
+        flat["start_position"] = choice["position"]
+        if choice.get("position") == "AT_TIMESTAMP":
+            flat["start_timestamp"] = choice.get("timestamp")
+        elif choice.get("timestamp") is not None:
+            raise ValueError(f"start_position: a timestamp belongs to AT_TIMESTAMP only, not {choice['position']}")
+        return flat
+
     @field_validator("streams")
     @classmethod
     def _streams(cls, value: List[str]) -> List[str]:
@@ -127,9 +149,12 @@ class SourceConfig(_Model):
     def _timestamp_rules(self) -> "SourceConfig":
         if self.start_position == "AT_TIMESTAMP":
             if self.start_timestamp is None:
-                raise ValueError("start_timestamp is required when start_position is AT_TIMESTAMP")
+                raise ValueError(
+                    "start_position AT_TIMESTAMP needs its timestamp (start_position.timestamp; a top-level "
+                    "start_timestamp in configs written before 0.1.1), ISO-8601 such as 2026-11-25T00:00:00Z"
+                )
             if self.start_timestamp > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5):
-                raise ValueError(f"start_timestamp {self.start_timestamp.isoformat()} is in the future; Kinesis refuses AT_TIMESTAMP iterators after now")
+                raise ValueError(f"the start_position timestamp {self.start_timestamp.isoformat()} is in the future; Kinesis refuses AT_TIMESTAMP iterators after now")
         return self
 
     @property
@@ -144,14 +169,35 @@ class SourceConfig(_Model):
         return StreamFormat(stream=stream, format=self.format, dms_primary_key=self.dms_primary_key)
 
 
+def migrate_config(raw: Mapping[str, Any]) -> Dict[str, Any]:
+    """A config in today's spec shape. Before 0.1.1 ``start_position`` was a string with a top-level
+    ``start_timestamp``; the spec now offers a choice (``{"position": …, "timestamp": …}``). The CDK checks configs
+    against the spec before the connector sees them, so older configs are rewritten here first (in memory, each run:
+    the stored config is left as it is). Anything else is returned unchanged."""
+    config = dict(raw)
+    position = config.get("start_position")
+    if isinstance(position, str):
+        choice: Dict[str, Any] = {"position": position}
+        timestamp = config.pop("start_timestamp", None)
+        if position == "AT_TIMESTAMP" and timestamp is not None:
+            choice["timestamp"] = timestamp
+        config["start_position"] = choice
+    elif "start_timestamp" in config and config.get("start_timestamp") is None:
+        config.pop("start_timestamp")
+    return config
+
+
 def parse_config(raw: Mapping[str, Any]) -> SourceConfig:
     """Validate a raw config; any problem is a config_error that names the field and never echoes secret values."""
     try:
         return SourceConfig.model_validate(dict(raw))
     except ValidationError as exc:
         problems = []
+        chosen = isinstance(raw.get("start_position"), Mapping)
         for err in exc.errors(include_input=False, include_url=False):
             where = ".".join(str(part) for part in err["loc"]) or "config"
+            if chosen and where == "start_timestamp":  # the flat field the choice's timestamp became
+                where = "start_position.timestamp"
             problems.append(f"{where}: {err['msg']}")
         message = "Invalid source-kinesis configuration: " + "; ".join(problems)
         raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error) from None

@@ -26,7 +26,7 @@ from airbyte_cdk.sources.streams import Stream
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.auth import ClientFactory
-from source_kinesis.config import SourceConfig, parse_config
+from source_kinesis.config import SourceConfig, migrate_config, parse_config
 from source_kinesis.deadlines import Stopped
 from source_kinesis.discovery import KinesisStream, airbyte_stream, record_schema, resolve_catalog_stream, resolve_streams
 from source_kinesis.errors import config_error, translate
@@ -88,6 +88,11 @@ class SourceKinesis(AbstractSource):
             raise check_failure(translate(exc, "DescribeStream"), cfg) from None
         logger.info(f"Check succeeded: {len(streams)} stream(s) readable: {', '.join(s.name for s in streams)}")
         return True, None
+
+    def configure(self, config: Mapping[str, Any], temp_dir: str) -> Mapping[str, Any]:
+        """Configs written before 0.1.1 are rewritten into today's spec shape (config.migrate_config) before the CDK
+        checks them against the spec."""
+        return super().configure(migrate_config(config), temp_dir)
 
     def streams(self, config: Mapping[str, Any]) -> List[Stream]:
         # Not used: discover and read are overridden (all streams are read concurrently by the orchestrator).

@@ -426,7 +426,7 @@ BAD_CONFIGS = {
         "credentials": {"auth_type": "access_keys", "aws_access_key_id": "AKIACONTRACTTEST0001", "aws_secret_access_key": SECRET},
         "region": "us-east-1",
         "streams": ["orders"],
-        "start_position": "AT_TIMESTAMP",
+        "start_position": {"position": "AT_TIMESTAMP", "timestamp": "2999-01-01T00:00:00Z"},  # in the future
     },
     # in the image, a DuckDB path may not leave /local
     "destination-collection": {"store": {"store_type": "duckdb", "path": "../outside.duckdb"}},
@@ -512,7 +512,7 @@ def test_cli_check_with_bad_config_fails_cleanly(cli_runs, connector):
     statuses = _of_type(run, "CONNECTION_STATUS")
     assert len(statuses) == 1 and statuses[0]["connectionStatus"]["status"] == "FAILED", run["stdout"][-2000:]
     message = statuses[0]["connectionStatus"]["message"]
-    expected = {"source-kinesis": "start_timestamp", "destination-collection": "/local"}[connector]
+    expected = {"source-kinesis": "start_position timestamp", "destination-collection": "/local"}[connector]
     assert expected in message, message
 
 

@@ -91,7 +91,7 @@ SOURCE_CASES: List[Tuple[str, Dict[str, Any], Any]] = [
     ("access-key-empty", source(credentials={"auth_type": "access_keys", "aws_access_key_id": "", "aws_secret_access_key": SECRET}), "aws_access_key_id"),
     ("secret-key-not-string", source(credentials={"auth_type": "access_keys", "aws_access_key_id": "A", "aws_secret_access_key": 12345}), "aws_secret_access_key"),
     ("start-position-unknown", source(start_position="YESTERDAY"), "start_position"),
-    ("at-timestamp-missing", source(start_position="AT_TIMESTAMP"), "start_timestamp is required"),
+    ("at-timestamp-missing", source(start_position="AT_TIMESTAMP"), "AT_TIMESTAMP needs its timestamp"),
     ("at-timestamp-future", source(start_position="AT_TIMESTAMP", start_timestamp="2999-01-01T00:00:00Z"), "in the future"),
     ("at-timestamp-garbage", source(start_position="AT_TIMESTAMP", start_timestamp="soon"), "start_timestamp"),
     ("at-timestamp-year-0", source(start_position="AT_TIMESTAMP", start_timestamp="0000-01-01T00:00:00Z"), "start_timestamp"),

@@ -55,3 +55,16 @@ def test_without_a_catalog_the_runner_discovers_without_sampling_unless_the_sour
     load_catalog(None, {**SOURCE, "schema_sample_size": 50}, log)
     assert seen == [0, 50]
     assert "schema_sample_size" not in SOURCE  # the caller's config is not changed
+
+
+def test_the_runner_loads_a_source_config_saved_before_the_start_position_choice(tmp_path):
+    import json
+
+    from collection_runner.configs import load_source_config
+
+    path = tmp_path / "source.json"
+    path.write_text(json.dumps({**SOURCE, "start_position": "AT_TIMESTAMP", "start_timestamp": "2024-05-01T12:00:00Z"}))
+    loaded = load_source_config(str(path))
+    assert loaded["start_position"] == {"position": "AT_TIMESTAMP", "timestamp": "2024-05-01T12:00:00Z"}
+    assert "start_timestamp" not in loaded
+    assert SourceConfig.model_validate(loaded).start_position == "AT_TIMESTAMP"

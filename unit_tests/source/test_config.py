@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Dict
 
 import pytest
@@ -116,15 +117,43 @@ def test_secret_of_wrong_type_is_not_echoed() -> None:
     assert_no_secret(exc)
 
 
-def test_at_timestamp_requires_timestamp() -> None:
-    exc = config_error(raw(start_position="AT_TIMESTAMP"))
-    assert "start_timestamp is required" in exc.message
+@pytest.mark.parametrize("position", [{"start_position": "AT_TIMESTAMP"}, {"start_position": {"position": "AT_TIMESTAMP"}}])
+def test_at_timestamp_requires_timestamp(position) -> None:
+    exc = config_error(raw(**position))
+    assert "AT_TIMESTAMP needs its timestamp" in exc.message and "start_position.timestamp" in exc.message
 
 
-def test_at_timestamp_in_the_future_is_refused() -> None:
+@pytest.mark.parametrize("form", ["flat", "choice"])
+def test_at_timestamp_in_the_future_is_refused(form) -> None:
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).isoformat()
-    exc = config_error(raw(start_position="AT_TIMESTAMP", start_timestamp=future))
-    assert "start_timestamp" in exc.message and "future" in exc.message
+    config = (raw(start_position="AT_TIMESTAMP", start_timestamp=future) if form == "flat"
+              else raw(start_position={"position": "AT_TIMESTAMP", "timestamp": future}))
+    exc = config_error(config)
+    assert "start_position timestamp" in exc.message and "future" in exc.message
+
+
+def test_start_position_choice_and_the_earlier_flat_form_parse_the_same() -> None:
+    """The spec offers a choice (the timestamp only inside AT_TIMESTAMP); configs saved before it keep working."""
+    choice = parse_config(raw(start_position={"position": "AT_TIMESTAMP", "timestamp": "2024-05-01T12:00:00Z"}))
+    flat = parse_config(raw(start_position="AT_TIMESTAMP", start_timestamp="2024-05-01T12:00:00Z"))
+    assert (choice.start_position, choice.start_timestamp) == (flat.start_position, flat.start_timestamp)
+    assert choice.start_timestamp == dt.datetime(2024, 5, 1, 12, tzinfo=dt.timezone.utc)
+    for position in ("TRIM_HORIZON", "LATEST"):
+        assert parse_config(raw(start_position={"position": position})).start_position == position
+        assert parse_config(raw(start_position=position)).start_position == position
+    assert parse_config(raw()).start_position == "TRIM_HORIZON"
+
+
+@pytest.mark.parametrize("choice, named", [
+    ({"position": "LATEST", "timestamp": "2024-05-01T12:00:00Z"}, "AT_TIMESTAMP only"),
+    ({"position": "AT_TIMESTAMP", "timestamp": "soon"}, "start_position.timestamp"),
+    ({"position": "SOMETIMES"}, "start_position"),
+    ({"timestamp": "2024-05-01T12:00:00Z"}, "position is required"),
+    ({"position": "LATEST", "offset": 3}, "unknown field(s) offset"),
+])
+def test_a_bad_start_position_choice_is_a_config_error_naming_it(choice, named) -> None:
+    exc = config_error(raw(start_position=choice))
+    assert named in exc.message
 
 
 def test_at_timestamp_naive_means_utc() -> None:
@@ -217,3 +246,28 @@ def test_format_override_with_unknown_format_is_named() -> None:
 def test_unknown_fields_are_ignored() -> None:
     cfg = parse_config(raw(something_new=True, credentials={"auth_type": "default_chain", "extra": 1}))
     assert isinstance(cfg.credentials, DefaultChain)
+
+
+@pytest.mark.parametrize("legacy", [
+    {"start_position": "LATEST"},
+    {"start_position": "TRIM_HORIZON", "start_timestamp": None},
+    {"start_position": "AT_TIMESTAMP", "start_timestamp": "2024-05-01T12:00:00Z"},
+])
+def test_configs_saved_before_the_start_position_choice_pass_the_spec_check_and_connect(kinesis, legacy) -> None:
+    """The CDK checks a config against spec.json before the connector sees it; an older config (a string
+    start_position, a top-level start_timestamp) is rewritten first, so check still succeeds with it."""
+    import jsonschema
+
+    from source_kinesis.config import migrate_config
+    from source_kinesis.source import SourceKinesis
+    from unit_tests.source.conftest import config as moto_config, make_stream, run_cli
+
+    make_stream(kinesis, "orders")
+    old = moto_config(["orders"], **legacy)
+    spec = SourceKinesis().spec(logging.getLogger("airbyte.test")).connectionSpecification
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(old, spec)
+    jsonschema.validate(migrate_config(old), spec)
+    assert parse_config(migrate_config(old)).start_position == parse_config(old).start_position == legacy["start_position"]
+    statuses = run_cli(SourceKinesis(), "check", old).connection_status_messages
+    assert [s.connectionStatus.status.value for s in statuses] == ["SUCCEEDED"], statuses

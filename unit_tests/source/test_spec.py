@@ -69,26 +69,30 @@ def test_additional_properties_always_true() -> None:
     assert bad == []
 
 
+ONE_OF_KEYS = {  # each choice: its discriminator property and its options' constants
+    "$.properties.credentials": ("auth_type", ["access_keys", "default_chain", "iam_role"]),
+    "$.properties.start_position": ("position", ["AT_TIMESTAMP", "LATEST", "TRIM_HORIZON"]),
+}
+
+
 def test_one_of_rules() -> None:
     one_ofs = [(path, node) for path, node in schema_nodes() if "oneOf" in node]
-    assert [p for p, _ in one_ofs] == ["$.properties.credentials"]
+    assert [p for p, _ in one_ofs] == list(ONE_OF_KEYS)
     for path, parent in one_ofs:
+        key, expected = ONE_OF_KEYS[path]
         assert parent["type"] == "object", path
         options = parent["oneOf"]
         assert len(options) >= 2
-        const_props = None
         consts = []
         for option in options:
             assert option["type"] == "object"
             with_const = {name for name, prop in option["properties"].items() if "const" in prop}
-            assert len(with_const) == 1, option["title"]
-            const_props = const_props or with_const
-            assert with_const == const_props == {"auth_type"}
-            prop = option["properties"]["auth_type"]
+            assert with_const == {key}, option["title"]
+            prop = option["properties"][key]
             assert "default" not in prop and "enum" not in prop
-            assert "auth_type" in option["required"]
+            assert key in option["required"]
             consts.append(prop["const"])
-        assert sorted(consts) == ["access_keys", "default_chain", "iam_role"]
+        assert sorted(consts) == expected
         assert len(set(consts)) == len(consts)
 
 
@@ -162,8 +166,11 @@ def test_spec_defaults_match_model_defaults() -> None:
 
 def test_spec_enums_match_model_literals() -> None:
     props = CONNECTION["properties"]
-    assert props["start_position"]["enum"] == ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
-    assert props["start_position"]["default"] == "TRIM_HORIZON"
+    options = props["start_position"]["oneOf"]
+    assert [o["properties"]["position"]["const"] for o in options] == ["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+    assert [sorted(o["required"]) for o in options] == [["position"], ["position"], ["position", "timestamp"]]
+    assert "start_timestamp" not in props  # only inside the AT_TIMESTAMP choice
+    assert SourceConfig.model_fields["start_position"].default == "TRIM_HORIZON"
     assert props["stale_checkpoint"]["enum"] == ["restart", "fail"]
 
 
