@@ -10,11 +10,12 @@ FROM ${BASE_IMAGE} AS base
 USER root
 WORKDIR /airbyte/integration_code
 COPY setup.py README.md ./
-COPY source_kinesis ./source_kinesis
-COPY destination_collection ./destination_collection
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
 
+# Each target installs its connector alone (setup.py's KINESIS_COLLECTIONS_TARGET): the source's image has no duckdb,
+# pyarrow or psycopg, the destination's no boto3, and neither has the runner (kinesis-collection needs both).
 FROM base AS source-kinesis
+COPY source_kinesis ./source_kinesis
+RUN KINESIS_COLLECTIONS_TARGET=source pip install --no-cache-dir . && rm -rf /root/.cache
 ENV AIRBYTE_ENTRYPOINT="source-kinesis"
 LABEL io.airbyte.name="airbyte/source-kinesis" \
       io.airbyte.version="0.1.1"
@@ -22,6 +23,8 @@ USER airbyte
 ENTRYPOINT ["source-kinesis"]
 
 FROM base AS destination-collection
+COPY destination_collection ./destination_collection
+RUN KINESIS_COLLECTIONS_TARGET=destination pip install --no-cache-dir . && rm -rf /root/.cache
 # Tells the destination it runs in the image: DuckDB paths resolve under /local (Airbyte's mount) and may not escape it.
 ENV AIRBYTE_ENTRYPOINT="destination-collection" \
     DESTINATION_COLLECTION_IN_DOCKER="1"

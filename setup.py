@@ -1,9 +1,16 @@
-"""Packaging for both connectors of this repository.
+"""Packaging for both connectors of this repository and the runner.
 
-One distribution installs two independent packages and their console scripts:
-``source-kinesis`` (``source_kinesis``) and ``destination-collection`` (``destination_collection``).
-They share no code; they only agree on the record contract documented in README.md.
+By default (``pip install .``) one distribution installs the three packages, their dependencies and console
+scripts: ``source-kinesis`` (``source_kinesis``), ``destination-collection`` (``destination_collection``) and
+``kinesis-collection`` (``collection_runner``, which runs the other two in one process). The connectors share no
+code; they only agree on the record contract documented in README.md.
+
+``KINESIS_COLLECTIONS_TARGET=source`` or ``=destination`` installs one connector alone, with only what it needs (the
+Docker image's targets do; the source's image then has no duckdb, pyarrow or psycopg, the destination's no boto3),
+and no runner: it needs both. ``integration_tests/test_lean_installs.py`` proves each set in a fresh venv.
 """
+import os
+
 from setuptools import find_packages, setup
 
 SOURCE_REQUIRES = [
@@ -36,6 +43,21 @@ TEST_REQUIRES = [
     "airbyte-connector-models>=0.1.12,<0.2",  # Airbyte's metadata.yaml model (unit_tests/test_packaging_contract.py)
 ]
 
+PACKAGES = {"source": ["source_kinesis"], "destination": ["destination_collection"], "runner": ["collection_runner"]}
+SCRIPTS = {
+    "source": ["source-kinesis=source_kinesis.run:run"],
+    "destination": ["destination-collection=destination_collection.run:run"],
+    "runner": ["kinesis-collection=collection_runner.cli:run"],
+}
+REQUIRES = {"source": SOURCE_REQUIRES, "destination": DESTINATION_REQUIRES, "runner": []}
+TARGETS = {"all": ["source", "destination", "runner"], "source": ["source"], "destination": ["destination"]}
+TARGET = os.environ.get("KINESIS_COLLECTIONS_TARGET", "").strip().lower() or "all"
+if TARGET not in TARGETS:
+    raise SystemExit(
+        f"KINESIS_COLLECTIONS_TARGET={TARGET!r}: expected source, destination or all (the default: everything)"
+    )
+PARTS = TARGETS[TARGET]
+
 setup(
     name="airbyte-kinesis-collections",
     version="0.1.1",
@@ -43,20 +65,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.14",
-    packages=find_packages(
-        include=["source_kinesis", "source_kinesis.*", "destination_collection", "destination_collection.*", "collection_runner", "collection_runner.*"]
-    ),
+    packages=find_packages(include=[f"{package}{suffix}" for part in PARTS for package in PACKAGES[part] for suffix in ("", ".*")]),
     package_data={
         "source_kinesis": ["spec.json", "schemas/*.json"],
         "destination_collection": ["spec.json", "*.json"],
     },
-    install_requires=sorted(set(SOURCE_REQUIRES + DESTINATION_REQUIRES)),
+    install_requires=sorted({requirement for part in PARTS for requirement in REQUIRES[part]}),
     extras_require={"tests": TEST_REQUIRES},
-    entry_points={
-        "console_scripts": [
-            "source-kinesis=source_kinesis.run:run",
-            "destination-collection=destination_collection.run:run",
-            "kinesis-collection=collection_runner.cli:run",
-        ]
-    },
+    entry_points={"console_scripts": [script for part in PARTS for script in SCRIPTS[part]]},
 )

@@ -174,8 +174,17 @@ def setup_kwargs() -> Dict[str, object]:
     raise AssertionError("setup.py has no setup(...) call")
 
 
+def setup_constant(name: str):
+    """A literal module-level constant of setup.py (SCRIPTS, PACKAGES, TARGETS)."""
+    for node in ast.parse(SETUP_PY.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"setup.py has no literal {name}")
+
+
 def console_scripts() -> Dict[str, str]:
-    scripts = setup_kwargs()["entry_points"]["console_scripts"]
+    """Every console script a full install (the default target) makes."""
+    scripts = [script for part in setup_constant("TARGETS")["all"] for script in setup_constant("SCRIPTS")[part]]
     return dict((s.split("=", 1)[0].strip(), s.split("=", 1)[1].strip()) for s in scripts)
 
 
@@ -233,12 +242,21 @@ def test_base_image_matches_metadata(connector):
     assert re.fullmatch(r"docker\.io/airbyte/python-connector-base:\d+\.\d+\.\d+@sha256:[0-9a-f]{64}", base), base
 
 
-def test_image_installs_both_packages_with_setup_py():
-    image = dockerfile().resolved("source-kinesis")
+@connectors
+def test_each_image_installs_only_its_connector_with_setup_pys_target(connector):
+    """Lean images: each target copies and installs its own package alone (KINESIS_COLLECTIONS_TARGET), so the
+    source's image has no duckdb/pyarrow/psycopg and neither has the runner (integration_tests/test_lean_installs.py
+    installs the same sets into fresh venvs)."""
+    image = dockerfile().resolved(connector)
+    target = {"source-kinesis": "source", "destination-collection": "destination"}[connector]
+    own = CONNECTORS[connector]["package"]
+    other = {"source_kinesis": "destination_collection", "destination_collection": "source_kinesis"}[own]
     copied = " ".join(image.copies)
-    for needed in ("setup.py", "source_kinesis", "destination_collection"):
-        assert needed in copied, f"the image does not COPY {needed}"
-    assert any(re.search(r"pip install .*\s\.(\s|$)", run) for run in image.runs)
+    assert "setup.py" in copied and own in copied, f"the {connector} image does not COPY setup.py and {own}"
+    assert other not in copied and "collection_runner" not in copied, f"the {connector} image copies {other}"
+    assert any(re.search(rf"KINESIS_COLLECTIONS_TARGET={target} pip install .*\s\.(\s|$)", run) for run in image.runs)
+    assert target in setup_constant("TARGETS") and setup_constant("TARGETS")[target] == [target]
+    assert [s.split("=")[0] for s in setup_constant("SCRIPTS")[target]] == [connector]
 
 
 def test_destination_target_has_local_and_the_in_docker_variable():
