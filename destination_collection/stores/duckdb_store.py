@@ -451,6 +451,7 @@ class DuckDBStore(Store):
         view._in_tx = False
         view._pending = None
         view.background_commit = False
+        view.threads = 1  # the view never changes the database's threads (a setting it shares with the writer)
         return view
 
     def _read_only_file(self) -> bool:
