@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -124,13 +123,26 @@ def test_timeout_kills_the_child_and_the_next_batch_gets_a_fresh_one():
         t.close()
 
 
-def test_a_crashed_child_is_a_system_error_naming_the_stream_then_recovers():
+def test_a_crashed_child_is_a_system_error_naming_the_stream_then_recovers(monkeypatch):
     t = Transformation("SELECT *, list_sum(range(a)) AS s FROM _input", "orders", timeout_secs=30)
     try:
         pid = t._sandbox.pid
-        threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+        sandbox_class = type(t._sandbox)
+        read_reply = sandbox_class._read_reply
+        killed = []
+
+        def kill_while_it_computes(self, proc, deadline):
+            # the request is written; the child is working on it: it dies now (a timer could also land between two
+            # requests, where a dead child is simply restarted for the next one)
+            if proc.pid == pid and not killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            return read_reply(self, proc, deadline)
+
+        monkeypatch.setattr(sandbox_class, "_read_reply", kill_while_it_computes)
         with pytest.raises(AirbyteTracedException) as info:
-            t.apply([{"a": 5000}] * 100_000)  # ~5 s of work
+            t.apply([{"a": 5000}] * 10_000)
+        assert killed == [pid]
         assert info.value.failure_type == FailureType.system_error
         assert "stream 'orders'" in info.value.message and "signal 9" in info.value.message
         assert t.apply([{"a": 2}]) == [(0, {"a": 2, "s": 1})]
