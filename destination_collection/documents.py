@@ -39,7 +39,7 @@ KINESIS_FIELDS = {
 }
 SPECIAL_FIELDS = ("_id", "_event_time", "_op", "_meta")
 # A catalog property with this keyword set to true holds a type inferred from a sample (source-kinesis's discover):
-# a hint, not a declaration (docs/record-contract.md)
+# a hint, not a declaration (README, "Schema at discover")
 INFERRED_KEYWORD = "x-inferred"
 
 UTC = dt.timezone.utc

@@ -42,7 +42,7 @@ from source_kinesis.throttling import call_kinesis
 # per stream.
 SCHEMA_SAMPLE_SECONDS = 3
 # An inferred property carries this keyword (JSON Schema ignores unknown keywords): its type is a hint from a sample,
-# not a declaration. destination-collection widens such a column as values need (docs/record-contract.md).
+# not a declaration. destination-collection widens such a column as values need (README, "Schema at discover").
 INFERRED_KEYWORD = "x-inferred"
 # check answers within seconds (the Airbyte UI waits on it): transient errors are retried this long, not a sync's budget.
 CHECK_RETRY_SECONDS = 10.0
