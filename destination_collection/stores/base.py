@@ -128,6 +128,14 @@ class Store(abc.ABC):
         return None if not self.holds_nul and "\x00" in value else value
 
     # -- names ------------------------------------------------------------------------------------------------
+    def table_rows(self, table: str, columns: str, order_by: str) -> list[dict[str, Any]]:
+        """Every row of ``table`` (``columns``: a select list) as a dict keyed by column name or alias, ordered by
+        ``order_by``; [] when the table does not exist yet."""
+        if not self.table_exists(table):
+            return []
+        names, rows = self.fetch_with_columns(f"SELECT {columns} FROM {self.q(table)} ORDER BY {order_by}")
+        return [dict(zip(names, row)) for row in rows]
+
     def q(self, table: str) -> str:
         return f"{quote_ident(self.schema)}.{quote_ident(table)}" if self.schema else quote_ident(table)
 

@@ -153,15 +153,10 @@ class CollectionCatalog:
         )
 
     def collections(self) -> list[dict[str, Any]]:
-        store = self.store
-        if not store.table_exists(CATALOG_TABLE):
-            return []
-        rows = store.fetchall(
-            f"SELECT table_name, stream, namespace, created_at, last_write_at, purged_documents "
-            f"FROM {store.q(CATALOG_TABLE)} ORDER BY table_name"
+        return self.store.table_rows(
+            CATALOG_TABLE, 'table_name AS "table", stream, namespace, created_at, last_write_at, purged_documents',
+            "table_name",
         )
-        keys = ("table", "stream", "namespace", "created_at", "last_write_at", "purged_documents")
-        return [dict(zip(keys, row)) for row in rows]
 
 
 def _params(store: "Store", count: int) -> str:

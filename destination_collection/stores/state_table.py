@@ -42,12 +42,6 @@ class StateTable:
         return [jsonio.loads(text) for text in self.committed().values()]
 
     def rows(self) -> list[dict[str, Any]]:
-        store = self.store
-        if not store.table_exists(STATE_TABLE):
-            return []
-        rows = store.fetchall(
-            f"SELECT stream_key, state_type, namespace, stream, state_json, committed_at FROM {store.q(STATE_TABLE)} "
-            f"ORDER BY stream_key"
+        return self.store.table_rows(
+            STATE_TABLE, "stream_key, state_type, namespace, stream, state_json, committed_at", "stream_key"
         )
-        keys = ("stream_key", "state_type", "namespace", "stream", "state_json", "committed_at")
-        return [dict(zip(keys, row)) for row in rows]
