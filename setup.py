@@ -26,6 +26,8 @@ DESTINATION_REQUIRES = [
     "airbyte-cdk>=7.0,<8",
     "duckdb>=1.1,<2",
     "psycopg[binary]>=3.1,<4",
+    "asyncssh[bcrypt]>=2.14,<3",  # PostgreSQL's SSH tunnel (stores/ssh_tunnel.py)
+    "cryptography>=41",  # checks the PEM certificates and keys of store.ssl_mode (stores/postgres_tls.py)
     "pyarrow>=14,<27",
     "jsonschema>=4.17,<5",
     "pydantic>=2.5,<3",
@@ -60,7 +62,7 @@ PARTS = TARGETS[TARGET]
 
 setup(
     name="airbyte-kinesis-collections",
-    version="0.1.1",
+    version="0.1.2",
     description="Airbyte source for Amazon Kinesis Data Streams and a destination for Rockset-style collections",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

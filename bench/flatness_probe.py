@@ -157,7 +157,7 @@ def duckdb_sustained(folder: str, size: int, seed_documents: int, syncs: int) ->
 
 def postgres_probe(server, size: int, seed_documents: int) -> float:
     from destination_collection.config import parse_config
-    from destination_collection.stores.postgres_store import connect
+    from destination_collection.stores.postgres_connection import connect
 
     config = {"store": server.store_config(schema=f"probe{size}"), "collections": COLLECTIONS}
     _write(config, range(min(size, seed_documents)), 1)

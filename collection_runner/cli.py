@@ -129,7 +129,7 @@ def _database_outage(exc: BaseException, unlabelled: bool) -> bool:
     """A PostgreSQL error a retry may fix: a state in ``_PG_TRANSIENT_SQLSTATES`` anywhere in the chain, or, when
     nobody labelled it (``unlabelled``: the error itself, not the cause of a traced error), psycopg's client-side
     "connection lost/closed" (an OperationalError without a state; a connect's wrong password has no state either,
-    but ``postgres_store.connect`` labels that one a config_error)."""
+    but ``postgres_connection.connect`` labels that one a config_error)."""
     if not type(exc).__module__.startswith("psycopg"):
         return False
     import psycopg

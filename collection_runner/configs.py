@@ -23,7 +23,7 @@ from airbyte_cdk.sources.utils.schema_helpers import check_config_against_spec_o
 from airbyte_cdk.utils.airbyte_secrets_utils import get_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-from destination_collection.config import parse_config as parse_destination_config
+from destination_collection.config import migrate_config as migrate_destination_config, parse_config as parse_destination_config
 from destination_collection.destination import raw_spec as destination_spec
 from source_kinesis.config import migrate_config, parse_config as parse_source_config
 from source_kinesis.source import SourceKinesis
@@ -104,7 +104,7 @@ def load_source_config(path: str) -> Dict[str, Any]:
 
 
 def load_destination_config(path: str) -> Dict[str, Any]:
-    config = read_json(path, "destination config")
+    config = migrate_destination_config(read_json(path, "destination config"))  # configs written before 0.1.2 still load
     spec = ConnectorSpecificationSerializer.load(destination_spec())
     _register_secrets(spec.connectionSpecification, config)
     check_against_spec(config, spec, "destination config")

@@ -351,7 +351,7 @@ class StoreLock:
             os.write(self._fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))).encode())
 
     def _acquire_postgres(self) -> None:
-        from destination_collection.stores.postgres_store import connect
+        from destination_collection.stores.postgres_connection import connect
 
         store = self.config.store
         key = int.from_bytes(hashlib.sha256(f"kinesis-collection:{store.database}:{store.schema_}".encode()).digest()[:8], "big", signed=True)

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Mapping, Union
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 IN_DOCKER_ENV = "DESTINATION_COLLECTION_IN_DOCKER"
 LOCAL_ROOT_ENV = "DESTINATION_COLLECTION_LOCAL_ROOT"
@@ -102,15 +102,109 @@ class DuckDBStoreConfig(_Model):
         return resolve_local_path(self.temp_directory, "DuckDB temp_directory")
 
 
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+VERIFYING_SSL_MODES = ("verify-ca", "verify-full")  # the modes that check the server's certificate (ca_certificate)
+CLIENT_CERTIFICATE_SSL_MODES = ("require", "verify-ca", "verify-full")  # the modes that offer a client certificate
+
+
+def _blank_is_none(value: Any) -> Any:
+    """A cleared text box arrives as "" (or whitespace): the same as leaving the field out."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class PostgresSslConfig(_Model):
+    """``store.ssl_mode``: libpq's sslmode plus the PEM texts it needs (written to a private temporary folder only
+    while a connection opens: ``stores/postgres_tls.py``). Fields a mode does not use are ignored, as libpq would
+    never read them: a CA is used by verify-ca/verify-full, a client certificate by require and the verify modes."""
+
+    mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    ca_certificate: str | None = Field(default=None, repr=False)
+    client_certificate: str | None = Field(default=None, repr=False)
+    client_key: str | None = Field(default=None, repr=False)
+    client_key_password: str | None = Field(default=None, repr=False)
+
+    @field_validator("ca_certificate", "client_certificate", "client_key", "client_key_password", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+    @model_validator(mode="after")
+    def _material(self) -> "PostgresSslConfig":
+        if self.ca_certificate is None and self.client_certificate is None and self.client_key is None:
+            return self
+        from .stores import postgres_tls  # cryptography's PEM parsing, imported only for configs that use it
+
+        if self.mode in VERIFYING_SSL_MODES and self.ca_certificate is not None:
+            postgres_tls.check_certificates(self.ca_certificate, "ca_certificate")
+        if self.mode in CLIENT_CERTIFICATE_SSL_MODES:
+            if (self.client_certificate is None) != (self.client_key is None):
+                raise ValueError(
+                    "client_certificate and client_key go together: give both (for a server that authenticates by "
+                    "certificate) or neither"
+                )
+            if self.client_certificate is not None:
+                postgres_tls.check_certificates(self.client_certificate, "client_certificate")
+                postgres_tls.check_private_key(self.client_key or "", self.client_key_password)
+        return self
+
+    def uses_ca(self) -> bool:
+        return self.mode in VERIFYING_SSL_MODES and self.ca_certificate is not None
+
+    def uses_client_certificate(self) -> bool:
+        return self.mode in CLIENT_CERTIFICATE_SSL_MODES and self.client_certificate is not None
+
+
+TUNNEL_METHODS = ("NO_TUNNEL", "SSH_KEY_AUTH", "SSH_PASSWORD_AUTH")
+
+
+class SshTunnelConfig(_Model):
+    """``store.tunnel_method``, Airbyte's usual SSH tunnel shape (``stores/ssh_tunnel.py`` opens it), plus an optional
+    ``tunnel_host_key`` that pins the SSH server's key."""
+
+    tunnel_method: Literal["NO_TUNNEL", "SSH_KEY_AUTH", "SSH_PASSWORD_AUTH"] = "NO_TUNNEL"
+    tunnel_host: str | None = None
+    tunnel_port: int = Field(22, ge=1, le=65535)
+    tunnel_user: str | None = None
+    ssh_key: str | None = Field(default=None, repr=False)
+    tunnel_user_password: str | None = Field(default=None, repr=False)
+    tunnel_host_key: str | None = None
+
+    @field_validator("tunnel_host", "tunnel_user", "ssh_key", "tunnel_user_password", "tunnel_host_key", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SshTunnelConfig":
+        if self.tunnel_method == "NO_TUNNEL":
+            return self
+        from .stores import ssh_tunnel  # asyncssh's key parsing, imported only for configs with a tunnel
+
+        secret = "ssh_key" if self.tunnel_method == "SSH_KEY_AUTH" else "tunnel_user_password"
+        missing = [name for name in ("tunnel_host", "tunnel_user", secret) if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{self.tunnel_method} needs {', '.join(missing)}")
+        if self.tunnel_method == "SSH_KEY_AUTH":
+            ssh_tunnel.load_private_key(self.ssh_key or "")
+        if self.tunnel_host_key is not None:
+            ssh_tunnel.load_host_keys(self.tunnel_host_key)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.tunnel_method != "NO_TUNNEL"
+
+
 class PostgresStoreConfig(_Model):
     store_type: Literal["postgres"]
     host: str
-    port: int = 5432
+    port: int = Field(5432, ge=1, le=65535)
     database: str
     schema_: str = Field("public", alias="schema")
     username: str
     password: str | None = Field(default=None, repr=False)
-    ssl_mode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    ssl_mode: PostgresSslConfig = Field(default_factory=PostgresSslConfig)
+    tunnel_method: SshTunnelConfig = Field(default_factory=SshTunnelConfig)
     # off by default: measured slower than the per-record path on PostgreSQL (BENCHMARKS.md; set_batch_postgres.py)
     set_based_batches: bool = False
 
@@ -170,10 +264,25 @@ class DestinationConfig(_Model):
         return CollectionConfig(stream=stream)
 
 
+def migrate_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A config in today's spec shape. Before 0.1.2 ``store.ssl_mode`` was libpq's sslmode as a string; the spec now
+    offers a choice (``{"mode": …, "ca_certificate": …}``). The spec is checked before the config is parsed, so older
+    configs are rewritten here first (in memory, each run: the stored config is left as it is). A string
+    ``verify-ca``/``verify-full`` keeps working as before: with no ``ca_certificate`` libpq reads its default root
+    certificate file (``~/.postgresql/root.crt``). Anything else is returned unchanged."""
+    if not isinstance(raw, Mapping):
+        return raw  # not a config at all: the spec check says so
+    config = dict(raw)
+    store = config.get("store")
+    if isinstance(store, Mapping) and isinstance(store.get("ssl_mode"), str):
+        config["store"] = {**store, "ssl_mode": {"mode": store["ssl_mode"]}}
+    return config
+
+
 def parse_config(raw: Mapping[str, Any]) -> DestinationConfig:
     """Validate a config mapping; problems become a config_error naming the field (never its value)."""
     try:
-        config = DestinationConfig.model_validate(dict(raw))
+        config = DestinationConfig.model_validate(migrate_config(raw))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors(include_input=False)

@@ -39,7 +39,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from . import inspect as inspect_cmd
 from . import jsonio, without_pandas
-from .config import parse_config
+from .config import migrate_config, parse_config
 from .destination import DestinationCollection, raw_spec
 from .read_only_query import DEFAULT_TIMEOUT_SECS
 from .stores import open_store
@@ -95,7 +95,7 @@ def _emit(message: AirbyteMessage | dict[str, Any]) -> None:
 def _load_config(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
+            config = migrate_config(json.load(handle))  # configs written before 0.1.2 still load
     except (OSError, ValueError) as exc:
         raise AirbyteTracedException(
             message=f"Cannot read the config file {path}: {exc}.", failure_type=FailureType.config_error
@@ -159,6 +159,15 @@ def _inspect(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _log_to_stderr() -> None:
+    """The inspect commands print their answer on stdout for people and scripts: log lines (e.g. the SSH tunnel's host
+    key fingerprint) go to stderr as text there, not as the Airbyte LOG messages importing the CDK sets up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+
+
 def run(argv: list[str] | None = None) -> None:
     without_pandas.install()  # the console script's process only (see without_pandas.py)
     argv = sys.argv[1:] if argv is None else argv
@@ -174,6 +183,7 @@ def run(argv: list[str] | None = None) -> None:
                 exc.emit_message()
                 code = 1
         sys.exit(code)
+    _log_to_stderr()
     try:
         code = _inspect(args)
     except AirbyteTracedException as exc:

@@ -6,6 +6,13 @@ Its data directory and socket directory live in a fresh temporary folder outside
 (a checkout under a home folder may be unreadable to other users). The server listens on loopback only, on a free
 port, with fsync off (test data is disposable). Tests connect over TCP with a password-protected role.
 
+TLS is always on (``ssl=on``) with certificates from a fresh in-memory ``TestCA`` (``server.tls``): the server
+certificate names ``DNS:localhost`` only, so ``verify-full`` works with host ``localhost`` and fails with
+``127.0.0.1``. Plain connections keep working for the main role (``store_config()`` says ``{"mode": "disable"}``).
+Two extra roles exist for the SSL tests, each allowed over TLS only (``hostnossl ... reject``):
+``cert_role()`` (``kc_cert``, client-certificate authentication, CN = role name) and ``ssl_role()`` (``kc_ssl_only``,
+password over TLS).
+
 Binaries: ``$PG_BIN`` if set, else the newest ``/usr/lib/postgresql/*/bin``, else ``initdb``/``postgres`` on PATH.
 """
 from __future__ import annotations
@@ -23,9 +30,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from integration_tests.tls_material import TestCA
+
 SERVICE_USER = "kcpgtest"
 ROLE = "kc_test"
 DATABASE = "kc_test"
+CERT_ROLE = "kc_cert"
+SSL_ROLE = "kc_ssl_only"
 
 
 def find_bin_dir() -> str:
@@ -80,6 +91,8 @@ class PostgresServer:
     # server settings on top of the defaults below (e.g. the benchmark's {"shared_buffers": "1GB"}: the tests' 32MB
     # is far below what a production server gives a 10 M-row table)
     settings: dict[str, str] = field(default_factory=dict)
+    # the CA behind the server certificate (``tls.ca_pem`` to verify the server, ``tls.client_certificate(role)``)
+    tls: TestCA | None = field(default=None, repr=False)
 
     def start(self) -> "PostgresServer":
         bin_dir = find_bin_dir()
@@ -103,13 +116,22 @@ class PostgresServer:
              "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"],
             check=True, capture_output=True, env=env, cwd=self._root, **run_as,
         )
+        self._data_dir = data_dir
+        self._account = account
+        with open(os.path.join(data_dir, "pg_hba.conf")) as handle:
+            self._hba_base = handle.read()  # as initdb wrote it
+        # the TLS-only roles are in pg_hba.conf from the start (created after start-up): no reload needed for them
+        self._cert_roles: list[str] = [CERT_ROLE]
+        self._ssl_roles: dict[str, str] = {SSL_ROLE: secrets.token_urlsafe(16)}  # role -> password
+        ssl_args = self._write_tls_files(data_dir)
+        self._write_hba()
         self.port = _free_port()
         self._log = os.path.join(self._root, "postgres.log")
         log_handle = open(self._log, "wb")
         self._process = subprocess.Popen(
             [os.path.join(bin_dir, "postgres"), "-D", data_dir, "-k", self._socket_dir, "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=50", "-c", "shared_buffers=32MB",
+             "-c", "full_page_writes=off", "-c", "max_connections=50", "-c", "shared_buffers=32MB", *ssl_args,
              *(arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}"))],
             stdout=log_handle, stderr=subprocess.STDOUT, env=env, cwd=self._root, start_new_session=True, **run_as,
         )
@@ -119,7 +141,87 @@ class PostgresServer:
         self._wait_ready()
         self.password = secrets.token_urlsafe(16)
         self._setup_role()
+        self._create_tls_role(CERT_ROLE, None)
+        self._create_tls_role(SSL_ROLE, self._ssl_roles[SSL_ROLE])
         return self
+
+    def _write_private(self, path: str, text: str) -> None:
+        """Write ``text`` to ``path`` mode 0600, owned by the server's account (PostgreSQL refuses a key file that
+        others can read)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(path, 0o600)
+        if self._account is not None:
+            os.chown(path, self._account.pw_uid, self._account.pw_gid)
+
+    def _write_tls_files(self, data_dir: str) -> list[str]:
+        """A fresh CA, server certificate and key in the data directory; the ``-c`` options that turn TLS on."""
+        self.tls = TestCA.create()
+        files = {"server.crt": self.tls.server_cert_pem, "server.key": self.tls.server_key_pem,
+                 "root.crt": self.tls.ca_pem}  # root.crt: the CA that client certificates must chain to
+        for name, text in files.items():
+            self._write_private(os.path.join(data_dir, name), text)
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={os.path.join(data_dir, 'server.crt')}",
+                "-c", f"ssl_key_file={os.path.join(data_dir, 'server.key')}",
+                "-c", f"ssl_ca_file={os.path.join(data_dir, 'root.crt')}"]
+
+    def _write_hba(self) -> None:
+        """initdb's pg_hba.conf with the TLS-only roles' lines in front (the first matching line wins)."""
+        path = os.path.join(self._data_dir, "pg_hba.conf")
+        lines = ["# test fixture: roles that may log in over TLS only"]
+        for role in self._cert_roles:
+            lines += [f"hostssl all {role} 127.0.0.1/32 cert", f"hostnossl all {role} 127.0.0.1/32 reject"]
+        for role in self._ssl_roles:
+            lines += [f"hostssl all {role} 127.0.0.1/32 scram-sha-256", f"hostnossl all {role} 127.0.0.1/32 reject"]
+        self._write_private(path, "\n".join(lines) + "\n\n" + self._hba_base)
+
+    def _reload_hba(self) -> None:
+        """Rewrite pg_hba.conf and wait until the postmaster has reloaded it (pg_reload_conf() only sends SIGHUP)."""
+        self._write_hba()
+        with self._superuser_connect() as conn:
+            before = conn.execute("SELECT pg_conf_load_time()").fetchone()[0]
+            conn.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with self._superuser_connect() as conn:  # a new backend reports the postmaster's load time
+                if conn.execute("SELECT pg_conf_load_time()").fetchone()[0] != before:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("PostgreSQL did not reload pg_hba.conf within 10 s")
+
+    def _create_tls_role(self, name: str, password: str | None) -> None:
+        from psycopg import sql
+
+        role = sql.Identifier(name)
+        with self.admin_connect() as conn:
+            if password is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            else:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+            conn.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(self.database), role))
+            conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(role))
+
+    def cert_role(self, name: str = CERT_ROLE) -> str:
+        """A LOGIN role (no password) that may connect only over TLS with a client certificate whose CN is its name
+        (``tls.client_certificate(name)``); it can create schemas and tables in the test database. Idempotent;
+        ``kc_cert`` exists from the start."""
+        if name not in self._cert_roles:
+            self._create_tls_role(name, None)
+            self._cert_roles.append(name)
+            self._reload_hba()
+        return name
+
+    def ssl_role(self, name: str = SSL_ROLE) -> tuple[str, str]:
+        """``(role, password)`` of a LOGIN role that may connect only over TLS (``disable`` is refused, ``require``
+        works), with the same rights as ``cert_role()``. Idempotent; ``kc_ssl_only`` exists from the start."""
+        if name not in self._ssl_roles:
+            password = secrets.token_urlsafe(16)
+            self._create_tls_role(name, password)
+            self._ssl_roles[name] = password
+            self._reload_hba()
+        return name, self._ssl_roles[name]
 
     def _superuser_connect(self):
         import psycopg
@@ -183,14 +285,17 @@ class PostgresServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def store_config(self, schema: str = "public") -> dict:
+    def store_config(self, schema: str = "public", *, ssl_mode: dict | None = None, host: str | None = None,
+                     username: str | None = None, password: str | None = None) -> dict:
+        """The destination's ``store`` block for this server: the main role, no TLS, unless told otherwise (e.g.
+        ``ssl_mode={"mode": "verify-full", "ca_certificate": server.tls.ca_pem}, host="localhost"``)."""
         return {
             "store_type": "postgres",
-            "host": self.host,
+            "host": host or self.host,
             "port": self.port,
             "database": self.database,
             "schema": schema,
-            "username": self.user,
-            "password": self.password,
-            "ssl_mode": "disable",
+            "username": username or self.user,
+            "password": self.password if password is None else password,
+            "ssl_mode": dict(ssl_mode) if ssl_mode is not None else {"mode": "disable"},
         }

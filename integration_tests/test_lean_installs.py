@@ -14,7 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = {
     "source": {"package": "source_kinesis", "script": "source-kinesis",
-               "absent_modules": ["duckdb", "pyarrow", "psycopg", "destination_collection", "collection_runner"],
+               "absent_modules": ["duckdb", "pyarrow", "psycopg", "asyncssh", "destination_collection", "collection_runner"],
                "absent_scripts": ["destination-collection", "kinesis-collection"]},
     "destination": {"package": "destination_collection", "script": "destination-collection",
                     "absent_modules": ["boto3", "botocore", "source_kinesis", "collection_runner"],

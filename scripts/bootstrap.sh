@@ -34,3 +34,19 @@ if [ ! -f .cache/pyairbyte-venv/.installed ] || [ "$(cat .cache/pyairbyte-venv/.
   .cache/pyairbyte-venv/bin/python -m pip install --quiet --disable-pip-version-check "$PYAIRBYTE_SPEC"
   echo "$PYAIRBYTE_SPEC" > .cache/pyairbyte-venv/.installed
 fi
+# The SSH tunnel tests run a real OpenSSH server unprivileged on 127.0.0.1 (integration_tests/ssh_server.py), with
+# nss_wrapper supplying its login user: install both when missing (root only; no ssh service is enabled or started).
+have_nss_wrapper() {
+  local lib
+  for lib in /usr/lib/*/libnss_wrapper.so /usr/lib/libnss_wrapper.so; do [ -e "$lib" ] && return 0; done
+  return 1
+}
+if [ ! -x /usr/sbin/sshd ] || ! have_nss_wrapper; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: installing openssh-server and libnss-wrapper (apt) for the SSH tunnel tests"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server libnss-wrapper >/dev/null
+  else
+    echo "bootstrap: openssh-server or libnss-wrapper missing and not root: the SSH tunnel tests will be skipped"
+  fi
+fi

@@ -419,6 +419,10 @@ def test_destination_allowed_hosts_cover_the_postgres_host():
     hosts = metadata("destination-collection")["data"]["allowedHosts"]["hosts"]
     store = next(o for o in spec("destination-collection")["connectionSpecification"]["properties"]["store"]["oneOf"] if "host" in o["properties"])
     assert "host" in store["properties"] and "${store.host}" in hosts
+    # the SSH tunnel's jump server is the host the connector dials when a tunnel is configured
+    tunnels = [o for o in store["properties"]["tunnel_method"]["oneOf"] if o["properties"]["tunnel_method"]["const"] != "NO_TUNNEL"]
+    assert tunnels and all("tunnel_host" in o["properties"] for o in tunnels)
+    assert "${store.tunnel_method.tunnel_host}" in hosts
 
 
 # -- setup.py package data ----------------------------------------------------------------------------------------

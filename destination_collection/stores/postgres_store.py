@@ -29,6 +29,7 @@ from ..config import PostgresStoreConfig
 from ..naming import quote_ident
 from ..operations import DocumentReads, Stored
 from .base import Store
+from .postgres_connection import connect
 
 logger = logging.getLogger("airbyte")
 
@@ -44,32 +45,6 @@ _TYPES = {
 _names = itertools.count()
 NUL_STRING_KEY = "$base64_utf8"
 NUL_DOCUMENT_KEY = "$document_base64_utf8"
-
-
-def connect(config: PostgresStoreConfig) -> psycopg.Connection:
-    try:
-        return psycopg.connect(
-            host=config.host,
-            port=config.port,
-            dbname=config.database,
-            user=config.username,
-            password=config.password or None,
-            sslmode=config.ssl_mode,
-            connect_timeout=15,
-            application_name="destination-collection",
-            autocommit=True,
-        )
-    except psycopg.OperationalError as exc:
-        text = " ".join(str(exc).split()) if str(exc).strip() else type(exc).__name__
-        auth = any(word in text.lower() for word in ("password", "authentication", "role", "does not exist", "ssl"))
-        raise AirbyteTracedException(
-            message=(
-                f"Cannot connect to PostgreSQL at {config.host}:{config.port}, database '{config.database}' as user "
-                f"'{config.username}': {text}. Check host, port, database, user, password and SSL mode."
-            ),
-            internal_message=text,
-            failure_type=FailureType.config_error if auth else FailureType.transient_error,
-        ) from None
 
 
 class PostgresStore(Store):

@@ -7,8 +7,9 @@
 * Names: a stream ``x"; DROP TABLE y; --`` (and other hostile names) goes through the destination on DuckDB and
   PostgreSQL: its collection holds the records under a quoted name, a canary table ``y`` survives, and the name
   round-trips in the committed state.
-* SSL: ``ssl_mode: require`` against the test server (no SSL) fails with a clear error naming SSL and no password;
-  ``disable`` works.
+* SSL: a role the test server accepts over TLS only connects with ``require`` (the string form of 0.1.1 and the
+  object form) and ``verify-full`` with the test CA; ``disable`` and a verify mode without a CA fail with a
+  config_error saying what to change, and no password.
 """
 from __future__ import annotations
 
@@ -147,13 +148,20 @@ def test_sql_injection_names_are_stored_safely(store_type, request, tmp_path, re
 
 
 def test_postgres_ssl_mode_is_honoured(postgres, reliability):
-    disable = parse_config({"store": postgres.store_config(schema="ssl_test")})
-    open_store(disable).close()  # the test server has no SSL: disable works
-    for mode in ("require", "verify-ca", "verify-full"):
-        required = parse_config({"store": {**postgres.store_config(schema="ssl_test"), "ssl_mode": mode}})
-        with pytest.raises(AirbyteTracedException) as caught:
-            open_store(required).close()
-        text = f"{caught.value.message} {caught.value.internal_message}"
-        assert "ssl" in text.lower() or "SSL" in text, text
-        assert postgres.password not in text
-    reliability(cases=4)
+    role, password = postgres.ssl_role()  # a role the server accepts over TLS only
+    SECRETS.append(password)
+    try:
+        base = {**postgres.store_config(schema="ssl_test"), "username": role, "password": password}
+        for mode in ("require", {"mode": "require"}, {"mode": "verify-full", "ca_certificate": postgres.tls.ca_pem}):
+            host = "localhost" if isinstance(mode, dict) and mode["mode"] == "verify-full" else base["host"]
+            open_store(parse_config({"store": {**base, "host": host, "ssl_mode": mode}})).close()
+        # a mode the server refuses for this role, and a verify mode without the CA (the string form of 0.1.1)
+        for mode, advice in (("disable", "only over SSL"), ({"mode": "verify-full"}, "store.ssl_mode.ca_certificate")):
+            with pytest.raises(AirbyteTracedException) as caught:
+                open_store(parse_config({"store": {**base, "ssl_mode": mode}})).close()
+            text = f"{caught.value.message} {caught.value.internal_message}"
+            assert advice in caught.value.message and caught.value.failure_type.value == "config_error", text
+            assert password not in text and postgres.password not in text
+    finally:
+        SECRETS.remove(password)
+    reliability(cases=5)
