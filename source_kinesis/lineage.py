@@ -169,9 +169,6 @@ class ShardGraph:
         """All parents finished, or gone (trimmed: unknown to this graph)."""
         return all(parent in finished or parent not in self.shards for parent in self.shards[shard_id].parents)
 
-    def children_of(self, shard_id: str) -> List[str]:
-        return sorted(s.shard_id for s in self.shards.values() if shard_id in s.parents)
-
     def order(self) -> List[str]:
         """Shard ids sorted so that parents come before children (ids grow with resharding)."""
         return sorted(self.shards)

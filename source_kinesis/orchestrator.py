@@ -37,12 +37,14 @@ from source_kinesis.config import SourceConfig
 from source_kinesis.deadlines import Stopped, guarded
 from source_kinesis.decoding import PayloadDecoder
 from source_kinesis.discovery import KinesisStream
-from source_kinesis.errors import MalformedResponse, config_error, translate
+from source_kinesis.errors import MalformedResponse, translate
 from source_kinesis.lineage import ShardGraph, list_shards
-from source_kinesis.progress import ProgressReporter, ShardProgress
+from source_kinesis.progress import ProgressReporter
 from source_kinesis.records import arrival_iso, build_record
 from source_kinesis.shard_pool import ShardPool
+from source_kinesis.shard_lifecycle import Shard, ShardStatus
 from source_kinesis.shard_reader import Page, ShardReader, StartPosition
+from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso
 from source_kinesis.throttling import ShardBudget
 
@@ -62,13 +64,8 @@ class StreamRun:
     decoder: PayloadDecoder
     initial: bool = False  # first sync of this stream: listed shards get the configured start position
     graph: ShardGraph = field(default_factory=ShardGraph)
-    finished: Set[str] = field(default_factory=set)
-    stopped: Set[str] = field(default_factory=set)  # met the bounded stop rule in this sync
-    active: Dict[str, ShardReader] = field(default_factory=dict)
-    progress: Dict[str, ShardProgress] = field(default_factory=dict)
-    latest_now: Set[str] = field(default_factory=set)  # first-sync LATEST shards: use a LATEST iterator
-    skip_to: Dict[str, ShardState] = field(default_factory=dict)  # resumed shards: skip up to this position
-    gap_check: Dict[str, str] = field(default_factory=dict)  # resumed shards: the first record must be this one
+    # every shard this sync knows, with its status (shard_lifecycle.py); kept when the state drops a finished one
+    shards: Dict[str, Shard] = field(default_factory=dict)
     records_since_checkpoint: int = 0
     last_checkpoint: float = 0.0
     running_sent: bool = False
@@ -78,6 +75,24 @@ class StreamRun:
     @property
     def name(self) -> str:
         return self.info.name
+
+    def know(self, shard_id: str) -> Shard:
+        """The shard, registered with its state's position (a new shard gets a fresh position in the state)."""
+        shard = self.shards.get(shard_id)
+        if shard is None:
+            position = self.state.shards.get(shard_id)
+            if position is None:
+                info = self.graph.shards.get(shard_id)
+                position = self.state.shards[shard_id] = ShardState(parents=list(info.parents) if info else [])
+            shard = self.shards[shard_id] = Shard(shard_id, position)
+        return shard
+
+    def ended(self) -> Set[str]:
+        """Ids of shards nothing more will be read of (finished or gone): a child waits for its parents to be here."""
+        return {shard_id for shard_id, shard in self.shards.items() if shard.ended}
+
+    def reading(self) -> List[Shard]:
+        return [shard for shard in self.shards.values() if shard.status is ShardStatus.READING]
 
 
 class Orchestrator:
@@ -94,6 +109,7 @@ class Orchestrator:
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
     ) -> None:
         self.config = config
+        self.stale_rule = StaleCheckpointRule(config.stale_checkpoint)
         self.logger = logger
         self.follow = follow
         self.stop_event = stop_event or threading.Event()
@@ -188,7 +204,7 @@ class Orchestrator:
 
     # -------------------------------------------------------------------------------------------- preparation
     def _prepare(self, info: KinesisStream, raw_state: Optional[Mapping[str, Any]]) -> StreamRun:
-        policy = self.config.stale_checkpoint
+        stale = self.stale_rule
         state = StreamState.from_dict(raw_state, info.name)
         initial = state is None
         if state is not None and (state.stream_arn, state.stream_created_at) != (info.arn, info.created_at):
@@ -196,9 +212,10 @@ class Orchestrator:
                 f"Stream '{info.name}' was deleted and re-created (saved: {state.stream_arn} created {state.stream_created_at}; "
                 f"now: {info.arn} created {info.created_at}); the saved checkpoints belong to the old stream"
             )
-            if policy == "fail":
-                raise config_error(message + ". Reset the stream's state to read the new stream, or set stale_checkpoint to restart.")
-            self.logger.warning(message + "; reading the new stream from TRIM_HORIZON.")
+            refusal = stale.refusal(message, reset="Reset the stream's state to read the new stream")
+            if refusal is not None:
+                raise refusal
+            self.logger.warning(stale.warning(message, "reading the new stream from TRIM_HORIZON."))
             state = None
         if state is None:
             state = StreamState(stream_arn=info.arn, stream_created_at=info.created_at)
@@ -216,9 +233,10 @@ class Orchestrator:
                 else "none of its records had been read"
             )
             message = f"Shard {shard_id} of stream '{info.name}' was trimmed by retention before it was read to its end; {lost}"
-            if policy == "fail":
-                raise config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart.")
-            self.logger.warning(message + "; continuing with its children.")
+            refusal = stale.refusal(message)
+            if refusal is not None:
+                raise refusal
+            self.logger.warning(stale.warning(message, "continuing with its children."))
             del state.shards[shard_id]
         dropped = state.prune(run.graph.listed)
         if dropped:
@@ -228,37 +246,34 @@ class Orchestrator:
             start_at = iso_ms(self.sync_started_at)
         elif initial and self.config.start_position == "AT_TIMESTAMP":
             start_at = iso_ms(self.config.start_timestamp)
-        for shard in listed:
-            if shard.shard_id not in state.shards:
-                state.shards[shard.shard_id] = ShardState(parents=list(shard.parents), started_at=start_at)
-                if initial and self.config.start_position == "LATEST":
-                    run.latest_now.add(shard.shard_id)
-        run.finished = {sid for sid, shard in state.shards.items() if shard.finished}
+        for shard_id in state.shards:
+            run.know(shard_id)
+        for info in listed:
+            if info.shard_id not in state.shards:
+                state.shards[info.shard_id] = ShardState(parents=list(info.parents), started_at=start_at)
+                run.know(info.shard_id).start_latest = initial and self.config.start_position == "LATEST"
         return run
 
-    def _start_position(self, run: StreamRun, shard_id: str) -> StartPosition:
-        shard = run.state.shards[shard_id]
-        if shard.sequence_number is not None:
-            return StartPosition("AT_SEQUENCE_NUMBER", sequence_number=shard.sequence_number)
-        if shard_id in run.latest_now:
+    @staticmethod
+    def _start_position(shard: Shard) -> StartPosition:
+        position = shard.position
+        if position.sequence_number is not None:
+            return StartPosition("AT_SEQUENCE_NUMBER", sequence_number=position.sequence_number)
+        if shard.start_latest:
             return StartPosition("LATEST")
-        if shard.started_at:
-            return StartPosition("AT_TIMESTAMP", timestamp=parse_iso(shard.started_at))
+        if position.started_at:
+            return StartPosition("AT_TIMESTAMP", timestamp=parse_iso(position.started_at))
         return StartPosition("TRIM_HORIZON")
 
     def _activate_ready(self, run: StreamRun) -> Iterator[AirbyteMessage]:
         if run.done or self._stopping:
             return
+        ended = run.ended()
         for shard_id in run.graph.order():
-            if shard_id in run.finished or shard_id in run.active or shard_id in run.stopped:
+            shard = run.know(shard_id)
+            if shard.status is not ShardStatus.WAITING or not run.graph.is_ready(shard_id, ended):
                 continue
-            if not run.graph.is_ready(shard_id, run.finished):
-                continue
-            position = self._start_position(run, shard_id)
-            shard = run.state.shards[shard_id]
-            if position.iterator_type == "AT_SEQUENCE_NUMBER":
-                run.skip_to[shard_id] = ShardState(sequence_number=shard.sequence_number, sub_sequence_number=shard.sub_sequence_number)
-                run.gap_check[shard_id] = shard.sequence_number
+            position = self._start_position(shard)
             reader = ShardReader(
                 self.client,
                 run.name,
@@ -273,12 +288,11 @@ class Orchestrator:
                 stale_policy=self.config.stale_checkpoint,
                 clock=self.clock,
             )
-            run.active[shard_id] = reader
-            run.progress[shard_id] = self.progress.track(run.name, shard_id, reader.stats)
+            shard.start(reader, self.progress.track(run.name, shard_id, reader.stats))
             self.logger.info(f"Stream '{run.name}': reading shard {shard_id} from {position.describe()}")
             assert self.pool is not None
             self.pool.submit(reader)
-        if not run.active and not self.follow:
+        if not run.reading() and not self.follow:
             yield from self._complete(run)
 
     # ------------------------------------------------------------------------------------------- page handling
@@ -288,72 +302,69 @@ class Orchestrator:
         if run is None or run.done or reader.cancelled:
             return
         shard_id = reader.shard_id
+        shard = run.shards[shard_id]
         if page.error is not None:
             yield from self._fail(run, page.error)
             return
         if page.stale_restart:
             self.logger.warning(page.stale_restart)
-            shard = run.state.shards[shard_id]
-            shard.sequence_number, shard.sub_sequence_number = None, 0
-            run.skip_to.pop(shard_id, None)
-            run.gap_check.pop(shard_id, None)
+            shard.restarted_at_trim_horizon()
         if page.gone:
             message = f"Shard {shard_id} of stream '{run.name}' no longer exists (trimmed by retention) before it was read to its end"
-            if self.config.stale_checkpoint == "fail":
-                yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+            refusal = self.stale_rule.refusal(message)
+            if refusal is not None:
+                yield from self._fail(run, refusal)
                 return
-            self.logger.warning(message + "; continuing with its children.")
-            page.ended = True
+            self.logger.warning(self.stale_rule.warning(message, "continuing with its children."))
         if page.records:
-            yield from self._emit_records(run, shard_id, page.records)
+            yield from self._emit_records(run, shard, page.records)
             if run.done:
                 return
-        if page.ended:
-            run.active.pop(shard_id, None)
-            run.state.shards[shard_id].finished = True
-            run.finished.add(shard_id)
-            run.progress[shard_id].done = page.stop_reason or "shard gone"
+        if page.ended or page.gone:
+            if page.gone:
+                shard.vanish()
+            else:
+                shard.finish(page.stop_reason)
             try:
                 new = [info for info in page.children if run.graph.add(info)]
             except MalformedResponse as exc:  # ChildShards that would make a lineage cycle
                 yield from self._fail(run, translate(exc, "GetRecords", run.name, shard_id))
                 return
             for info in new:
-                if info.shard_id not in run.state.shards:
-                    run.state.shards[info.shard_id] = ShardState(parents=list(info.parents))
+                run.know(info.shard_id)
             yield self._state_message(run)
             yield from self._activate_ready(run)
         elif page.stop:
-            run.active.pop(shard_id, None)
-            run.stopped.add(shard_id)
-            run.progress[shard_id].done = page.stop_reason
-            if not run.active:
+            shard.stop(page.stop_reason)
+            if not run.reading():
                 yield from self._complete(run)
 
-    def _emit_records(self, run: StreamRun, shard_id: str, records: List[Mapping[str, Any]]) -> Iterator[AirbyteMessage]:
+    def _emit_records(self, run: StreamRun, shard: Shard, records: List[Mapping[str, Any]]) -> Iterator[AirbyteMessage]:
         """Decode a page and emit its user records in order, advancing the shard's position with each one (the hot
         path: per-record work is kept to decoding, the contract fields and the message)."""
-        shard = run.state.shards[shard_id]
+        shard_id = shard.shard_id
+        position = shard.position
         decoder = run.decoder
         stream = run.name
         every = self.config.checkpoint_interval_records
-        skip_to = run.skip_to.get(shard_id)
+        skip_to = shard.skip_to
         hash_range = run.graph.shards[shard_id].hash_range
         emitted_at = int(time.time() * 1000)
         if not run.running_sent:
             run.running_sent = True
             yield stream_status_message(StreamDescriptor(name=stream), AirbyteStreamStatus.RUNNING)
-        expected = run.gap_check.pop(shard_id, None)
+        expected, shard.gap_check = shard.gap_check, None
         if expected is not None and int(records[0]["SequenceNumber"]) > int(expected):
             first = records[0]["SequenceNumber"]
             message = (
                 f"Stale checkpoint in stream '{stream}', shard {shard_id}: the checkpoint's record {expected} is no longer "
                 f"retained; the shard now starts at {first}, so records after {expected} and before {first} were lost"
             )
-            if self.config.stale_checkpoint == "fail":
-                yield from self._fail(run, config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+            refusal = self.stale_rule.refusal(message)
+            if refusal is not None:
+                yield from self._fail(run, refusal)
                 return
-            self.logger.warning(message + "; continuing from the trim horizon.")
+            self.logger.warning(self.stale_rule.warning(message, "continuing from the trim horizon."))
         emitted = 0
         try:
             for record in records:
@@ -365,26 +376,23 @@ class Orchestrator:
                     yield from self._fail(run, exc)
                     return
                 for user in users:
-                    if skip_to is not None:
-                        if sequence_number == skip_to.sequence_number and user.sub_sequence_number <= skip_to.sub_sequence_number:
+                    if skip_to is not None:  # only a resumed shard's first records: then it is dropped
+                        if not skip_to.is_after(sequence_number, user.sub_sequence_number):
                             continue
-                        skip_to = None
-                        run.skip_to.pop(shard_id, None)
+                        skip_to = shard.skip_to = None
                     data = build_record(user.fields, stream, shard_id, sequence_number, user.sub_sequence_number, user.partition_key, arrival)
                     # The position moves before the record leaves: a state built after this yield covers it, and
                     # no state is built before it (states are built only on this thread).
-                    shard.sequence_number = sequence_number
-                    shard.sub_sequence_number = user.sub_sequence_number
+                    position.sequence_number = sequence_number
+                    position.sub_sequence_number = user.sub_sequence_number
                     emitted += 1
                     yield AirbyteMessage(type=Type.RECORD, record=AirbyteRecordMessage(stream=stream, data=data, emitted_at=emitted_at))
                     run.records_since_checkpoint += 1
                     if run.records_since_checkpoint >= every:
                         yield self._state_message(run)
-                if skip_to is not None and sequence_number != skip_to.sequence_number:
-                    skip_to = None
-                    run.skip_to.pop(shard_id, None)
         finally:
-            run.progress[shard_id].emitted += emitted
+            if shard.progress is not None:
+                shard.progress.emitted += emitted
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def _periodic(self) -> Iterator[AirbyteMessage]:
@@ -422,7 +430,7 @@ class Orchestrator:
                 except MalformedResponse as exc:  # a new shard whose parents lead back to it
                     yield from self._fail(run, translate(exc, "ListShards", run.name, info.shard_id))
                     break
-                run.state.shards.setdefault(info.shard_id, ShardState(parents=list(info.parents)))
+                run.know(info.shard_id)
             if run.done:
                 continue
             run.state.prune(run.graph.listed)
@@ -439,9 +447,8 @@ class Orchestrator:
         yield stream_status_message(StreamDescriptor(name=run.name), AirbyteStreamStatus.COMPLETE)
 
     def _fail(self, run: StreamRun, exc: AirbyteTracedException) -> Iterator[AirbyteMessage]:
-        for reader in run.active.values():
-            reader.cancelled = True
-        run.active.clear()
+        for shard in run.reading():
+            shard.fail()
         yield self._state_message(run)  # everything emitted so far is safe to resume after
         run.done = True
         self.logger.error(f"Stream '{run.name}' failed: {exc.message}")

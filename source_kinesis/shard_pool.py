@@ -37,11 +37,6 @@ class ShardPool:
             heapq.heappush(self._heap, (reader.next_due(), next(self._tie), reader))
             self._cond.notify()
 
-    def idle(self) -> bool:
-        """No reader scheduled and none being polled."""
-        with self._cond:
-            return not self._heap and self._busy == 0
-
     def stop(self) -> None:
         """Ask workers to finish their current poll and exit. Pages already queued stay in the queue."""
         with self._cond:

@@ -30,8 +30,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.deadlines import Stopped
-from source_kinesis.errors import MalformedResponse, config_error, error_code, translate
+from source_kinesis.errors import MalformedResponse, error_code, translate
 from source_kinesis.lineage import ShardInfo, child_shards
+from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.records import epoch_seconds
 from source_kinesis.state import is_sequence_number
 from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
@@ -112,7 +113,7 @@ class ShardReader:
         self.follow = follow
         self.sync_started_at = sync_started_at
         self._started_epoch = sync_started_at.timestamp()
-        self.stale_policy = stale_policy
+        self.stale_rule = StaleCheckpointRule(stale_policy)
         self.sleep = sleep
         self.clock = clock
         self.stats = ShardStats()
@@ -176,11 +177,13 @@ class ShardReader:
                     f"Stale checkpoint in stream '{self.stream}', shard {self.shard_id}: sequence number "
                     f"{position.sequence_number} is no longer retained"
                 )
-                if self.stale_policy == "fail":
-                    return Page(self, error=config_error(message + ". Reset the stream's state, or set stale_checkpoint to restart."))
+                refusal = self.stale_rule.refusal(message)
+                if refusal is not None:
+                    return Page(self, error=refusal)
                 self._iterator = self._get_iterator(StartPosition("TRIM_HORIZON"))
                 self._last_fetched = None
-                return Page(self, stale_restart=message + f"; restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost.")
+                continuing = f"restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost."
+                return Page(self, stale_restart=self.stale_rule.warning(message, continuing))
             if code == "ResourceNotFoundException":
                 return Page(self, gone=True)
             raise
