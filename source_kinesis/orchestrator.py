@@ -43,7 +43,7 @@ from source_kinesis.progress import ProgressReporter
 from source_kinesis.records import arrival_iso, build_record
 from source_kinesis.shard_pool import ShardPool
 from source_kinesis.shard_lifecycle import Shard, ShardStatus
-from source_kinesis.shard_reader import Page, ShardReader, StartPosition
+from source_kinesis.shard_reader import Page, ReadFailed, ShardEnded, ShardGone, ShardReader, StartPosition, StopRuleMet
 from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso
 from source_kinesis.throttling import ShardBudget
@@ -303,13 +303,13 @@ class Orchestrator:
             return
         shard_id = reader.shard_id
         shard = run.shards[shard_id]
-        if page.error is not None:
+        if isinstance(page, ReadFailed):
             yield from self._fail(run, page.error)
             return
         if page.stale_restart:
             self.logger.warning(page.stale_restart)
             shard.restarted_at_trim_horizon()
-        if page.gone:
+        if isinstance(page, ShardGone):
             message = f"Shard {shard_id} of stream '{run.name}' no longer exists (trimmed by retention) before it was read to its end"
             refusal = self.stale_rule.refusal(message)
             if refusal is not None:
@@ -320,13 +320,15 @@ class Orchestrator:
             yield from self._emit_records(run, shard, page.records)
             if run.done:
                 return
-        if page.ended or page.gone:
-            if page.gone:
-                shard.vanish()
+        if isinstance(page, (ShardEnded, ShardGone)):
+            if isinstance(page, ShardEnded):
+                shard.finish(page.reason)
+                children = page.children
             else:
-                shard.finish(page.stop_reason)
+                shard.vanish()
+                children = []
             try:
-                new = [info for info in page.children if run.graph.add(info)]
+                new = [info for info in children if run.graph.add(info)]
             except MalformedResponse as exc:  # ChildShards that would make a lineage cycle
                 yield from self._fail(run, translate(exc, "GetRecords", run.name, shard_id))
                 return
@@ -334,8 +336,8 @@ class Orchestrator:
                 run.know(info.shard_id)
             yield self._state_message(run)
             yield from self._activate_ready(run)
-        elif page.stop:
-            shard.stop(page.stop_reason)
+        elif isinstance(page, StopRuleMet):
+            shard.stop(page.reason)
             if not run.reading():
                 yield from self._complete(run)
 

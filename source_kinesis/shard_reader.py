@@ -25,7 +25,7 @@ import datetime as dt
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional
 
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -67,21 +67,50 @@ class ShardStats:
 
 @dataclass
 class Page:
+    """What one poll of a reader returns, as one of five kinds: ``Page`` itself (records, and the shard goes on),
+    ``StopRuleMet``, ``ShardEnded``, ``ShardGone`` or ``ReadFailed``. Every kind but ``Page`` is ``final``: the pool
+    polls that reader no more in this sync."""
+
     reader: "ShardReader"
     records: List[Mapping[str, Any]] = field(default_factory=list)
     millis_behind: Optional[int] = None
-    ended: bool = False  # no NextShardIterator: the shard is closed and drained
+    stale_restart: Optional[str] = None  # checkpoint was stale; reader restarted at TRIM_HORIZON (message)
+    error: ClassVar[Optional[AirbyteTracedException]] = None  # a ReadFailed's error; None for every other kind
+    final: ClassVar[bool] = False
+
+
+@dataclass
+class StopRuleMet(Page):
+    """The bounded stop rule holds (caught up, or records from after the sync started): the records are still
+    delivered; the next sync goes on from them."""
+
+    reason: str = ""
+    final: ClassVar[bool] = True
+
+
+@dataclass
+class ShardEnded(Page):
+    """No NextShardIterator: the shard is closed and drained; its children come from the last response."""
+
     child_shards: List[Mapping[str, Any]] = field(default_factory=list)  # as the response gave them (checked)
     children: List[ShardInfo] = field(default_factory=list)  # the same, parsed
-    stop: bool = False  # the bounded stop rule holds: no more polls for this shard in this sync
-    stop_reason: str = ""
-    error: Optional[AirbyteTracedException] = None
-    stale_restart: Optional[str] = None  # checkpoint was stale; reader restarted at TRIM_HORIZON (message)
-    gone: bool = False  # the shard vanished (trimmed) before it could be read
+    reason: str = "shard closed and drained"
+    final: ClassVar[bool] = True
 
-    @property
-    def final(self) -> bool:
-        return self.ended or self.stop or self.error is not None or self.gone
+
+@dataclass
+class ShardGone(Page):
+    """The shard vanished (trimmed or deleted) before it was read to its end."""
+
+    final: ClassVar[bool] = True
+
+
+@dataclass
+class ReadFailed(Page):
+    """The shard cannot be read on: its stream fails with this error (the reader never raises)."""
+
+    error: Optional[AirbyteTracedException] = None  # type: ignore[misc]  # always set: the failure
+    final: ClassVar[bool] = True
 
 
 class ShardReader:
@@ -179,13 +208,13 @@ class ShardReader:
                 )
                 refusal = self.stale_rule.refusal(message)
                 if refusal is not None:
-                    return Page(self, error=refusal)
+                    return ReadFailed(self, error=refusal)
                 self._iterator = self._get_iterator(StartPosition("TRIM_HORIZON"))
                 self._last_fetched = None
                 continuing = f"restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost."
                 return Page(self, stale_restart=self.stale_rule.warning(message, continuing))
             if code == "ResourceNotFoundException":
-                return Page(self, gone=True)
+                return ShardGone(self)
             raise
 
     # -- one poll ---------------------------------------------------------------------------------------------
@@ -197,15 +226,15 @@ class ShardReader:
             # The sync is stopping: nothing was fetched by this poll; the emitter checkpoints what it emitted.
             return Page(self)
         except AirbyteTracedException as exc:
-            return Page(self, error=exc)
+            return ReadFailed(self, error=exc)
         except Exception as exc:  # noqa: BLE001 - every failure is reported to the emitting thread
-            return Page(self, error=translate(exc, self._action, self.stream, self.shard_id))
+            return ReadFailed(self, error=translate(exc, self._action, self.stream, self.shard_id))
 
     def _poll(self) -> Page:
         notice: Optional[Page] = None
         if self._iterator is None:
             notice = self._acquire()
-            if notice is not None and (notice.error is not None or notice.gone):
+            if notice is not None and notice.final:  # failed, or gone
                 return notice
         started = self.clock()
         try:
@@ -218,7 +247,7 @@ class ShardReader:
             self._iterator = None
             refreshed = self._acquire()
             if refreshed is not None:
-                if refreshed.error is not None or refreshed.gone:
+                if refreshed.final:  # failed, or gone
                     return refreshed
                 notice = refreshed  # the position was stale: the page carries the restart notice
             started = self.clock()
@@ -240,24 +269,18 @@ class ShardReader:
         next_iterator = response.get("NextShardIterator")
         if next_iterator is not None and (not isinstance(next_iterator, str) or not next_iterator):
             raise MalformedResponse(f"GetRecords returned a NextShardIterator that is not a string: {str(next_iterator)[:80]!r}")
-        page = Page(self, records=records, millis_behind=behind)
-        if notice is not None:
-            page.stale_restart = notice.stale_restart
+        stale_restart = notice.stale_restart if notice is not None else None
         if next_iterator is None:
-            page.ended = True
-            page.children = child_shards(response.get("ChildShards"), self.shard_id)
-            page.child_shards = response.get("ChildShards") or []
-            page.stop_reason = "shard closed and drained"
-            return page
+            children = child_shards(response.get("ChildShards"), self.shard_id)
+            return ShardEnded(self, records, behind, stale_restart, child_shards=response.get("ChildShards") or [], children=children)
         self._iterator = next_iterator
         if not self.follow:
             if not records and behind == 0:
-                page.stop, page.stop_reason = True, "caught up"
-            elif records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
-                page.stop, page.stop_reason = True, "reached records that arrived after the sync started"
-            else:
-                self._check_progress(records, behind)
-        return page
+                return StopRuleMet(self, records, behind, stale_restart, reason="caught up")
+            if records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
+                return StopRuleMet(self, records, behind, stale_restart, reason="reached records that arrived after the sync started")
+            self._check_progress(records, behind)
+        return Page(self, records, behind, stale_restart)
 
     def _checked_records(self, response: Mapping[str, Any]) -> List[Mapping[str, Any]]:
         """The page's records, each checked (see the module docstring); advances ``_above`` and ``_last_fetched``.

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from source_kinesis.shard_pool import ShardPool
-from source_kinesis.shard_reader import ShardReader, StartPosition
+from source_kinesis.shard_reader import ShardEnded, ShardReader, StartPosition
 from source_kinesis.throttling import ShardBudget
 
 
@@ -71,7 +71,7 @@ def drain(workers: int, shards: int, pages: int):
         page = out.get(timeout=30)
         assert page.error is None
         seen[page.reader.shard_id].extend(int(r["SequenceNumber"]) for r in page.records)
-        ended += page.ended
+        ended += isinstance(page, ShardEnded)
     pool.stop()
     pool.join()
     return client, seen

@@ -11,7 +11,7 @@ from airbyte_cdk.models import FailureType
 from botocore.config import Config
 from botocore.stub import Stubber
 
-from source_kinesis.shard_reader import ShardReader, StartPosition
+from source_kinesis.shard_reader import ShardEnded, ShardGone, ShardReader, StartPosition, StopRuleMet
 from source_kinesis.throttling import ShardBudget
 
 STREAM = "orders"
@@ -231,7 +231,7 @@ def test_empty_page_caught_up_stops(client) -> None:
     expect_iterator(client)
     expect_records(client, "it-1", [], behind=0)
     page = make_reader(client).poll()
-    assert page.stop and not page.ended and page.stop_reason == "caught up"
+    assert isinstance(page, StopRuleMet) and not isinstance(page, ShardEnded) and page.reason == "caught up"
     assert page.final
 
 
@@ -241,25 +241,25 @@ def test_empty_page_still_behind_keeps_reading(client) -> None:
     expect_records(client, "it-2", [rec(9)], next_iterator="it-3", behind=0)
     reader = make_reader(client)
     page = reader.poll()
-    assert not page.stop and not page.final and page.millis_behind == 120_000
+    assert not isinstance(page, StopRuleMet) and not page.final and page.millis_behind == 120_000
     assert reader.stats.empty_calls == 1
     second = reader.poll()
-    assert seqs(second) == ["9"] and not second.stop  # records from before the sync: not a stop yet
+    assert seqs(second) == ["9"] and not isinstance(second, StopRuleMet)  # records from before the sync: not a stop yet
 
 
 def test_page_of_records_arrived_after_sync_start_stops(client) -> None:
     expect_iterator(client)
     expect_records(client, "it-1", [rec(1, AFTER), rec(2, AFTER)], behind=10)
     page = make_reader(client).poll()
-    assert page.stop and seqs(page) == ["1", "2"]  # the records are still delivered
-    assert "after the sync started" in page.stop_reason
+    assert isinstance(page, StopRuleMet) and seqs(page) == ["1", "2"]  # the records are still delivered
+    assert "after the sync started" in page.reason
 
 
 def test_mixed_page_before_and_after_sync_start_continues(client) -> None:
     expect_iterator(client)
     expect_records(client, "it-1", [rec(1, BEFORE), rec(2, AFTER)], behind=10)
     page = make_reader(client).poll()
-    assert not page.stop and seqs(page) == ["1", "2"]
+    assert not isinstance(page, StopRuleMet) and seqs(page) == ["1", "2"]
 
 
 def test_no_next_iterator_means_ended_with_children(client) -> None:
@@ -270,7 +270,7 @@ def test_no_next_iterator_means_ended_with_children(client) -> None:
     expect_iterator(client)
     expect_records(client, "it-1", [rec(5)], next_iterator=None, behind=0, child_shards=children)
     page = make_reader(client).poll()
-    assert page.ended and page.final and seqs(page) == ["5"]
+    assert isinstance(page, ShardEnded) and page.final and seqs(page) == ["5"]
     assert [c["ShardId"] for c in page.child_shards] == ["shardId-000000000008", "shardId-000000000009"]
     assert page.child_shards[0]["ParentShards"] == [SHARD]
 
@@ -282,9 +282,9 @@ def test_follow_mode_only_stops_at_shard_end(client, records, behind) -> None:
     expect_records(client, "it-2", [], next_iterator=None, behind=0, child_shards=[])
     reader = make_reader(client, follow=True)
     page = reader.poll()
-    assert not page.stop and not page.final
+    assert not isinstance(page, StopRuleMet) and not page.final
     last = reader.poll()
-    assert last.ended and last.final
+    assert isinstance(last, ShardEnded) and last.final
 
 
 def test_budget_accounts_for_bytes_of_the_page(client) -> None:
@@ -333,7 +333,7 @@ def test_invalid_argument_on_trim_horizon_is_not_a_stale_checkpoint(client) -> N
 def test_trimmed_shard_is_gone(client) -> None:
     expect_error(client, "get_shard_iterator", "ResourceNotFoundException")
     page = make_reader(client).poll()
-    assert page.gone and page.final and page.error is None
+    assert isinstance(page, ShardGone) and page.final and page.error is None
 
 
 def test_start_positions_reach_get_shard_iterator(client) -> None:
