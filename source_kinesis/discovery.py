@@ -6,90 +6,24 @@ is denied, the error says so and how to avoid it.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import pkgutil
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from airbyte_cdk.models import AirbyteStream, SyncMode
 
 from source_kinesis.config import SourceConfig, StreamRef
-from source_kinesis.errors import ACCESS_DENIED, MalformedResponse, config_error, error_code, translate
-from source_kinesis.pagination import Pagination
+from source_kinesis.errors import config_error
+from source_kinesis.kinesis_api import KinesisStream, list_stream_names
+from source_kinesis.kinesis_api import describe_stream as describe
 from source_kinesis.records import CURSOR_FIELD, PRIMARY_KEY
-from source_kinesis.state import iso_ms
-from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
+from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS
 
-
-@dataclass(frozen=True)
-class KinesisStream:
-    name: str
-    arn: str
-    created_at: str  # ISO-8601 UTC ms
-    status: str
-    encryption: str
-    api_ref: Mapping[str, str]  # {"StreamName": ...} or {"StreamARN": ...}, passed to every data-plane call
-
-
-def describe(client: Any, ref: Mapping[str, str], name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> KinesisStream:
-    try:
-        desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1), budget_seconds=retry_budget_seconds)["StreamDescription"]
-        if not isinstance(desc, dict) or not isinstance(desc.get("StreamName"), str) or not isinstance(desc.get("StreamARN"), str):
-            raise MalformedResponse(f"DescribeStream returned a StreamDescription without a StreamName and StreamARN: {str(desc)[:100]}")
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, "DescribeStream", name) from None
-    created = desc.get("StreamCreationTimestamp")
-    if isinstance(created, (int, float)):
-        created = dt.datetime.fromtimestamp(created, dt.timezone.utc)
-    created_iso = iso_ms(created) if isinstance(created, dt.datetime) else str(created)
-    status = desc.get("StreamStatus", "ACTIVE")
-    if status in ("CREATING", "DELETING"):
-        raise config_error(f"Kinesis stream '{name}' is {status}; it can be read once it is ACTIVE.")
-    return KinesisStream(
-        name=desc["StreamName"],
-        arn=desc["StreamARN"],
-        created_at=created_iso,
-        status=status,
-        encryption=desc.get("EncryptionType", "NONE"),
-        api_ref=dict(ref),
-    )
-
-
-def list_stream_names(client: Any, pattern: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[str]:
-    """Every stream name of the account/region, across pages, under the pagination bounds of ``pagination.py``."""
-    names: List[str] = []
-    kwargs: Dict[str, Any] = {"Limit": 100}
-    pages = Pagination("ListStreams", "the account's stream list", retry_budget_seconds)
-    try:
-        while True:
-            response = call_kinesis("ListStreams", client.list_streams, kwargs, budget_seconds=pages.call_budget())
-            page_names = response.get("StreamNames")
-            if not isinstance(page_names, list) or not all(isinstance(n, str) for n in page_names):
-                raise MalformedResponse(f"ListStreams returned StreamNames that are not a list of names: {str(page_names)[:100]}")
-            pages.add_items(len(page_names))
-            names.extend(page_names)
-            if not response.get("HasMoreStreams"):
-                return names
-            token = response.get("NextToken")
-            if token:
-                pages.next_token(token)
-                kwargs = {"Limit": 100, "NextToken": token}
-            else:
-                if not page_names:
-                    raise MalformedResponse("ListStreams said HasMoreStreams but returned no stream name to continue after")
-                pages.next_token(f"after:{names[-1]}")
-                kwargs = {"Limit": 100, "ExclusiveStartStreamName": names[-1]}
-    except Exception as exc:  # noqa: BLE001
-        if error_code(exc) in ACCESS_DENIED:
-            raise config_error(
-                f"The stream pattern '{pattern}' needs kinesis:ListStreams, which is denied. Name the streams explicitly "
-                "(names or ARNs need only ListShards, DescribeStream, GetShardIterator and GetRecords), or allow kinesis:ListStreams."
-            ) from None
-        raise translate(exc, "ListStreams") from None
+__all__ = ["KinesisStream", "airbyte_stream", "record_schema", "resolve_catalog_stream", "resolve_streams"]
 
 
 def ref_for(stream_ref: StreamRef, name: str) -> Dict[str, str]:
+    """How the calls address a stream the config names (the API layer's stream_params take it as is)."""
     return {"StreamARN": stream_ref.arn} if stream_ref.arn else {"StreamName": name}
 
 

@@ -17,9 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from source_kinesis.errors import MalformedResponse, translate
-from source_kinesis.pagination import Pagination
-from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS, call_kinesis
+from source_kinesis.errors import MalformedResponse
 
 
 @dataclass(frozen=True)
@@ -95,38 +93,6 @@ def child_shards(raw: Any, shard_id: str) -> List[ShardInfo]:
     if any(child.shard_id == shard_id for child in children):
         raise MalformedResponse(f"GetRecords named shard {shard_id} among its own ChildShards")
     return children
-
-
-def list_shards(client: Any, stream_ref: Mapping[str, str], stream_name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> List[ShardInfo]:
-    """Every shard still in retention (open and closed), across all pages, under the bounds of ``pagination.py``
-    (a repeated NextToken, a page/item limit, a total time bound).
-
-    ``stream_ref`` is ``{"StreamName": ...}`` or ``{"StreamARN": ...}``. A call that carries ``NextToken`` must not
-    also carry the stream name/ARN (Kinesis rejects it), so later pages send the token alone.
-    """
-    shards: Dict[str, ShardInfo] = {}
-    kwargs: Dict[str, Any] = dict(stream_ref)
-    pages = Pagination("ListShards", f"stream '{stream_name}'", retry_budget_seconds)
-    try:
-        while True:
-            response = call_kinesis("ListShards", client.list_shards, dict(kwargs, MaxResults=1000), budget_seconds=pages.call_budget())
-            page = response.get("Shards")
-            if not isinstance(page, list):
-                raise MalformedResponse(f"ListShards returned Shards that are not a list: {str(page)[:100]}")
-            pages.add_items(len(page))
-            for raw in page:
-                info = ShardInfo.from_list_shards(raw)
-                shards.setdefault(info.shard_id, info)
-            token = response.get("NextToken")
-            if not token:
-                ShardGraph().add_listed(shards.values())  # refuses lineage cycles (a MalformedResponse) here
-                return list(shards.values())
-            if not isinstance(token, str):
-                raise MalformedResponse(f"ListShards returned a NextToken that is not a string: {str(token)[:100]}")
-            pages.next_token(token)
-            kwargs = {"NextToken": token}
-    except Exception as exc:  # noqa: BLE001 - translated into an actionable Airbyte error
-        raise translate(exc, "ListShards", stream_name) from None
 
 
 @dataclass

@@ -38,15 +38,16 @@ from source_kinesis.deadlines import Stopped, guarded
 from source_kinesis.decoding import PayloadDecoder
 from source_kinesis.discovery import KinesisStream
 from source_kinesis.errors import MalformedResponse, translate
-from source_kinesis.lineage import ShardGraph, list_shards
+from source_kinesis.kinesis_api import list_shards
+from source_kinesis.lineage import ShardGraph
 from source_kinesis.progress import ProgressReporter
 from source_kinesis.records import arrival_iso, build_record
 from source_kinesis.shard_pool import ShardPool
 from source_kinesis.shard_lifecycle import Shard, ShardStatus
-from source_kinesis.shard_reader import Page, ReadFailed, ShardEnded, ShardGone, ShardReader, StartPosition, StopRuleMet
+from source_kinesis.readers import open_reader
+from source_kinesis.shard_reader import Page, ReadFailed, ShardEnded, ShardGone, StartPosition, StopRuleMet
 from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso
-from source_kinesis.throttling import ShardBudget
 
 FOLLOW_SHARD_REFRESH_SECONDS = 30.0
 # Follow mode: once the emitter has caught up (no page waiting), records emitted since the last checkpoint are
@@ -274,19 +275,9 @@ class Orchestrator:
             if shard.status is not ShardStatus.WAITING or not run.graph.is_ready(shard_id, ended):
                 continue
             position = self._start_position(shard)
-            reader = ShardReader(
-                self.client,
-                run.name,
-                run.info.api_ref,
-                shard_id,
-                position,
-                budget=ShardBudget(self.config.get_records_per_second, self.config.megabytes_per_second, clock=self.clock),
-                records_per_call=self.config.records_per_call,
-                retry_budget_seconds=self.config.retry_budget_seconds,
-                follow=self.follow,
-                sync_started_at=self.sync_started_at,
-                stale_policy=self.config.stale_checkpoint,
-                clock=self.clock,
+            reader = open_reader(
+                self.config, self.client, run.name, run.info.api_ref, shard_id, position,
+                follow=self.follow, sync_started_at=self.sync_started_at, clock=self.clock,
             )
             shard.start(reader, self.progress.track(run.name, shard_id, reader.stats))
             self.logger.info(f"Stream '{run.name}': reading shard {shard_id} from {position.describe()}")

@@ -23,7 +23,7 @@ from source_kinesis.state import ShardState
 
 if TYPE_CHECKING:
     from source_kinesis.progress import ShardProgress
-    from source_kinesis.shard_reader import ShardReader
+    from source_kinesis.readers import Reader
 
 
 class ShardStatus(enum.Enum):
@@ -45,7 +45,7 @@ class Shard:
     position: ShardState  # the persisted checkpoint; the same object the stream's state holds
     status: ShardStatus = ShardStatus.WAITING
     start_latest: bool = False  # first sync with start_position LATEST: its first iterator is LATEST
-    reader: Optional["ShardReader"] = None
+    reader: Optional["Reader"] = None
     progress: Optional["ShardProgress"] = None
     skip_to: Optional[ShardState] = None  # resumed: records at or before this position were emitted already
     gap_check: Optional[str] = None  # resumed: the first record read must be this one
@@ -58,7 +58,7 @@ class Shard:
     def ended(self) -> bool:
         return self.status in ENDED
 
-    def start(self, reader: "ShardReader", progress: "ShardProgress") -> None:
+    def start(self, reader: "Reader", progress: "ShardProgress") -> None:
         assert self.status is ShardStatus.WAITING, f"{self.shard_id} started while {self.status.value}"
         self.status, self.reader, self.progress = ShardStatus.READING, reader, progress
         if self.position.sequence_number is not None:  # resumed at AT_SEQUENCE_NUMBER of the checkpoint

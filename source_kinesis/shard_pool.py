@@ -16,14 +16,15 @@ import threading
 import time
 from typing import Callable, List, Optional, Tuple
 
-from source_kinesis.shard_reader import Page, ShardReader
+from source_kinesis.readers import Reader
+from source_kinesis.shard_reader import Page
 
 
 class ShardPool:
     def __init__(self, workers: int, out: "queue.Queue[Page]", clock: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.clock = clock
-        self._heap: List[Tuple[float, int, ShardReader]] = []
+        self._heap: List[Tuple[float, int, Reader]] = []
         self._tie = itertools.count()
         self._cond = threading.Condition()
         self._stopping = False
@@ -32,7 +33,7 @@ class ShardPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, reader: ShardReader) -> None:
+    def submit(self, reader: Reader) -> None:
         with self._cond:
             heapq.heappush(self._heap, (reader.next_due(), next(self._tie), reader))
             self._cond.notify()
@@ -51,7 +52,7 @@ class ShardPool:
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
 
-    def _next(self) -> Optional[ShardReader]:
+    def _next(self) -> Optional[Reader]:
         with self._cond:
             while True:
                 if self._stopping:

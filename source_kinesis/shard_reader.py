@@ -29,13 +29,14 @@ from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional
 
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from source_kinesis import kinesis_api
 from source_kinesis.deadlines import Stopped
 from source_kinesis.errors import MalformedResponse, error_code, translate
 from source_kinesis.lineage import ShardInfo, child_shards
 from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.records import epoch_seconds
 from source_kinesis.state import is_sequence_number
-from source_kinesis.throttling import RetryCounters, ShardBudget, call_kinesis
+from source_kinesis.throttling import RetryCounters, ShardBudget
 
 
 @dataclass(frozen=True)
@@ -164,15 +165,11 @@ class ShardReader:
 
     # -- iterators --------------------------------------------------------------------------------------------
     def _get_iterator(self, position: StartPosition) -> str:
-        kwargs: Dict[str, Any] = dict(self.stream_ref, ShardId=self.shard_id, ShardIteratorType=position.iterator_type)
-        if position.sequence_number is not None:
-            kwargs["StartingSequenceNumber"] = position.sequence_number
-        if position.timestamp is not None:
-            kwargs["Timestamp"] = position.timestamp
-        response = self._call("GetShardIterator", self.client.get_shard_iterator, kwargs)
-        iterator = response["ShardIterator"]
-        if not isinstance(iterator, str) or not iterator:
-            raise MalformedResponse(f"GetShardIterator returned a ShardIterator that is not a string: {str(iterator)[:80]!r}")
+        self._action = "GetShardIterator"
+        iterator = kinesis_api.get_shard_iterator(
+            self.client, self.stream_ref, self.shard_id, position.iterator_type,
+            sequence_number=position.sequence_number, timestamp=position.timestamp, **self._retry,
+        )
         if position.iterator_type == "AT_SEQUENCE_NUMBER":
             self._above = int(position.sequence_number) - 1
         elif position.iterator_type == "AFTER_SEQUENCE_NUMBER":
@@ -329,15 +326,14 @@ class ShardReader:
             )
 
     def _get_records(self) -> Any:
-        kwargs: Dict[str, Any] = {"ShardIterator": self._iterator, "Limit": self.records_per_call}
-        if "StreamARN" in self.stream_ref:  # streams configured by ARN (e.g. cross-account) are read by ARN
-            kwargs["StreamARN"] = self.stream_ref["StreamARN"]
-        return self._call("GetRecords", self.client.get_records, kwargs)
+        self._action = "GetRecords"  # the call in progress, named in errors (e.g. kinesis:GetShardIterator)
+        assert self._iterator is not None
+        return kinesis_api.get_records(self.client, self.stream_ref, self._iterator, self.records_per_call, **self._retry)
 
-    def _call(self, action: str, method: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
-        """One Kinesis call under the retry policy; ``action`` names it in errors (e.g. kinesis:GetShardIterator)."""
-        self._action = action
-        return call_kinesis(action, method, kwargs, budget_seconds=self.retry_budget_seconds, counters=self.stats.retry, sleep=self.sleep)
+    @property
+    def _retry(self) -> Dict[str, Any]:
+        """Every call of this reader: the retry budget, its counters (progress lines) and its sleep (tests)."""
+        return {"budget_seconds": self.retry_budget_seconds, "counters": self.stats.retry, "sleep": self.sleep}
 
 
 # Arrival times a record may carry: epoch seconds from 1970 up to year 9999 (what the ISO-8601 field can show).

@@ -30,11 +30,10 @@ from source_kinesis.config import SourceConfig, migrate_config, parse_config
 from source_kinesis.deadlines import Stopped
 from source_kinesis.discovery import KinesisStream, airbyte_stream, record_schema, resolve_catalog_stream, resolve_streams
 from source_kinesis.errors import config_error, translate
-from source_kinesis.lineage import list_shards
+from source_kinesis.kinesis_api import probe_reads
 from source_kinesis.orchestrator import Orchestrator
 from source_kinesis.records import CONTRACT_FIELDS
 from source_kinesis.schema_inference import infer_schema
-from source_kinesis.throttling import call_kinesis
 
 # Discover samples every stream by default (config schema_sample_size, default 100 records) so that typed
 # destinations get payload columns; a stream's sample ends after this many seconds of reading however little it
@@ -207,25 +206,3 @@ def _hint(field_schema: Dict[str, Any]) -> Dict[str, Any]:
         hinted["type"] = [*kinds, "null"]
     hinted[INFERRED_KEYWORD] = True
     return hinted
-
-
-def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float) -> None:
-    """Make, once, each read a sync makes on this stream, so a missing permission shows up now with its name."""
-    shards = list_shards(client, stream.api_ref, stream.name, retry_budget_seconds)
-    if not shards:
-        raise config_error(f"Kinesis stream '{stream.name}' has no shards.")
-    shard = shards[-1]
-    try:
-        iterator = call_kinesis(
-            "GetShardIterator",
-            client.get_shard_iterator,
-            dict(stream.api_ref, ShardId=shard.shard_id, ShardIteratorType="LATEST"),
-            budget_seconds=retry_budget_seconds,
-        )["ShardIterator"]
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, "GetShardIterator", stream.name, shard.shard_id) from None
-    try:
-        extra = {"StreamARN": stream.api_ref["StreamARN"]} if "StreamARN" in stream.api_ref else {}
-        call_kinesis("GetRecords", client.get_records, dict(extra, ShardIterator=iterator, Limit=1), budget_seconds=retry_budget_seconds)
-    except Exception as exc:  # noqa: BLE001
-        raise translate(exc, "GetRecords", stream.name, shard.shard_id) from None

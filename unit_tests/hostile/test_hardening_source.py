@@ -17,8 +17,7 @@ from botocore.exceptions import EndpointConnectionError
 from source_kinesis import deadlines
 from source_kinesis.config import parse_config
 from source_kinesis.deadlines import CallDeadlineExceeded, CallGuard, GuardedClient, Stopped
-from source_kinesis.discovery import KinesisStream, list_stream_names
-from source_kinesis.lineage import list_shards
+from source_kinesis.kinesis_api import KinesisStream, list_shards, list_stream_names
 from source_kinesis.orchestrator import Orchestrator
 from source_kinesis.source import SourceKinesis
 from source_kinesis.state import StreamState
