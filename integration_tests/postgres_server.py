@@ -55,27 +55,29 @@ def find_bin_dir() -> str:
     raise RuntimeError("PostgreSQL server binaries not found: install postgresql (15) or set PG_BIN to its bin folder")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (also for the other servers the fixtures start)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _service_user() -> pwd.struct_passwd | None:
-    """The unprivileged user to run the server as (None when not root: run as ourselves)."""
+def service_user(name: str = SERVICE_USER) -> pwd.struct_passwd | None:
+    """The unprivileged system user ``name`` to run a test server as, created when missing (``nobody`` if it cannot
+    be); None when not root: run as ourselves."""
     if os.geteuid() != 0:
         return None
     try:
-        return pwd.getpwnam(SERVICE_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         pass
     try:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
             capture_output=True,
         )
-        return pwd.getpwnam(SERVICE_USER)
+        return pwd.getpwnam(name)
     except (OSError, subprocess.CalledProcessError, KeyError):
         return pwd.getpwnam("nobody")
 
@@ -96,7 +98,7 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         bin_dir = find_bin_dir()
-        account = _service_user()
+        account = service_user()
         self._root = tempfile.mkdtemp(prefix="kc-pgtest-")
         data_dir = os.path.join(self._root, "data")
         self._socket_dir = os.path.join(self._root, "sock")
@@ -125,7 +127,7 @@ class PostgresServer:
         self._ssl_roles: dict[str, str] = {SSL_ROLE: secrets.token_urlsafe(16)}  # role -> password
         ssl_args = self._write_tls_files(data_dir)
         self._write_hba()
-        self.port = _free_port()
+        self.port = free_port()
         self._log = os.path.join(self._root, "postgres.log")
         log_handle = open(self._log, "wb")
         self._process = subprocess.Popen(

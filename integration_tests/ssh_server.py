@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import glob
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -25,6 +24,8 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+
+from integration_tests.postgres_server import free_port, service_user
 
 SSHD = "/usr/sbin/sshd"
 SERVICE_USER = "kcsshtest"
@@ -47,24 +48,6 @@ def sshd_available() -> str | None:
         return f"SSH tunnel tests need {', '.join(missing)}: apt-get install openssh-server libnss-wrapper " \
                "(scripts/bootstrap.sh does it as root)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _service_user() -> pwd.struct_passwd | None:
-    """The unprivileged user to run sshd as (None when not root: run as ourselves)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(SERVICE_USER)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -114,7 +97,7 @@ class SshServer:
         reason = sshd_available()
         if reason:
             raise RuntimeError(reason)
-        account = _service_user()
+        account = service_user(SERVICE_USER)
         uid, gid = (account.pw_uid, account.pw_gid) if account is not None else (os.getuid(), os.getgid())
         self._root = root = tempfile.mkdtemp(prefix="kc-sshtest-")
         atexit.register(self.stop)  # also on an interrupted session
@@ -132,7 +115,7 @@ class SshServer:
                                 check=True, capture_output=True).stdout.strip()  # the password never on a command line
         _write(path("passwd"), f"{self.user}:{hashed}:{uid}:{gid}:{self.user}:{root}:/bin/sh\n")
         _write(path("group"), f"{self.user}:x:{gid}:\n")
-        self.port = _free_port()
+        self.port = free_port()
         _write(path("sshd_config"), "\n".join([
             "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {path('host_key')}",
             f"PidFile {path('sshd.pid')}", "UsePAM no", "PasswordAuthentication yes",
