@@ -50,7 +50,7 @@ class KinesisStream:
 
 def describe_stream(client: Any, ref: Mapping[str, str], name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> KinesisStream:
     try:
-        desc = call_kinesis("DescribeStream", client.describe_stream, dict(ref, Limit=1), budget_seconds=retry_budget_seconds)["StreamDescription"]
+        desc = call_kinesis("DescribeStream", client.describe_stream, dict(stream_params(ref), Limit=1), budget_seconds=retry_budget_seconds)["StreamDescription"]
         if not isinstance(desc, dict) or not isinstance(desc.get("StreamName"), str) or not isinstance(desc.get("StreamARN"), str):
             raise MalformedResponse(f"DescribeStream returned a StreamDescription without a StreamName and StreamARN: {str(desc)[:100]}")
     except Exception as exc:  # noqa: BLE001

@@ -41,10 +41,10 @@ from source_kinesis.errors import MalformedResponse, translate
 from source_kinesis.kinesis_api import list_shards
 from source_kinesis.lineage import ShardGraph
 from source_kinesis.progress import ProgressReporter
-from source_kinesis.records import arrival_iso, build_record
-from source_kinesis.shard_pool import ShardPool
-from source_kinesis.shard_lifecycle import Shard, ShardStatus
 from source_kinesis.readers import open_reader
+from source_kinesis.records import arrival_iso, build_record
+from source_kinesis.shard_lifecycle import Shard, ShardStatus
+from source_kinesis.shard_pool import ShardPool
 from source_kinesis.shard_reader import Page, ReadFailed, ShardEnded, ShardGone, StartPosition, StopRuleMet
 from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import ShardState, StreamState, iso_ms, parse_iso

@@ -33,8 +33,8 @@ from source_kinesis import kinesis_api
 from source_kinesis.deadlines import Stopped
 from source_kinesis.errors import MalformedResponse, error_code, translate
 from source_kinesis.lineage import ShardInfo, child_shards
-from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.records import epoch_seconds
+from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import is_sequence_number
 from source_kinesis.throttling import RetryCounters, ShardBudget
 
