@@ -12,6 +12,7 @@ transient_error when the server is unreachable; the message names host, port, da
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import psycopg
 from airbyte_cdk.models import FailureType
@@ -19,7 +20,9 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from ..config import PostgresStoreConfig
 from . import postgres_tls
-from .ssh_tunnel import SshTunnel
+
+if TYPE_CHECKING:
+    from .ssh_tunnel import SshTunnel
 
 CONNECT_TIMEOUT_SECONDS = 15
 _USER_FIXABLE = ("password", "authentication", "role", "does not exist", "ssl", "certificate", "pg_hba.conf")
@@ -28,7 +31,7 @@ _USER_FIXABLE = ("password", "authentication", "role", "does not exist", "ssl", 
 class TunneledConnection(psycopg.Connection):
     """A connection that closes its SSH tunnel with it (also when it is garbage-collected unclosed)."""
 
-    def attach(self, tunnel: SshTunnel) -> None:
+    def attach(self, tunnel: "SshTunnel") -> None:
         self._tunnel = tunnel
         weakref.finalize(self, tunnel.close)
 
@@ -43,7 +46,7 @@ class TunneledConnection(psycopg.Connection):
 
 def connect(config: PostgresStoreConfig, application_name: str = "destination-collection") -> psycopg.Connection:
     """An autocommit connection to the configured server, through the tunnel and with the TLS settings configured."""
-    tunnel = SshTunnel(config.tunnel_method, config.host, config.port) if config.tunnel_method.enabled else None
+    tunnel = new_tunnel(config) if config.tunnel_method.enabled else None
     try:
         address = {"host": config.host, "port": config.port}
         if tunnel is not None:
@@ -70,6 +73,13 @@ def connect(config: PostgresStoreConfig, application_name: str = "destination-co
     if tunnel is not None:
         conn.attach(tunnel)
     return conn
+
+
+def new_tunnel(config: PostgresStoreConfig) -> "SshTunnel":
+    """The tunnel to ``store.host:store.port`` (asyncssh, ~0.3 s to import, is loaded only by configs with a tunnel)."""
+    from .ssh_tunnel import SshTunnel
+
+    return SshTunnel(config.tunnel_method, config.host, config.port)
 
 
 def _connect_error(config: PostgresStoreConfig, exc: psycopg.OperationalError) -> AirbyteTracedException:

@@ -245,7 +245,7 @@ class _FakeTunnel:
 
 def test_through_a_tunnel_libpq_dials_the_local_port_but_verifies_the_configured_host(monkeypatch):
     _FakeTunnel.opened.clear()
-    monkeypatch.setattr(postgres_connection, "SshTunnel", _FakeTunnel)
+    monkeypatch.setattr(postgres_connection, "new_tunnel", lambda config: _FakeTunnel(config.tunnel_method, config.host, config.port))
     seen = _capture_connect(monkeypatch)
     config = parse_config(_store(port=6543, tunnel_method={"tunnel_method": "SSH_PASSWORD_AUTH", "tunnel_host": "jump", "tunnel_user": "t",
                                                            "tunnel_user_password": "ssh-pw-77"})).store
