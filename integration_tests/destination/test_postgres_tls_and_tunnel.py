@@ -223,3 +223,34 @@ def test_tunnel_failures_name_what_to_fix(postgres_server, pg_store_config, ssh_
     result = _cli(tmp_path, {"store": {**pg_store_config, "tunnel_method": _tunnel(ssh_server, "password", tunnel_user_password="leaky-wrong-pw-123")}}, "check")
     assert "FAILED" in result.stdout and "refused user" in result.stdout
     assert "leaky-wrong-pw-123" not in result.stdout + result.stderr
+
+
+def test_the_runner_syncs_and_answers_queries_through_the_tunnel_with_verify_full(postgres_server, pg_store_config, ssh_server, kinesis_mock, tmp_path):
+    """kinesis-collection as a user runs it, every one of its connections (lock, store, query) through the tunnel."""
+    import uuid
+
+    from destination_collection.naming import table_name
+    from integration_tests.kinesis_mock import create_stream
+
+    client = kinesis_mock.client()
+    stream = f"tunnel-{uuid.uuid4().hex[:6]}"
+    create_stream(client, stream, 1)
+    entries = [{"Data": json.dumps({"n": i}).encode(), "PartitionKey": f"k{i}"} for i in range(20)]
+    assert client.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
+    store = {**pg_store_config, "host": "localhost", "ssl_mode": _verify_full(postgres_server), "tunnel_method": _tunnel(ssh_server, "password")}
+    (tmp_path / "source.json").write_text(json.dumps(kinesis_mock.source_config([stream])))
+    (tmp_path / "destination.json").write_text(json.dumps({"store": store}))
+    runner = _script("kinesis-collection")
+    sync = subprocess.run([runner, "sync", "--source", str(tmp_path / "source.json"), "--destination", str(tmp_path / "destination.json")],
+                          capture_output=True, text=True, timeout=150)
+    assert sync.returncode == 0, sync.stderr[-3000:]
+    table = f'"{pg_store_config["schema"]}"."{table_name("", stream)}"'
+    with postgres_server.admin_connect() as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 20
+    query = subprocess.run([runner, "query", "--destination", str(tmp_path / "destination.json"), "--format", "json",
+                            f"SELECT count(*) AS n FROM {table}"], capture_output=True, text=True, timeout=120)
+    assert query.returncode == 0 and json.loads(query.stdout)["n"] == 20, query.stdout + query.stderr[-2000:]
+    for result in (sync, query):
+        output = result.stdout + result.stderr
+        assert ssh_server.password not in output and postgres_server.password not in output
+    assert _ssh_connections(ssh_server) == 0
