@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from collection_runner.locking import RunnerBusy, StoreLock
 from destination_collection.config import parse_config
 from destination_collection.protocol_loop import write_messages
 from destination_collection.stores import open_store
+from integration_tests.reliability.helpers import script
 from integration_tests.ssh_server import SshServer, sshd_available
 from integration_tests.tls_material import other_ca_pem
 from unit_tests.destination.harness import KINESIS_PK, kinesis as kinesis_record, state, stream
@@ -70,15 +70,10 @@ def _verify_full(postgres_server, **extra) -> dict:
     return {"mode": "verify-full", "ca_certificate": postgres_server.tls.ca_pem, **extra}
 
 
-def _script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
-
-
 def _cli(tmp_path: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / f"config-{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(config))
-    return subprocess.run([_script("destination-collection"), args[0], "--config", str(path), *args[1:]],
+    return subprocess.run([script("destination-collection"), args[0], "--config", str(path), *args[1:]],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -240,7 +235,7 @@ def test_the_runner_syncs_and_answers_queries_through_the_tunnel_with_verify_ful
     store = {**pg_store_config, "host": "localhost", "ssl_mode": _verify_full(postgres_server), "tunnel_method": _tunnel(ssh_server, "password")}
     (tmp_path / "source.json").write_text(json.dumps(kinesis_mock.source_config([stream])))
     (tmp_path / "destination.json").write_text(json.dumps({"store": store}))
-    runner = _script("kinesis-collection")
+    runner = script("kinesis-collection")
     sync = subprocess.run([runner, "sync", "--source", str(tmp_path / "source.json"), "--destination", str(tmp_path / "destination.json")],
                           capture_output=True, text=True, timeout=150)
     assert sync.returncode == 0, sync.stderr[-3000:]
