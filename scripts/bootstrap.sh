@@ -45,7 +45,7 @@ if [ ! -x /usr/sbin/sshd ] || ! have_nss_wrapper; then
   if [ "$(id -u)" = 0 ]; then
     echo "bootstrap: installing openssh-server and libnss-wrapper (apt) for the SSH tunnel tests"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server libnss-wrapper >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server libnss-wrapper openssl >/dev/null
   else
     echo "bootstrap: openssh-server or libnss-wrapper missing and not root: the SSH tunnel tests will be skipped"
   fi
