@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--format", choices=("table", "json"), default="table")
     describe.add_argument("--limit", type=int, default=None)
     describe.add_argument("collection")
-    stats = sub.add_parser("stats", help="documents, bytes, last write and committed state per collection")
+    stats = sub.add_parser("stats", help="documents, bytes, last write, committed state and the runner holding it, per collection")
     stats.add_argument("--destination", required=True)
     stats.add_argument("--format", choices=("table", "json"), default="table")
     for inspect_command in (query, describe, stats):

@@ -11,7 +11,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from collection_runner.exit_codes import EXIT_OK, EXIT_SYSTEM
 from collection_runner.configs import follow_tuned, load_catalog, load_destination_config, load_source_config
-from collection_runner.locking import StoreLock, read_holder, runner_socket
+from collection_runner.locking import StoreLock, collection_holders, collections_for, read_holder, runner_socket
 from collection_runner.pipeline import run_pipeline
 from collection_runner.progress import RunnerProgress
 from collection_runner.query_service import ask
@@ -46,8 +46,10 @@ def sync(args: argparse.Namespace) -> int:
 
 
 def reset(args: argparse.Namespace) -> int:
+    """Forget one stream's committed state (and, with ``--empty-collection``, its documents). DuckDB: while no runner
+    holds the file. PostgreSQL: while no runner holds that stream's collection; runners of other collections go on."""
     config = parse_destination_config(load_destination_config(args.destination))
-    with StoreLock(config, {"mode": "reset"}):
+    with StoreLock(config, {"mode": "reset"}, collections=collections_for(config, [args.stream])):
         store = open_store(config)
         try:
             with store.transaction():
@@ -117,10 +119,17 @@ def inspect(args: argparse.Namespace) -> int:
     store = open_store(config, read_only=True)
     try:
         view = store.read_only_view()
+        holders = None
+        if args.command == "stats":  # which runner holds each collection
+            store_config = config.store
+            if isinstance(store_config, DuckDBStoreConfig):
+                holders = lambda tables: {}  # noqa: E731 - no runner holds the file (read_holder said so above)
+            else:  # PostgreSQL: pg_locks and _collection_runners; reads only
+                holders = lambda tables: collection_holders(view.fetchall, store_config.database, store_config.schema_, tables)  # noqa: E731
         try:
             output = inspect_cmd.render_command(
                 view, args.command, sql=request["sql"], collection=request["collection"], limit=request["limit"],
-                fmt=args.format, timeout_secs=args.timeout,
+                fmt=args.format, timeout_secs=args.timeout, holders=holders,
             )
         finally:
             view.close()

@@ -1,8 +1,18 @@
-"""One runner per store at a time.
+"""Who may write: one runner per DuckDB file; on PostgreSQL, one runner per collection.
 
 DuckDB: an exclusive ``flock`` on ``<database>.runner.lock`` beside the file (released by the kernel if the
 runner dies, so a crash never leaves a stale lock); the lock file also says which process holds it and where its
-query socket is. PostgreSQL: a session-level advisory lock keyed on the schema, held on its own connection.
+query socket is. One writer per file is DuckDB's own rule.
+
+PostgreSQL: several runners (on several machines) may follow their own streams into one schema. Each holds a
+session-level advisory lock per collection it writes (``postgres_locks.collection_key``), all on one connection of its
+own, taken in sorted order of the collection names (a fixed order: two runners asking for overlapping sets never
+wait on each other in a cycle; with ``pg_try_advisory_lock`` nobody waits at all, and a runner refused one lock
+releases the ones it took). The locks go with the session: a runner that dies (SIGKILL, power loss, a lost network)
+holds nothing once the server notices. Who holds each collection — host, pid, mode, since — is recorded in
+``_collection_runners`` (``announce``) and believed only while that runner's session still holds the collection's
+lock (``collection_holders`` joins ``pg_locks``): a row left by a dead runner says nothing. Each runner also holds
+the 0.1.x whole-schema key shared, so an older runner (which takes it exclusively) and a newer one exclude each other.
 
 The lock file is opened without following symlinks (``O_NOFOLLOW``), never truncated before the lock is held, and
 only used when it is a regular file with one link, owned by the current user, in a directory owned by the current
@@ -13,19 +23,22 @@ folder it names is removed once its owner is dead.
 """
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import fcntl
-import hashlib
 import json
 import os
+import socket
 import stat
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from destination_collection.config import DestinationConfig, DuckDBStoreConfig
+from destination_collection.naming import RUNNERS_TABLE, qualified, table_name
+from destination_collection.stores import postgres_locks
 
 # The query service's socket folders: ``tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)`` (see query_service.py).
 SOCKET_FOLDER_PREFIX = "kinesis-collection-"
@@ -293,13 +306,77 @@ def remove_stale_socket_folder(previous: Dict[str, Any], logger: Any = None) -> 
     return True
 
 
+def _now_text() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def describe_holder(holder: Optional[Mapping[str, Any]]) -> str:
+    """``pid 4242 on host-a, follow since 2026-12-02T10:00:00+00:00`` (what a refused runner and ``stats`` say)."""
+    if not holder or holder.get("pid") is None:
+        return "a runner starting up or stopping (it has not said who it is)"
+    since = holder.get("since")
+    since_text = since.replace(microsecond=0).isoformat() if isinstance(since, dt.datetime) else str(since or "?")
+    return f"pid {holder['pid']} on {holder.get('host') or '?'}, {holder.get('mode') or 'running'} since {since_text}"
+
+
+def collection_holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str,
+                       tables: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The runner holding each of ``tables`` (PostgreSQL) that some session holds now: ``{table: {host, pid, mode,
+    since}}``; ``{}``-like values (``pid`` None) for a lock whose holder has not announced itself yet. Reads only
+    (``pg_locks``, ``_collection_runners``): safe on the read-only view ``stats`` uses. ``fetchall(sql, params)``."""
+    if not tables:
+        return {}
+    held = {
+        (classid, objid): pid
+        for pid, classid, objid in fetchall(
+            "SELECT pid, classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objsubid = 1 AND mode = 'ExclusiveLock' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [],
+        )
+    }
+    rows: Dict[str, tuple] = {}
+    if fetchall("SELECT to_regclass(%s) IS NOT NULL", [qualified(schema, RUNNERS_TABLE)])[0][0]:
+        rows = {
+            row[0]: row[1:]
+            for row in fetchall(
+                f"SELECT collection, host, pid, mode, started_at, backend_pid FROM {qualified(schema, RUNNERS_TABLE)} "
+                "WHERE collection = ANY(%s)",
+                [list(tables)],
+            )
+        }
+    holders: Dict[str, Dict[str, Any]] = {}
+    for table in tables:
+        session = held.get(postgres_locks.lock_columns(postgres_locks.collection_key(database, schema, table)))
+        if session is None:
+            continue
+        row = rows.get(table)
+        if row is not None and row[4] == session:  # announced by the session that holds the lock now
+            host, pid, mode, since, _backend = row
+            holders[table] = {"host": host, "pid": pid, "mode": mode, "since": since}
+        else:
+            holders[table] = {"host": None, "pid": None, "mode": None, "since": None}
+    return holders
+
+
+def collections_for(config: DestinationConfig, streams: Sequence[str]) -> Dict[str, str]:
+    """``{collection table: stream}`` of the streams a runner writes (the destination's naming rule; the runner's
+    streams come from source-kinesis, which has no namespaces)."""
+    return {table_name(config.collection_prefix, stream): stream for stream in streams}
+
+
 class StoreLock:
-    def __init__(self, config: DestinationConfig, info: Optional[Dict[str, Any]] = None, logger: Any = None) -> None:
+    """The runner's right to write: ``collections`` maps each collection (table) it writes to its stream. DuckDB: the
+    whole file, whatever the collections. PostgreSQL: exactly those collections."""
+
+    def __init__(self, config: DestinationConfig, info: Optional[Dict[str, Any]] = None, logger: Any = None,
+                 collections: Optional[Mapping[str, str]] = None) -> None:
         self.config = config
         self.info = dict(info or {})
+        self.collections = dict(collections or {})
         self._fd: Optional[int] = None
         self._pg: Any = None
         self._pg_checked = 0.0
+        self._since = dt.datetime.now(dt.timezone.utc)
         self.db_path: Optional[str] = None
         self.logger = logger
 
@@ -323,8 +400,8 @@ class StoreLock:
             raise RunnerBusy(
                 message=(
                     f"Another runner (pid {holder.get('pid', '?')}, {holder.get('mode', 'running')} since "
-                    f"{holder.get('started_at', '?')}) is writing to {db_path}. One runner per store at a time: stop "
-                    "it first, or use `kinesis-collection query/describe/stats`, which go through it."
+                    f"{holder.get('started_at', '?')}) is writing to {db_path}. One runner per DuckDB file at a time: "
+                    "stop it first, or use `kinesis-collection query/describe/stats`, which go through it."
                 ),
                 failure_type=FailureType.transient_error,
             ) from None
@@ -338,7 +415,7 @@ class StoreLock:
             remove_stale_socket_folder(previous, self.logger)
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))).encode())
+        os.write(fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=_now_text())).encode())
         os.fsync(fd)
         self._fd = fd
 
@@ -348,56 +425,98 @@ class StoreLock:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.lseek(self._fd, 0, os.SEEK_SET)
-            os.write(self._fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))).encode())
+            os.write(self._fd, json.dumps(dict(self.info, pid=os.getpid(), started_at=_now_text())).encode())
+
+    def holder(self) -> Dict[str, Any]:
+        """This runner, as ``stats`` shows a holder."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "mode": self.info.get("mode"), "since": self._since}
+
+    def _where(self) -> str:
+        store = self.config.store
+        return f"PostgreSQL schema '{store.schema_}' of database '{store.database}'"
 
     def _acquire_postgres(self) -> None:
         from destination_collection.stores.postgres_connection import connect
 
         store = self.config.store
-        key = int.from_bytes(hashlib.sha256(f"kinesis-collection:{store.database}:{store.schema_}".encode()).digest()[:8], "big", signed=True)
-        # The destination's own connect: the same timeout and the same split between what the user must fix (wrong
-        # user, password, database: config_error, exit 2) and an outage (server down or unreachable: exit 3).
-        conn = connect(store)
+        # The destination's own connect: the same timeout, TLS and tunnel, and the same split between what the user
+        # must fix (wrong user, password, database: config_error, exit 2) and an outage (server down: exit 3).
+        conn = connect(store, application_name="kinesis-collection runner")
         try:
-            got = conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
-            if got:
-                try:  # the lock's session is always idle: a server-wide idle_session_timeout (PG 14+) must not end it
-                    conn.execute("SET idle_session_timeout = 0")
-                except Exception:  # noqa: BLE001 - an older server has no such setting (and no such timeout)
-                    pass
+            if not conn.execute("SELECT pg_try_advisory_lock_shared(%s)", [postgres_locks.store_key(store.database, store.schema_)]).fetchone()[0]:
+                raise RunnerBusy(
+                    message=(
+                        f"A kinesis-collection runner older than 0.1.3 (one runner per schema) is writing to {self._where()}. "
+                        "Stop it, or upgrade it: since 0.1.3 several runners share a schema, one per collection."
+                    ),
+                    failure_type=FailureType.transient_error,
+                )
+            for table in sorted(self.collections):  # a fixed order (see the module's docstring)
+                key = postgres_locks.collection_key(store.database, store.schema_, table)
+                if not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+                    holder = collection_holders(lambda sql, params: conn.execute(sql, params).fetchall(), store.database, store.schema_, [table])
+                    raise RunnerBusy(
+                        message=(
+                            f"Collection {table} (stream '{self.collections[table]}') in {self._where()} is held by another "
+                            f"runner ({describe_holder(holder.get(table))}). One runner per collection: "
+                            + ("stop that runner first (its next commit would undo the reset). " if self.info.get("mode") == "reset" else
+                               f"stop that runner first, or leave stream '{self.collections[table]}' out of this one's catalog (--catalog). ")
+                            + "`kinesis-collection stats` shows who holds each collection."
+                        ),
+                        failure_type=FailureType.transient_error,
+                    )
+            try:  # the lock's session is always idle: a server-wide idle_session_timeout (PG 14+) must not end it
+                conn.execute("SET idle_session_timeout = 0")
+            except Exception:  # noqa: BLE001 - an older server has no such setting (and no such timeout)
+                pass
         except BaseException:
-            conn.close()
+            conn.close()  # ends the session: every lock taken so far goes with it
             raise
-        if not got:
-            conn.close()
-            raise RunnerBusy(
-                message=(
-                    f"Another runner is writing to PostgreSQL schema '{store.schema_}' of database '{store.database}'. "
-                    "One runner per store at a time: stop it first."
-                ),
-                failure_type=FailureType.transient_error,
-            )
         self._pg = conn
         self._pg_checked = time.monotonic()
+
+    def announce(self, store: Any) -> None:
+        """PostgreSQL: record in ``_collection_runners`` that this runner (host, pid, mode, since; its lock session's
+        backend pid) holds its collections, through ``store`` (the destination's store on the same database, whose
+        metadata DDL lock serializes the table's creation). Nothing to do for DuckDB (the lock file says it)."""
+        if self._pg is None or not self.collections:
+            return
+        table = qualified(self.config.store.schema_, RUNNERS_TABLE)
+        me = self.holder()
+        backend = self._pg.info.backend_pid
+        p = store.param
+        with store.transaction():
+            store.catalog.ensure_metadata()  # the schema and the destination's tables (nested: same transaction)
+            store.lock_metadata_ddl()
+            store.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (collection text PRIMARY KEY, host text NOT NULL, pid bigint NOT NULL, "
+                "mode text, started_at timestamptz NOT NULL, backend_pid integer NOT NULL)"
+            )
+            for collection in sorted(self.collections):
+                store.execute(
+                    f"INSERT INTO {table} (collection, host, pid, mode, started_at, backend_pid) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
+                    "ON CONFLICT (collection) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
+                    "started_at = EXCLUDED.started_at, backend_pid = EXCLUDED.backend_pid",
+                    [collection, me["host"], me["pid"], me["mode"], me["since"], backend],
+                )
 
     def verify(self, every_seconds: float = 1.0) -> None:
         """Raise (transient_error: exit 3) if the lock is no longer held. A PostgreSQL advisory lock lives as long as
         its session: a server restart or a killed session releases it silently, and another runner could then write
-        to the same schema. The pipeline calls this after each commit and at each state it does not commit (an idle
-        runner commits nothing: repeated_states); it asks the server at most every
-        ``every_seconds``. (A file lock cannot be lost while the process lives.)"""
+        to the same collections. The pipeline calls this after each commit and at each state it does not commit (an
+        idle runner commits nothing: repeated_states); it asks the server at most every ``every_seconds``. (A file
+        lock cannot be lost while the process lives.)"""
         if self._pg is None or time.monotonic() - self._pg_checked < every_seconds:
             return
         try:
             self._pg.execute("SELECT 1").fetchone()
         except Exception as exc:  # noqa: BLE001 - any failure means the session, and so the lock, may be gone
-            store = self.config.store
             raise AirbyteTracedException(
                 message=(
-                    f"The PostgreSQL session holding the runner lock of schema '{store.schema_}' (database "
-                    f"'{store.database}') was lost ({' '.join(str(exc).split())[:200] or type(exc).__name__}): another "
-                    "runner could take the store now, so this one stops after its last commit. Run it again; it resumes "
-                    "from the committed state."
+                    f"The PostgreSQL session holding the runner lock of {', '.join(sorted(self.collections)) or 'the store'} "
+                    f"in {self._where()} was lost ({' '.join(str(exc).split())[:200] or type(exc).__name__}): another "
+                    "runner could take those collections now, so this one stops after its last commit. Run it again; it "
+                    "resumes from the committed state."
                 ),
                 failure_type=FailureType.transient_error,
             ) from None
@@ -413,7 +532,7 @@ class StoreLock:
                 self._fd = None
         if self._pg is not None:
             try:
-                self._pg.close()  # ends the session: the advisory lock goes with it
+                self._pg.close()  # ends the session: the advisory locks go with it
             finally:
                 self._pg = None
 

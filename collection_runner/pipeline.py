@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog
 
-from collection_runner.locking import StoreLock
+from collection_runner.locking import StoreLock, collections_for
 from collection_runner.progress import RunnerProgress
 from collection_runner.query_service import QUERY_TIMEOUT_SECS, QueryService
 from collection_runner.repeated_states import RepeatedStates
@@ -74,15 +74,17 @@ def run_pipeline(
     runner's stop handlers change meaning there: see ``stopping``)."""
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
-    with StoreLock(destination, {"mode": mode}, logger=logger) as lock:
+    names = [s.stream.name for s in catalog.streams]
+    with StoreLock(destination, {"mode": mode}, logger=logger, collections=collections_for(destination, names)) as lock:
         store = open_store(destination)
         service: Optional[QueryService] = None
         try:
             if isinstance(destination.store, DuckDBStoreConfig):
-                service = QueryService(store, logger, timeout_secs=query_timeout).start()
+                service = QueryService(store, logger, timeout_secs=query_timeout, holder=lock.holder()).start()
                 lock.update(socket=service.socket_path, mode=mode)
+            else:
+                lock.announce(store)  # PostgreSQL: who holds these collections, for `stats` and refused runners
             states = committed_source_states(store, catalog)
-            names = [s.stream.name for s in catalog.streams]
             logger.info(
                 f"{'Following' if follow_mode else 'Syncing'} {', '.join(names)}: "
                 + (f"resuming {len(states)} stream(s) from the state committed in the store" if states else "no committed state yet (first sync)")

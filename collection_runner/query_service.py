@@ -100,8 +100,10 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 
 class QueryService:
-    def __init__(self, store: Store, logger: logging.Logger, timeout_secs: float = QUERY_TIMEOUT_SECS) -> None:
+    def __init__(self, store: Store, logger: logging.Logger, timeout_secs: float = QUERY_TIMEOUT_SECS,
+                 holder: Optional[Dict[str, Any]] = None) -> None:
         self.logger = logger
+        self.holder = holder  # this runner (locking.StoreLock.holder): it holds every collection of the file
         self.timeout_secs = float(timeout_secs)
         # The store's read-only view: created here, on the runner's thread (creating a DuckDB cursor is not
         # thread-safe), and used only by the service's handler threads, one request at a time (self._lock).
@@ -173,6 +175,7 @@ class QueryService:
                 limit=limit,
                 fmt=fmt,
                 deadline=deadline,
+                holders=None if self.holder is None else (lambda tables: {table: self.holder for table in tables}),
             )
         finally:
             self._current = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 import math
 import uuid
 from collections import Counter
@@ -103,7 +104,12 @@ def describe(store: Store, collection: str, limit: int | None = None) -> tuple[i
     return total, rows
 
 
-def stats(store: Store) -> dict[str, Any]:
+Holders = Callable[[list[str]], dict[str, dict[str, Any]]]
+
+
+def stats(store: Store, holders: Holders | None = None) -> dict[str, Any]:
+    """Per collection: documents, bytes, times, committed state; with ``holders`` (kinesis-collection: which runner
+    holds each collection, ``{table: {host, pid, mode, since}}``) also ``runner`` (None: no runner holds it)."""
     states = {row["stream_key"]: row for row in store.states.rows()}
     collections = []
     for row in store.catalog.collections():
@@ -122,6 +128,10 @@ def stats(store: Store) -> dict[str, Any]:
                 "state": jsonio.loads(state["state_json"]) if state else None,
             }
         )
+    if holders is not None:
+        held = holders([c["collection"] for c in collections])
+        for collection in collections:
+            collection["runner"] = held.get(collection["collection"])
     global_state = states.get("__global__")
     return {
         "collections": collections,
@@ -194,6 +204,18 @@ def _cell(value: Any) -> str:
     return _text(value)
 
 
+def _holder_text(holder: dict[str, Any] | None) -> str | None:
+    """A stats cell: ``pid 4242 on host-a (follow since 2026-12-02T10:00:00+00:00)``; None when no runner holds it."""
+    if holder is None:
+        return None
+    if holder.get("pid") is None:
+        return "a runner starting up"
+    since = holder.get("since")
+    if isinstance(since, dt.datetime):
+        since = since.replace(microsecond=0)
+    return f"pid {holder['pid']} on {holder.get('host') or '?'} ({holder.get('mode') or 'running'} since {_text(since)})"
+
+
 def render_table(columns: list[str], rows: Iterable[Iterable[Any]]) -> str:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
@@ -223,13 +245,14 @@ def render_command(
     timeout_secs: float = DEFAULT_TIMEOUT_SECS,
     poll: Callable[[], str | None] | None = None,
     deadline: Deadline | None = None,
+    holders: Holders | None = None,
 ) -> str:
     """The text the inspect commands print (``query``, ``describe``, ``stats``), as a table or JSON.
 
     ``view`` is a read-only view of the store (``Store.read_only_view()``). Shared by ``destination-collection`` and
     the runner, which answers these on its own view while it holds a DuckDB file. The command runs under a
     ``Deadline`` (``timeout_secs``; ``poll`` may stop it, e.g. when the client has gone; pass ``deadline`` to be
-    able to ``cancel`` it from another thread)."""
+    able to ``cancel`` it from another thread). ``holders``: see ``stats``."""
     if command not in ("query", "describe", "stats"):
         raise AirbyteTracedException(
             message=f"Unknown inspect command {command!r}: use query, describe or stats.", failure_type=FailureType.config_error
@@ -246,13 +269,17 @@ def render_command(
                 columns = ["field", "type", "occurrences", "total"]
                 rows = [[r["field"], r["type"], r["occurrences"], r["total"]] for r in described]
                 return render_json(columns, rows) if fmt == "json" else render_table(columns, rows)
-            result = stats(view)
+            result = stats(view, holders)
         if fmt == "json":
             return jsonio.dumps(_jsonable(result))
         columns = ["collection", "stream", "documents", "bytes", "last_write_at", "purged_documents", "state_committed_at", "state"]
         rows = [[c[k] for k in columns] for c in result["collections"]]
         if result["global_state"] is not None:
             rows.append(["(global state)", "", None, None, None, None, None, result["global_state"]])
+        if holders is not None:  # kinesis-collection: who holds each collection, after the stream
+            columns.insert(2, "runner")
+            for row, item in itertools.zip_longest(rows, result["collections"]):
+                row.insert(2, _holder_text(item["runner"]) if item else None)
         return render_table(columns, rows)
 
     return deadline.run(work, what={"query": "Query", "describe": "describe", "stats": "stats"}[command])

@@ -27,7 +27,9 @@ HASH_CHARS = 8
 STATE_TABLE = "_collection_state"
 CATALOG_TABLE = "_collection_catalog"
 COLUMNS_TABLE = "_collection_columns"
-METADATA_TABLES = (STATE_TABLE, CATALOG_TABLE, COLUMNS_TABLE)
+# who holds each collection's runner lock (PostgreSQL): written and read by kinesis-collection (collection_runner/locking.py)
+RUNNERS_TABLE = "_collection_runners"
+METADATA_TABLES = (STATE_TABLE, CATALOG_TABLE, COLUMNS_TABLE, RUNNERS_TABLE)
 
 # Columns every collection table has; a document field with one of these names gets a hashed column name.
 SYSTEM_COLUMNS = (

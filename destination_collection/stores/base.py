@@ -89,6 +89,10 @@ class Store(abc.ABC):
     def ensure_schema(self) -> None:
         """Create the store's schema when it has one and it is missing (before the metadata tables)."""
 
+    def lock_metadata_ddl(self) -> None:
+        """Inside a transaction, before the DDL of the shared metadata tables: wait until no other writer of the store
+        runs it (PostgreSQL: several writers may share a schema, see ``postgres_locks``). One writer per file: nothing."""
+
     @contextlib.contextmanager
     def collection_statements(self) -> Iterator[None]:
         """Around statements that read a whole collection (DuckDB runs them on more threads than the others)."""

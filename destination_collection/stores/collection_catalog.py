@@ -42,22 +42,26 @@ class CollectionCatalog:
         self._shaped: dict[str, bool] = {}  # per table: whether it has the _doc_shape column (see system_columns)
 
     def ensure_metadata(self) -> None:
+        """Create the schema and the metadata tables if missing, in a transaction (the caller's, if it has one) holding
+        the store's metadata-DDL lock: writers sharing a PostgreSQL schema may run this at the same moment."""
         store = self.store
-        store.ensure_schema()
-        text, ts = store.sql_type("VARCHAR"), "TIMESTAMPTZ"
-        store.execute(
-            f"CREATE TABLE IF NOT EXISTS {store.q(CATALOG_TABLE)} (table_name {text} PRIMARY KEY, stream {text} NOT NULL, "
-            f"namespace {text}, created_at {ts}, last_write_at {ts}, purged_documents BIGINT DEFAULT 0)"
-        )
-        store.execute(
-            f"CREATE TABLE IF NOT EXISTS {store.q(COLUMNS_TABLE)} (table_name {text} NOT NULL, field {text} NOT NULL, "
-            f"column_name {text} NOT NULL, column_type {text} NOT NULL, declared BOOLEAN NOT NULL, "
-            f"PRIMARY KEY (table_name, field))"
-        )
-        store.execute(
-            f"CREATE TABLE IF NOT EXISTS {store.q(STATE_TABLE)} (stream_key {text} PRIMARY KEY, state_type {text}, "
-            f"namespace {text}, stream {text}, state_json {text} NOT NULL, committed_at {ts} NOT NULL)"
-        )
+        with store.transaction():
+            store.lock_metadata_ddl()
+            store.ensure_schema()
+            text, ts = store.sql_type("VARCHAR"), "TIMESTAMPTZ"
+            store.execute(
+                f"CREATE TABLE IF NOT EXISTS {store.q(CATALOG_TABLE)} (table_name {text} PRIMARY KEY, stream {text} NOT NULL, "
+                f"namespace {text}, created_at {ts}, last_write_at {ts}, purged_documents BIGINT DEFAULT 0)"
+            )
+            store.execute(
+                f"CREATE TABLE IF NOT EXISTS {store.q(COLUMNS_TABLE)} (table_name {text} NOT NULL, field {text} NOT NULL, "
+                f"column_name {text} NOT NULL, column_type {text} NOT NULL, declared BOOLEAN NOT NULL, "
+                f"PRIMARY KEY (table_name, field))"
+            )
+            store.execute(
+                f"CREATE TABLE IF NOT EXISTS {store.q(STATE_TABLE)} (stream_key {text} PRIMARY KEY, state_type {text}, "
+                f"namespace {text}, stream {text}, state_json {text} NOT NULL, committed_at {ts} NOT NULL)"
+            )
 
     def ensure_collection(self, table: str, stream: str, namespace: str | None, declared: list[Column]) -> dict[str, Column]:
         """Create the collection table (and its declared columns) if missing; return its column map."""

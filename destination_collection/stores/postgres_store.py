@@ -30,6 +30,7 @@ from ..naming import quote_ident
 from ..operations import DocumentReads, Stored
 from .base import Store
 from .postgres_connection import connect
+from .postgres_locks import lock_metadata_ddl
 
 logger = logging.getLogger("airbyte")
 
@@ -130,6 +131,9 @@ class PostgresStore(Store):
         # missing, so a user granted USAGE, CREATE on an existing schema is enough.
         if not self.fetchall("SELECT 1 FROM pg_namespace WHERE nspname = %s", [self.schema]):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+
+    def lock_metadata_ddl(self) -> None:
+        lock_metadata_ddl(self, self.config.database, self.schema)
 
     def sql_type(self, logical: str) -> str:
         return _TYPES[logical]

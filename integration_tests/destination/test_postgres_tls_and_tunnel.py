@@ -175,10 +175,11 @@ def test_the_tunnel_carries_writes_check_query_and_the_runner_lock(postgres_serv
         assert not [line for line in _secret_lines(ssh_server.client_key_pem, ssh_server.password, postgres_server.password) if line in output]
 
     parsed = parse_config({"store": config})
-    with StoreLock(parsed):
+    with StoreLock(parsed, collections={f"tunnel_{login}": f"tunnel_{login}"}):
         assert _ssh_connections(ssh_server) == 1
         with pytest.raises(RunnerBusy):  # the advisory lock taken through the tunnel is the server's own
-            StoreLock(parse_config({"store": {**config, "tunnel_method": {"tunnel_method": "NO_TUNNEL"}}})).acquire()
+            StoreLock(parse_config({"store": {**config, "tunnel_method": {"tunnel_method": "NO_TUNNEL"}}}),
+                      collections={f"tunnel_{login}": f"tunnel_{login}"}).acquire()
     assert _ssh_connections(ssh_server) == 0
 
 

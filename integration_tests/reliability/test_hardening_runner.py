@@ -563,10 +563,10 @@ def _pg_follow(tmp_path: Path, kinesis_mock, postgres, prefix: str, records: int
 
 
 def _end_lock_session(conn, postgres) -> None:
-    """End only the session holding the runner's advisory lock (an idle-session killer would), as the admin."""
+    """End only the session holding the runner's advisory locks (an idle-session killer would), as the admin."""
     ended = conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
-        "(SELECT oid FROM pg_database WHERE datname = %s)", [postgres.database]).fetchall()
+        "SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = %s)) AS holders", [postgres.database]).fetchall()
     assert ended == [(True,)], ended
 
 

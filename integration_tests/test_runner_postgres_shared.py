@@ -1,0 +1,242 @@
+"""Several kinesis-collection runners on one PostgreSQL schema, each following its own streams (issue: several
+runners per PostgreSQL database). Real processes against kinesis-mock and a real PostgreSQL server: the lock is per
+collection, a runner for a held collection is refused with exit 3 naming the holder, ``stats`` shows who holds each
+collection, ``reset`` works per collection while other runners go on, the shared metadata tables' creation does not
+race, and a runner SIGKILLed and restarted loses and duplicates nothing while the other one keeps going."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List
+
+import psycopg
+import pytest
+
+from integration_tests.kinesis_mock import create_stream
+from integration_tests.reliability.helpers import script
+from destination_collection.naming import table_name
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    from integration_tests.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+def _configs(tmp_path: Path, kinesis_mock, postgres, label: str, streams: List[str], schema: str) -> tuple:
+    source = tmp_path / f"source-{label}.json"
+    source.write_text(json.dumps(kinesis_mock.source_config(streams, checkpoint_interval_seconds=0.5)))
+    destination = tmp_path / f"destination-{label}.json"
+    destination.write_text(json.dumps({"store": postgres.store_config(schema=schema), "flush_interval_secs": 0.5}))
+    return str(source), str(destination)
+
+
+def _start(command: str, source: str, destination: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [script("kinesis-collection"), command, "--source", source, "--destination", destination],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([script("kinesis-collection"), *args], capture_output=True, text=True, timeout=120)
+
+
+def _put(kinesis_mock, stream: str, start: int, count: int) -> None:
+    entries = [{"Data": json.dumps({"uid": f"{stream}-{i:05d}"}).encode(), "PartitionKey": f"k{i}"} for i in range(start, start + count)]
+    for first in range(0, len(entries), 100):
+        assert kinesis_mock.client().put_records(StreamName=stream, Records=entries[first:first + 100])["FailedRecordCount"] == 0
+
+
+def _uids(postgres, schema: str, stream: str) -> List[str]:
+    with postgres.admin_connect() as conn:
+        try:
+            return [row[0] for row in conn.execute(f'SELECT _doc->>\'uid\' FROM "{schema}"."{table_name("", stream)}"').fetchall()]
+        except psycopg.errors.UndefinedTable:
+            return []
+
+
+def _wait_uids(postgres, schema: str, stream: str, count: int, procs: List[subprocess.Popen], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_uids(postgres, schema, stream)) < count:
+        for proc in procs:
+            assert proc.poll() is None, f"a runner ended early ({proc.returncode}): {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"{count} documents of {stream} not committed within {timeout} s"
+        time.sleep(0.3)
+
+
+def _stats(destination: str) -> Dict[str, Dict[str, Any]]:
+    result = _cli("stats", "--destination", destination, "--format", "json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {c["stream"]: c for c in json.loads(result.stdout)["collections"]}
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    return err
+
+
+def _expected(stream: str, count: int) -> List[str]:
+    return [f"{stream}-{i:05d}" for i in range(count)]
+
+
+def test_two_runners_share_a_schema_one_is_sigkilled_and_restarted(tmp_path, kinesis_mock, postgres):
+    kinesis = kinesis_mock.client()
+    run = uuid.uuid4().hex[:6]
+    first, second = f"shared-a-{run}", f"shared-b-{run}"
+    create_stream(kinesis, first, 2)
+    create_stream(kinesis, second, 1)
+    schema = f"shared_{run}"
+    a_source, a_destination = _configs(tmp_path, kinesis_mock, postgres, "a", [first], schema)
+    b_source, b_destination = _configs(tmp_path, kinesis_mock, postgres, "b", [second], schema)
+    _put(kinesis_mock, first, 0, 60)
+    _put(kinesis_mock, second, 0, 40)
+    # both start at the same moment on a schema that does not exist yet: its creation and the metadata tables' must
+    # not race (CREATE … IF NOT EXISTS from two sessions at once fails on pg_namespace / pg_type without the DDL lock)
+    runner_a, runner_b = _start("follow", a_source, a_destination), _start("follow", b_source, b_destination)
+    procs = [runner_a, runner_b]
+    try:
+        _wait_uids(postgres, schema, first, 60, procs)
+        _wait_uids(postgres, schema, second, 40, procs)
+
+        # stats names the runner holding each collection: host, pid, mode, since
+        stats = _stats(a_destination)
+        host = socket.gethostname()
+        assert stats[first]["runner"]["pid"] == runner_a.pid and stats[first]["runner"]["host"] == host, stats[first]
+        assert stats[second]["runner"]["pid"] == runner_b.pid and stats[second]["runner"]["mode"] == "follow", stats[second]
+        assert stats[first]["runner"]["since"], stats[first]
+        table = _cli("stats", "--destination", a_destination)
+        assert f"pid {runner_a.pid} on {host} (follow since" in table.stdout, table.stdout
+
+        # a third runner for a held collection: exit 3, naming the collection and the holder, writing nothing
+        c_source, c_destination = _configs(tmp_path, kinesis_mock, postgres, "c", [second, first], schema)
+        refused = _cli("sync", "--source", c_source, "--destination", c_destination)
+        assert refused.returncode == 3, refused.stderr[-3000:]
+        last = [line for line in refused.stderr.splitlines() if "ERROR" in line][-1]
+        # sorted order: the first collection it asks for is the first one's
+        assert table_name("", first) in last and f"pid {runner_a.pid} on {host}" in last and "transient_error" in last, last
+        assert postgres.password not in refused.stderr
+        # reset of a held collection: refused the same way
+        held_reset = _cli("reset", "--destination", b_destination, "--stream", second)
+        assert held_reset.returncode == 3 and f"pid {runner_b.pid}" in held_reset.stderr, held_reset.stderr[-3000:]
+
+        # SIGKILL the first runner mid-stream; the second keeps going meanwhile
+        _put(kinesis_mock, first, 60, 40)
+        time.sleep(1.0)
+        runner_a.kill()
+        runner_a.wait(timeout=30)
+        _put(kinesis_mock, first, 100, 50)
+        _put(kinesis_mock, second, 40, 60)
+        _wait_uids(postgres, schema, second, 100, [runner_b])
+        # nobody holds the killed runner's collection once its session is gone (the server notices the closed socket)
+        deadline = time.monotonic() + 30
+        while _stats(a_destination)[first].get("runner") is not None:
+            assert time.monotonic() < deadline, "the killed runner's lock was not released"
+            time.sleep(0.5)
+
+        restarted = _start("follow", a_source, a_destination)
+        procs = [restarted, runner_b]
+        _wait_uids(postgres, schema, first, 150, procs)
+        assert _stats(a_destination)[first]["runner"]["pid"] == restarted.pid
+        _stop(restarted)
+        # per-collection reset while the other runner still follows its own collection
+        reset = _cli("reset", "--destination", a_destination, "--stream", first)
+        assert reset.returncode == 0, reset.stderr[-3000:]
+        assert runner_b.poll() is None
+        _put(kinesis_mock, second, 100, 20)
+        _wait_uids(postgres, schema, second, 120, [runner_b])
+        _stop(runner_b)
+    finally:
+        for proc in procs + [runner_a]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    # every record exactly once in each collection
+    assert sorted(_uids(postgres, schema, first)) == _expected(first, 150)
+    assert sorted(_uids(postgres, schema, second)) == _expected(second, 120)
+    with postgres.admin_connect() as conn:
+        states = dict(conn.execute(f'SELECT stream_key, state_json FROM "{schema}"._collection_state').fetchall())
+        # the reset forgot the first stream's state only
+        assert first not in states and second in states, sorted(states)
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                            "(SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()[0] == 0
+
+
+def test_concurrent_writers_create_one_schema_and_its_metadata_tables_without_a_race(postgres):
+    """Eight writers open a store on a schema that does not exist and create the metadata tables at one moment, four
+    times over: none fails (without the metadata-DDL lock, CREATE SCHEMA/TABLE IF NOT EXISTS from two sessions at once
+    fails with a unique violation on pg_namespace or pg_type)."""
+    from destination_collection.config import parse_config
+    from destination_collection.stores import open_store
+
+    for _round in range(4):
+        schema = f"race_{uuid.uuid4().hex[:6]}"
+        config = parse_config({"store": postgres.store_config(schema=schema)})
+        stores = [open_store(config) for _ in range(8)]
+        barrier = threading.Barrier(len(stores))
+        errors: List[BaseException] = []
+
+        def create(store) -> None:
+            barrier.wait()
+            try:
+                store.catalog.ensure_metadata()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for store in stores:
+            store.close()
+        assert errors == [], errors
+        with postgres.admin_connect() as conn:
+            tables = {row[0] for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [schema]).fetchall()}
+        assert tables == {"_collection_catalog", "_collection_columns", "_collection_state"}, tables
+
+
+def test_a_runner_of_the_older_version_excludes_a_newer_one(tmp_path, postgres):
+    """kinesis-collection 0.1.x took one exclusive lock per schema: a newer runner (which holds that key shared) is
+    refused while it runs, and says why; and while a newer one runs, the older one's lock cannot be taken."""
+    from collection_runner.locking import RunnerBusy, StoreLock, collections_for
+    from destination_collection.config import parse_config
+    from destination_collection.stores import postgres_locks
+
+    schema = f"old_{uuid.uuid4().hex[:6]}"
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+    old_key = postgres_locks.store_key(postgres.database, schema)
+    with postgres.admin_connect() as old:
+        assert old.execute("SELECT pg_try_advisory_lock(%s)", [old_key]).fetchone()[0]
+        with pytest.raises(RunnerBusy) as refused:
+            StoreLock(config, {"mode": "sync"}, collections=collections_for(config, ["orders"])).acquire()
+        assert "older than 0.1.3" in refused.value.message and schema in refused.value.message
+        old.execute("SELECT pg_advisory_unlock(%s)", [old_key])
+        with StoreLock(config, {"mode": "sync"}, collections=collections_for(config, ["orders"])):
+            assert not old.execute("SELECT pg_try_advisory_lock(%s)", [old_key]).fetchone()[0]
+
+
+def test_locks_are_taken_in_sorted_order_and_a_refusal_releases_them(postgres):
+    """A runner refused one collection holds none of the others it took before (everything goes with its session)."""
+    from collection_runner.locking import RunnerBusy, StoreLock, collections_for
+    from destination_collection.config import parse_config
+
+    schema = f"order_{uuid.uuid4().hex[:6]}"
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+    with StoreLock(config, {"mode": "follow"}, collections=collections_for(config, ["m_middle"])):
+        with pytest.raises(RunnerBusy) as refused:
+            StoreLock(config, {"mode": "sync"}, collections=collections_for(config, ["z_last", "a_first", "m_middle"])).acquire()
+        assert "m_middle" in refused.value.message and "starting up" in refused.value.message  # never announced
+        # a_first was taken before m_middle was refused, and was released with the session
+        with StoreLock(config, {"mode": "sync"}, collections=collections_for(config, ["a_first", "z_last"])):
+            pass
