@@ -49,14 +49,28 @@ def reset(args: argparse.Namespace) -> int:
     """Forget one stream's committed state (and, with ``--empty-collection``, its documents). DuckDB: while no runner
     holds the file. PostgreSQL: while no runner holds that stream's collection; runners of other collections go on."""
     config = parse_destination_config(load_destination_config(args.destination))
-    with StoreLock(config, {"mode": "reset"}, collections=collections_for(config, [args.stream])):
+    # exactly the collection this stream is written to under the configured collection_prefix: the one locked is the
+    # one emptied (a table name or another prefix's collection given as --stream must not empty a collection that
+    # another runner holds)
+    collections = collections_for(config, [args.stream])
+    (table,) = collections
+    with StoreLock(config, {"mode": "reset"}, collections=collections):
         store = open_store(config)
         try:
             with store.transaction():
-                store.execute(f"DELETE FROM {store.q(STATE_TABLE)} WHERE stream_key = {store.param}", [args.stream])
+                if store.table_exists(STATE_TABLE):  # a store never synced has none: nothing to forget
+                    store.execute(f"DELETE FROM {store.q(STATE_TABLE)} WHERE stream_key = {store.param}", [args.stream])
                 emptied = None
                 if args.empty_collection:
-                    table = inspect_cmd.resolve_collection(store, args.stream)
+                    if not store.table_exists(table):
+                        raise AirbyteTracedException(
+                            message=(
+                                f"Stream '{args.stream}' has no collection {table} (collection_prefix "
+                                f"'{config.collection_prefix}') to empty; --stream takes the stream's name as the source "
+                                f"names it, not a table name. Collections: {', '.join(row['table'] for row in store.catalog.collections()) or 'none yet'}."
+                            ),
+                            failure_type=FailureType.config_error,
+                        )
                     emptied = store.count_documents(table)
                     store.execute(f"DELETE FROM {store.q(table)}")
         finally:

@@ -8,7 +8,10 @@ PostgreSQL: several runners (on several machines) may follow their own streams i
 session-level advisory lock per collection it writes (``postgres_locks.collection_key``), all on one connection of its
 own, taken in sorted order of the collection names (a fixed order: two runners asking for overlapping sets never
 wait on each other in a cycle; with ``pg_try_advisory_lock`` nobody waits at all, and a runner refused one lock
-releases the ones it took). The locks go with the session: a runner that dies (SIGKILL, power loss, a lost network)
+releases the ones it took). It also holds one per stream it reads (``postgres_locks.stream_key``, after the
+collections): a stream's committed state is one row of ``_collection_state`` whatever collection it is written to, so
+two runners with different ``collection_prefix`` following one stream would commit over each other's state. The locks
+go with the session: a runner that dies (SIGKILL, power loss, a lost network)
 holds nothing once the server notices. Who holds each collection — host, pid, mode, since — is recorded in
 ``_collection_runners`` (``announce``) and believed only while that runner's session still holds the collection's
 lock (``collection_holders`` joins ``pg_locks``): a row left by a dead runner says nothing. Each runner also holds
@@ -36,6 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
+from destination_collection.collection_writer import stream_key
 from destination_collection.config import DestinationConfig, DuckDBStoreConfig
 from destination_collection.naming import RUNNERS_TABLE, qualified, table_name
 from destination_collection.stores import postgres_locks
@@ -313,18 +317,17 @@ def _now_text() -> str:
 def describe_holder(holder: Optional[Mapping[str, Any]]) -> str:
     """``pid 4242 on host-a, follow since 2026-12-02T10:00:00+00:00`` (what a refused runner and ``stats`` say)."""
     if not holder or holder.get("pid") is None:
+        if holder and holder.get("unknown"):
+            return f"a runner this role cannot name: {holder['unknown']}"
         return "a runner starting up or stopping (it has not said who it is)"
     since = holder.get("since")
     since_text = since.replace(microsecond=0).isoformat() if isinstance(since, dt.datetime) else str(since or "?")
     return f"pid {holder['pid']} on {holder.get('host') or '?'}, {holder.get('mode') or 'running'} since {since_text}"
 
 
-def collection_holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str,
-                       tables: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    """The runner holding each of ``tables`` (PostgreSQL) that some session holds now: ``{table: {host, pid, mode,
-    since}}``; ``{}``-like values (``pid`` None) for a lock whose holder has not announced itself yet. Reads only
-    (``pg_locks``, ``_collection_runners``): safe on the read-only view ``stats`` uses. ``fetchall(sql, params)``."""
-    if not tables:
+def _holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str, names: Sequence[str],
+             key: Callable[[str, str, str], int], column: str) -> Dict[str, Dict[str, Any]]:
+    if not names:
         return {}
     held = {
         (classid, objid): pid
@@ -334,34 +337,54 @@ def collection_holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], da
             [],
         )
     }
-    rows: Dict[str, tuple] = {}
-    if fetchall("SELECT to_regclass(%s) IS NOT NULL", [qualified(schema, RUNNERS_TABLE)])[0][0]:
-        rows = {
-            row[0]: row[1:]
-            for row in fetchall(
-                f"SELECT collection, host, pid, mode, started_at, backend_pid FROM {qualified(schema, RUNNERS_TABLE)} "
-                "WHERE collection = ANY(%s)",
-                [list(tables)],
-            )
-        }
+    rows: Dict[tuple, tuple] = {}
+    unknown = None
+    runners = qualified(schema, RUNNERS_TABLE)
+    readable = fetchall(
+        "SELECT t IS NOT NULL, t IS NOT NULL AND has_table_privilege(t, 'SELECT') FROM (SELECT to_regclass(%s) AS t) r", [runners]
+    )[0]
+    if readable[1]:
+        for row in fetchall(
+            f"SELECT {column}, host, pid, mode, started_at, backend_pid FROM {runners} WHERE {column} = ANY(%s)", [list(names)]
+        ):
+            rows[(row[0], row[5])] = row[1:5]  # (name, the session that announced it)
+    elif readable[0]:
+        unknown = f"this role may not read {runners}"
     holders: Dict[str, Dict[str, Any]] = {}
-    for table in tables:
-        session = held.get(postgres_locks.lock_columns(postgres_locks.collection_key(database, schema, table)))
+    for name in names:
+        session = held.get(postgres_locks.lock_columns(key(database, schema, name)))
         if session is None:
             continue
-        row = rows.get(table)
-        if row is not None and row[4] == session:  # announced by the session that holds the lock now
-            host, pid, mode, since, _backend = row
-            holders[table] = {"host": host, "pid": pid, "mode": mode, "since": since}
+        row = rows.get((name, session))  # announced by the session that holds the lock now
+        if row is not None:
+            host, pid, mode, since = row
+            holders[name] = {"host": host, "pid": pid, "mode": mode, "since": since}
         else:
-            holders[table] = {"host": None, "pid": None, "mode": None, "since": None}
+            holders[name] = {"host": None, "pid": None, "mode": None, "since": None, **({"unknown": unknown} if unknown else {})}
     return holders
 
 
-def collections_for(config: DestinationConfig, streams: Sequence[str]) -> Dict[str, str]:
-    """``{collection table: stream}`` of the streams a runner writes (the destination's naming rule; the runner's
-    streams come from source-kinesis, which has no namespaces)."""
-    return {table_name(config.collection_prefix, stream): stream for stream in streams}
+def collection_holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str,
+                       tables: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """The runner holding each of ``tables`` (PostgreSQL) that some session holds now: ``{table: {host, pid, mode,
+    since}}``; ``{}``-like values (``pid`` None) for a lock whose holder has not announced itself yet, or that this
+    role may not look up (no SELECT on ``_collection_runners``: then ``unknown`` says so). Reads only (``pg_locks``,
+    ``_collection_runners``): safe on the read-only view ``stats`` uses. ``fetchall(sql, params)``."""
+    return _holders(fetchall, database, schema, tables, postgres_locks.collection_key, "collection")
+
+
+def stream_holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str,
+                   streams: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """As ``collection_holders``, for the per-stream locks (a stream's committed state; keys as in
+    ``_collection_state``: ``name`` or ``namespace.name``)."""
+    return _holders(fetchall, database, schema, streams, postgres_locks.stream_key, "stream")
+
+
+def collections_for(config: DestinationConfig, streams: Sequence[Any]) -> Dict[str, str]:
+    """``{collection table: stream key}`` of the streams a runner writes (the destination's naming rule). ``streams``:
+    names, or ``(name, namespace)`` pairs as a configured catalog gives them."""
+    pairs = [(item, None) if isinstance(item, str) else (item[0], item[1]) for item in streams]
+    return {table_name(config.collection_prefix, name, namespace): stream_key(name, namespace) for name, namespace in pairs}
 
 
 class StoreLock:
@@ -451,29 +474,59 @@ class StoreLock:
                     ),
                     failure_type=FailureType.transient_error,
                 )
-            for table in sorted(self.collections):  # a fixed order (see the module's docstring)
-                key = postgres_locks.collection_key(store.database, store.schema_, table)
-                if not conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
-                    holder = collection_holders(lambda sql, params: conn.execute(sql, params).fetchall(), store.database, store.schema_, [table])
-                    raise RunnerBusy(
-                        message=(
-                            f"Collection {table} (stream '{self.collections[table]}') in {self._where()} is held by another "
-                            f"runner ({describe_holder(holder.get(table))}). One runner per collection: "
-                            + ("stop that runner first (its next commit would undo the reset). " if self.info.get("mode") == "reset" else
-                               f"stop that runner first, or leave stream '{self.collections[table]}' out of this one's catalog (--catalog). ")
-                            + "`kinesis-collection stats` shows who holds each collection."
-                        ),
-                        failure_type=FailureType.transient_error,
-                    )
+            # a fixed order (see the module's docstring): the collections by name, then their streams by name
+            for table in sorted(self.collections):
+                if not conn.execute("SELECT pg_try_advisory_lock(%s)", [postgres_locks.collection_key(store.database, store.schema_, table)]).fetchone()[0]:
+                    raise self._busy(f"Collection {table} (stream '{self.collections[table]}')", self._holder_of(conn, collection_holders, table),
+                                     self.collections[table])
+            for stream in sorted(set(self.collections.values())):
+                if not conn.execute("SELECT pg_try_advisory_lock(%s)", [postgres_locks.stream_key(store.database, store.schema_, stream)]).fetchone()[0]:
+                    # its collection is free, so another runner writes this stream into a collection of another name
+                    # (another collection_prefix): both would commit the one state row of the stream
+                    raise self._busy(f"Stream '{stream}' (its committed state, shared by every collection it is written to)",
+                                     self._holder_of(conn, stream_holders, stream), stream)
             try:  # the lock's session is always idle: a server-wide idle_session_timeout (PG 14+) must not end it
                 conn.execute("SET idle_session_timeout = 0")
             except Exception:  # noqa: BLE001 - an older server has no such setting (and no such timeout)
                 pass
-        except BaseException:
+        except BaseException as exc:
             conn.close()  # ends the session: every lock taken so far goes with it
+            if type(exc).__name__ == "OutOfMemory":  # psycopg.errors.OutOfMemory: the server's shared lock table is full
+                raise AirbyteTracedException(
+                    message=(
+                        f"PostgreSQL could not hold the runner's {2 * len(self.collections)} locks (one per collection and one "
+                        f"per stream) in {self._where()}: its shared lock table is full. Split the streams across several "
+                        "runners (--catalog), or raise the server's max_locks_per_transaction."
+                    ),
+                    internal_message=str(exc),
+                    failure_type=FailureType.config_error,
+                ) from None
             raise
         self._pg = conn
         self._pg_checked = time.monotonic()
+
+    def _holder_of(self, conn: Any, lookup: Callable[..., Dict[str, Dict[str, Any]]], name: str) -> Optional[Dict[str, Any]]:
+        store = self.config.store
+        try:
+            return lookup(lambda sql, params: conn.execute(sql, params).fetchall(), store.database, store.schema_, [name]).get(name)
+        except Exception as exc:  # noqa: BLE001 - who holds it is a courtesy; the refusal is what matters
+            try:
+                conn.rollback()
+            except Exception:  # noqa: BLE001
+                pass
+            return {"pid": None, "unknown": f"looking it up failed ({' '.join(str(exc).split())[:200] or type(exc).__name__})"}
+
+    def _busy(self, what: str, holder: Optional[Dict[str, Any]], stream: str) -> RunnerBusy:
+        return RunnerBusy(
+            message=(
+                f"{what} in {self._where()} is held by another runner ({describe_holder(holder)}). One runner per "
+                "collection and stream: "
+                + ("stop that runner first (its next commit would undo the reset). " if self.info.get("mode") == "reset" else
+                   f"stop that runner first, or leave stream '{stream}' out of this one's catalog (--catalog). ")
+                + "`kinesis-collection stats` shows who holds each collection."
+            ),
+            failure_type=FailureType.transient_error,
+        )
 
     def announce(self, store: Any) -> None:
         """PostgreSQL: record in ``_collection_runners`` that this runner (host, pid, mode, since; its lock session's
@@ -485,19 +538,29 @@ class StoreLock:
         me = self.holder()
         backend = self._pg.info.backend_pid
         p = store.param
-        with store.transaction():
-            store.catalog.ensure_metadata()  # the schema and the destination's tables (nested: same transaction)
-            store.lock_metadata_ddl()
-            store.execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (collection text PRIMARY KEY, host text NOT NULL, pid bigint NOT NULL, "
-                "mode text, started_at timestamptz NOT NULL, backend_pid integer NOT NULL)"
-            )
-            for collection in sorted(self.collections):
+        store.catalog.ensure_metadata()  # the schema and the destination's tables, in their own short transaction
+        try:
+            with store.transaction():  # short: other runners starting wait on its DDL lock only this long
+                store.lock_metadata_ddl()
                 store.execute(
-                    f"INSERT INTO {table} (collection, host, pid, mode, started_at, backend_pid) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) "
-                    "ON CONFLICT (collection) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid, mode = EXCLUDED.mode, "
-                    "started_at = EXCLUDED.started_at, backend_pid = EXCLUDED.backend_pid",
-                    [collection, me["host"], me["pid"], me["mode"], me["since"], backend],
+                    f"CREATE TABLE IF NOT EXISTS {table} (collection text PRIMARY KEY, stream text NOT NULL, host text NOT NULL, "
+                    "pid bigint NOT NULL, mode text, started_at timestamptz NOT NULL, backend_pid integer NOT NULL)"
+                )
+                for collection in sorted(self.collections):
+                    store.execute(
+                        f"INSERT INTO {table} (collection, stream, host, pid, mode, started_at, backend_pid) "
+                        f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (collection) DO UPDATE SET stream = EXCLUDED.stream, "
+                        "host = EXCLUDED.host, pid = EXCLUDED.pid, mode = EXCLUDED.mode, started_at = EXCLUDED.started_at, "
+                        "backend_pid = EXCLUDED.backend_pid",
+                        [collection, self.collections[collection], me["host"], me["pid"], me["mode"], me["since"], backend],
+                    )
+        except Exception as exc:  # noqa: BLE001 - saying who holds the locks is a courtesy; the locks are held
+            if self.logger is not None:
+                self.logger.warning(
+                    f"Could not record this runner in {table} ({' '.join(str(exc).split())[:300] or type(exc).__name__}); "
+                    f"`stats` and refused runners will not name it. If the table was not made by kinesis-collection "
+                    f"0.1.3 or later, drop it (the next runner recreates it); the role needs CREATE on schema "
+                    f"'{self.config.store.schema_}' and INSERT/UPDATE on the table."
                 )
 
     def verify(self, every_seconds: float = 1.0) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
@@ -33,6 +34,7 @@ from source_kinesis.source import SourceKinesis
 # After a stop request, how long the source may take to emit its final checkpoints before the runner commits what it
 # already has without them. The runner exits within 5 s of SIGTERM: this grace, the last commit, closing the store.
 STOP_GRACE_SECONDS = 1.5
+SLOW_CLOSE_SECONDS = 2.0  # closing longer than this (of the 5 s stop bound) is logged with where the time went
 
 
 def _stream_name(state: Mapping[str, Any]) -> Optional[str]:
@@ -75,7 +77,8 @@ def run_pipeline(
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
     names = [s.stream.name for s in catalog.streams]
-    with StoreLock(destination, {"mode": mode}, logger=logger, collections=collections_for(destination, names)) as lock:
+    collections = collections_for(destination, [(s.stream.name, s.stream.namespace) for s in catalog.streams])
+    with StoreLock(destination, {"mode": mode}, logger=logger, collections=collections) as lock:
         store = open_store(destination)
         service: Optional[QueryService] = None
         try:
@@ -111,8 +114,14 @@ def run_pipeline(
         finally:
             # a query that ignored its interrupt still runs on a cursor of this connection: closing the connection
             # under it is unsafe, and everything is committed already (the next open replays the WAL)
-            if service is None or service.stop():
+            started = time.monotonic()
+            stopped = service is None or service.stop()
+            service_secs = time.monotonic() - started
+            if stopped:
                 store.close()
+            closing_secs = time.monotonic() - started - service_secs
+            if service_secs + closing_secs > SLOW_CLOSE_SECONDS:  # the stop bound's budget: say where it went
+                logger.warning(f"Closing took {service_secs + closing_secs:.1f} s: the query service {service_secs:.1f} s, the store {closing_secs:.1f} s.")
     return RunSummary(
         progress.finish(), progress.records, progress.commits, progress.errors,
         stopped=stop_event.is_set(), source_abandoned=pump.abandoned_source,

@@ -209,7 +209,7 @@ def _holder_text(holder: dict[str, Any] | None) -> str | None:
     if holder is None:
         return None
     if holder.get("pid") is None:
-        return "a runner starting up"
+        return f"a runner ({holder['unknown']})" if holder.get("unknown") else "a runner starting up"
     since = holder.get("since")
     if isinstance(since, dt.datetime):
         since = since.replace(microsecond=0)

@@ -202,8 +202,10 @@ class WriteLoop:
             tables[writer.table] = writer.key
             self.writers[(configured.stream.namespace, configured.stream.name)] = writer
             self._by_name.setdefault(configured.stream.name, []).append(writer)
+        # the metadata tables in a transaction of their own: it holds the schema's metadata-DDL lock (PostgreSQL), which
+        # other writers sharing the schema wait on, while the writers' DDL below may wait on locks of users' queries
+        self.store.catalog.ensure_metadata()
         with self.store.transaction():
-            self.store.catalog.ensure_metadata()
             for writer in self.writers.values():
                 writer.open()
         for writer in self.writers.values():

@@ -240,3 +240,162 @@ def test_locks_are_taken_in_sorted_order_and_a_refusal_releases_them(postgres):
         # a_first was taken before m_middle was refused, and was released with the session
         with StoreLock(config, {"mode": "sync"}, collections=collections_for(config, ["a_first", "z_last"])):
             pass
+
+
+def _destination_file(tmp_path: Path, postgres, schema: str, prefix: str, label: str, **store: Any) -> str:
+    path = tmp_path / f"destination-{label}.json"
+    path.write_text(json.dumps({"store": {**postgres.store_config(schema=schema), **store}, "collection_prefix": prefix}))
+    return str(path)
+
+
+def test_one_stream_under_two_prefixes_is_refused_and_reset_empties_only_what_it_locked(tmp_path, postgres):
+    """What runners share beyond a collection: a stream's committed state (one row per stream, whatever the prefix).
+    A second runner writing the same stream into another collection is refused naming the holder; ``reset`` locks
+    exactly the collection it empties: a table name or another prefix's collection given as --stream empties nothing
+    that a runner holds."""
+    import os
+
+    from collection_runner.locking import RunnerBusy, StoreLock, collections_for
+    from destination_collection.config import parse_config
+    from destination_collection.stores import open_store
+
+    schema = f"prefix_{uuid.uuid4().hex[:6]}"
+    config_a = parse_config({"store": postgres.store_config(schema=schema), "collection_prefix": "a_"})
+    config_b = parse_config({"store": postgres.store_config(schema=schema), "collection_prefix": "b_"})
+    with StoreLock(config_a, {"mode": "follow"}, collections=collections_for(config_a, ["orders"])) as held:
+        store = open_store(config_a)
+        try:
+            held.announce(store)
+            store.catalog.ensure_collection("a_orders", "orders", None, [])
+            store.execute(f'INSERT INTO "{schema}"."a_orders" (_id, _doc) VALUES (%s, %s)', ["1", json.dumps({"uid": "kept"})])
+            store.settle()
+        finally:
+            store.close()
+        # the same stream into b_orders: its collection is free, the stream is not
+        with pytest.raises(RunnerBusy) as refused:
+            StoreLock(config_b, {"mode": "sync"}, collections=collections_for(config_b, ["orders"])).acquire()
+        message = refused.value.message
+        assert "Stream 'orders'" in message and f"pid {os.getpid()} on {socket.gethostname()}" in message, message
+        # reset under prefix b_: refused the same way (it would forget the state the holder commits)
+        other_prefix = _cli("reset", "--destination", _destination_file(tmp_path, postgres, schema, "b_", "b"), "--stream", "orders", "--empty-collection")
+        assert other_prefix.returncode == 3 and "Stream 'orders'" in other_prefix.stderr, other_prefix.stderr[-3000:]
+        # reset given the held table's name as the stream: it locks and would empty a_a_orders, which does not exist
+        by_table = _cli("reset", "--destination", _destination_file(tmp_path, postgres, schema, "a_", "a"), "--stream", "a_orders", "--empty-collection")
+        assert by_table.returncode == 2, by_table.stderr[-3000:]
+        assert "no collection a_a_orders" in by_table.stderr and "a_orders" in by_table.stderr, by_table.stderr[-3000:]
+        with postgres.admin_connect() as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{schema}"."a_orders"').fetchone()[0] == 1
+
+
+def test_stats_under_a_role_that_may_not_read_the_runners_table(tmp_path, postgres):
+    """A read-only role (SELECT on the collections, not on _collection_runners): stats still answers, and says who
+    holds a collection cannot be named rather than failing or advising a CREATE."""
+    from psycopg import sql
+
+    from collection_runner.locking import StoreLock, collections_for
+    from destination_collection.config import parse_config
+    from destination_collection.stores import open_store
+
+    schema = f"ro_{uuid.uuid4().hex[:6]}"
+    role, password = f"reader_{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+    with StoreLock(config, {"mode": "follow"}, collections=collections_for(config, ["orders"])) as held:
+        store = open_store(config)
+        try:
+            held.announce(store)
+            store.catalog.ensure_collection("orders", "orders", None, [])
+            store.settle()
+        finally:
+            store.close()
+        with postgres.admin_connect() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(role)))
+            for table in ("_collection_catalog", "_collection_columns", "_collection_state", "orders"):
+                conn.execute(sql.SQL("GRANT SELECT ON {}.{} TO {}").format(sql.Identifier(schema), sql.Identifier(table), sql.Identifier(role)))
+        destination = _destination_file(tmp_path, postgres, schema, "", "reader", username=role, password=password)
+        result = _cli("stats", "--destination", destination, "--format", "json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        runner = {c["stream"]: c for c in json.loads(result.stdout)["collections"]}["orders"]["runner"]
+        assert runner["pid"] is None and "may not read" in runner["unknown"] and "_collection_runners" in runner["unknown"], runner
+        assert password not in result.stderr + result.stdout
+
+
+def test_a_writer_waiting_on_a_users_lock_does_not_hold_up_other_writers_starting(tmp_path, postgres):
+    """The schema-wide metadata-DDL lock is held only while the metadata tables are made: a destination whose
+    collection DDL waits on a user's lock (here an ALTER for a new declared column behind a long transaction's lock on
+    its table) does not stop another writer of another collection from starting and committing."""
+    from destination_collection.config import parse_config
+    from destination_collection.protocol_loop import write_messages
+
+    schema = f"ddl_{uuid.uuid4().hex[:6]}"
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+
+    def catalog(stream: str, fields: Dict[str, Any]) -> Dict[str, Any]:
+        return {"streams": [{
+            "stream": {"name": stream, "json_schema": {"type": "object", "properties": fields}, "supported_sync_modes": ["incremental"]},
+            "sync_mode": "incremental", "destination_sync_mode": "append",
+        }]}
+
+    def messages(stream: str) -> List[Dict[str, Any]]:
+        return [
+            {"type": "RECORD", "record": {"stream": stream, "data": {"uid": "u1"}, "emitted_at": 1_700_000_000_000}},
+            {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": stream}, "stream_state": {"n": 1}}}},
+        ]
+
+    list(write_messages(config, catalog("held", {"uid": {"type": "string"}}), messages("held")))
+    blocked_result: Dict[str, Any] = {}
+    with postgres.admin_connect() as user:
+        user.autocommit = False
+        user.execute(f'LOCK TABLE "{schema}"."held" IN ACCESS EXCLUSIVE MODE')  # a user's long transaction
+
+        def blocked() -> None:  # a new declared column: its ALTER waits for the user's transaction
+            try:
+                blocked_result["echoes"] = list(write_messages(config, catalog("held", {"uid": {"type": "string"}, "extra": {"type": "integer"}}), messages("held")))
+            except BaseException as exc:  # noqa: BLE001
+                blocked_result["error"] = exc
+
+        waiter = threading.Thread(target=blocked, daemon=True)
+        waiter.start()
+        time.sleep(2.0)
+        assert waiter.is_alive(), f"the writer did not wait on the user's lock: {blocked_result}"
+        other: Dict[str, Any] = {}
+
+        def start_other() -> None:
+            try:
+                other["echoes"] = list(write_messages(config, catalog("other", {"uid": {"type": "string"}}), messages("other")))
+            except BaseException as exc:  # noqa: BLE001
+                other["error"] = exc
+
+        starter = threading.Thread(target=start_other, daemon=True)
+        starter.start()
+        starter.join(timeout=30)
+        finished = not starter.is_alive()
+        user.rollback()  # the held writer goes on (and, without the fix, the other one too)
+        assert finished, "another collection's writer waited for a writer stuck on a user's lock (the metadata-DDL lock)"
+        assert other.get("echoes"), other
+    waiter.join(timeout=60)
+    assert "error" not in blocked_result, blocked_result
+
+
+def test_more_collections_than_the_servers_lock_table_holds_is_a_clear_config_error(postgres):
+    """One runner for thousands of streams: two advisory locks each overflow PostgreSQL's shared lock table
+    (max_locks_per_transaction × connections); the runner says so, takes nothing, and the server is usable after."""
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    from collection_runner.locking import StoreLock, collections_for
+    from destination_collection.config import parse_config
+
+    schema = f"many_{uuid.uuid4().hex[:6]}"
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+    with postgres.admin_connect() as conn:
+        capacity = int(conn.execute("SHOW max_locks_per_transaction").fetchone()[0]) * (
+            int(conn.execute("SHOW max_connections").fetchone()[0]) + int(conn.execute("SHOW max_prepared_transactions").fetchone()[0]))
+    streams = [f"s{i:05d}" for i in range(2 * capacity)]  # 4x the nominal size: the table has slack (2.5x here)
+    with pytest.raises(AirbyteTracedException) as refused:
+        StoreLock(config, {"mode": "sync"}, collections=collections_for(config, streams)).acquire()
+    message = refused.value.message
+    assert "max_locks_per_transaction" in message and "--catalog" in message and refused.value.failure_type.value == "config_error", message
+    with postgres.admin_connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+    with StoreLock(config, {"mode": "sync"}, collections=collections_for(config, streams[:10])):
+        pass

@@ -8,12 +8,15 @@ the second then fails on a unique index of the system catalogs (``pg_namespace``
 a transaction holding the transaction-level advisory lock ``metadata_ddl_key`` of the schema (``lock_metadata_ddl``).
 
 Keys are the first 8 bytes of a SHA-256 of a text naming database, schema and object, as a signed ``bigint``:
-stable across versions and machines (``hash()`` is not). ``pg_locks`` shows a ``bigint`` key as ``classid`` (its high
+stable across versions and machines (``hash()`` is not). The keys since 0.1.3 hash a JSON list of the names, so no
+two of them share a text whatever the names contain (``"s:collection:t"`` as a schema name cannot forge a collection's
+key); ``store_key`` keeps 0.1.x's text so older runners and newer ones still meet on it. ``pg_locks`` shows a ``bigint`` key as ``classid`` (its high
 32 bits) and ``objid`` (its low 32 bits) with ``objsubid`` 1: ``lock_columns``.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 
@@ -27,13 +30,23 @@ def store_key(database: str, schema: str) -> int:
     return _key(f"kinesis-collection:{database}:{schema}")
 
 
+def _named_key(database: str, schema: str, kind: str, name: str = "") -> int:
+    return _key(json.dumps(["kinesis-collection", database, schema, kind, name]))
+
+
 def collection_key(database: str, schema: str, table: str) -> int:
     """The runner lock of one collection (its table) of the store."""
-    return _key(f"kinesis-collection:{database}:{schema}:collection:{table}")
+    return _named_key(database, schema, "collection", table)
+
+
+def stream_key(database: str, schema: str, stream: str) -> int:
+    """The runner lock of one stream's committed state (``_collection_state`` is keyed by stream, not by collection:
+    two runners writing one stream into two collections, with different ``collection_prefix``, would share it)."""
+    return _named_key(database, schema, "stream", stream)
 
 
 def metadata_ddl_key(database: str, schema: str) -> int:
-    return _key(f"kinesis-collection:{database}:{schema}:metadata-ddl")
+    return _named_key(database, schema, "metadata-ddl")
 
 
 def lock_columns(key: int) -> tuple[int, int]:

@@ -304,8 +304,10 @@ def test_state_after_a_full_batch_commits_with_it(harness, monkeypatch):
     messages = [record("a", {"n": i}) for i in range(4)] + [state("a", 1)]  # batch_size 2: two size flushes
     echoes = harness.write(streams, messages, batch_size=2)
     assert [e["state"]["destinationStats"]["recordCount"] for e in echoes] == [4.0]
-    # open, the first full batch (committed when the next record arrives), the second with the state, end of input
-    assert len(log) == 3
+    # open (the metadata tables, then the writers: two transactions, so the schema's metadata-DDL lock is not held
+    # while the writers' DDL waits), the first full batch (committed when the next record arrives), the second with
+    # the state
+    assert len(log) == 4
     assert harness.query("SELECT count(*) AS n FROM a")[0]["n"] == 4
 
 

@@ -13,7 +13,7 @@ from typing import Any, List
 
 import pytest
 
-from collection_runner.locking import StoreLock, collection_holders, collections_for, describe_holder
+from collection_runner.locking import StoreLock, collection_holders, collections_for, describe_holder, stream_holders
 from collection_runner.query_service import QueryService, ask
 from destination_collection import inspect as inspect_cmd
 from destination_collection.config import parse_config
@@ -26,8 +26,8 @@ SINCE = dt.datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
 class FakeServer:
     """Answers the two reads collection_holders makes: advisory locks held, and the runners' table."""
 
-    def __init__(self, locks: List[tuple], rows: List[tuple], table_exists: bool = True) -> None:
-        self.locks, self.rows, self.table_exists = locks, rows, table_exists
+    def __init__(self, locks: List[tuple], rows: List[tuple], table_exists: bool = True, readable: bool = True) -> None:
+        self.locks, self.rows, self.table_exists, self.readable = locks, rows, table_exists, readable
         self.statements: List[str] = []
 
     def fetchall(self, sql: str, params: Any) -> List[tuple]:
@@ -35,14 +35,16 @@ class FakeServer:
         if "pg_locks" in sql:
             return self.locks
         if "to_regclass" in sql:
-            return [(self.table_exists,)]
-        assert self.table_exists
+            assert "has_table_privilege" in sql
+            return [(self.table_exists, self.table_exists and self.readable)]
+        assert self.table_exists and self.readable, "read the runners' table without checking it can"
         wanted = set(params[0])
-        return [row for row in self.rows if row[0] in wanted]
+        column = 1 if sql.lstrip().startswith("SELECT stream") else 0
+        return [row[column:column + 1] + row[2:] for row in self.rows if row[column] in wanted]
 
 
-def _held(table: str, backend_pid: int) -> tuple:
-    classid, objid = postgres_locks.lock_columns(postgres_locks.collection_key("db", "s", table))
+def _held(table: str, backend_pid: int, key: Any = postgres_locks.collection_key) -> tuple:
+    classid, objid = postgres_locks.lock_columns(key("db", "s", table))
     return (backend_pid, classid, objid)
 
 
@@ -50,9 +52,9 @@ def test_a_holder_is_believed_only_while_its_session_holds_the_lock():
     server = FakeServer(
         locks=[_held("orders", 501), _held("clicks", 777), _held("fresh", 900)],
         rows=[
-            ("orders", "ingest-1", 4242, "follow", SINCE, 501),  # announced by the session that holds it
-            ("clicks", "ingest-2", 31, "sync", SINCE, 600),  # a killed runner's row: another session holds it now
-            ("idle", "ingest-3", 77, "follow", SINCE, 650),  # a killed runner's row: nobody holds it
+            ("orders", "orders", "ingest-1", 4242, "follow", SINCE, 501),  # announced by the session that holds it
+            ("clicks", "clicks", "ingest-2", 31, "sync", SINCE, 600),  # a killed runner's row: another session holds it now
+            ("idle", "idle", "ingest-3", 77, "follow", SINCE, 650),  # a killed runner's row: nobody holds it
         ],
     )
     holders = collection_holders(server.fetchall, "db", "s", ["orders", "clicks", "idle", "fresh", "never"])
@@ -74,6 +76,28 @@ def test_without_the_runners_table_a_held_lock_is_a_runner_starting_up():
     assert collection_holders(server.fetchall, "db", "s", []) == {}
 
 
+def test_a_role_that_may_not_read_the_runners_table_gets_an_unknown_holder_not_an_error():
+    server = FakeServer(locks=[_held("orders", 501)], rows=[("orders", "orders", "h", 1, "follow", SINCE, 501)], readable=False)
+    holders = collection_holders(server.fetchall, "db", "s", ["orders"])
+    assert holders["orders"]["pid"] is None and "may not read" in holders["orders"]["unknown"]
+    assert "_collection_runners" in describe_holder(holders["orders"])
+    assert "may not read" in inspect_cmd._holder_text(holders["orders"])
+
+
+def test_a_stream_is_held_by_the_runner_whose_session_holds_its_stream_lock():
+    """Two collections (two collection_prefix) of one stream: the row of the session holding the stream lock names it."""
+    server = FakeServer(
+        locks=[_held("orders", 501, postgres_locks.stream_key)],
+        rows=[
+            ("a_orders", "orders", "ingest-old", 9, "follow", SINCE, 450),  # a dead runner's row for the same stream
+            ("b_orders", "orders", "ingest-1", 4242, "follow", SINCE, 501),
+        ],
+    )
+    assert stream_holders(server.fetchall, "db", "s", ["orders", "clicks"]) == {
+        "orders": {"host": "ingest-1", "pid": 4242, "mode": "follow", "since": SINCE}
+    }
+
+
 def test_lock_keys_are_distinct_stable_and_map_to_pg_locks_columns():
     keys = {
         postgres_locks.store_key("db", "s"),
@@ -82,8 +106,14 @@ def test_lock_keys_are_distinct_stable_and_map_to_pg_locks_columns():
         postgres_locks.collection_key("db", "s", "clicks"),
         postgres_locks.collection_key("db", "t", "orders"),
         postgres_locks.collection_key("other", "s", "orders"),
+        postgres_locks.stream_key("db", "s", "orders"),
+        # names that would make the same text if the parts were joined with ':' (JSON lists keep them apart)
+        postgres_locks.collection_key("db", "s:collection:t", "x"),
+        postgres_locks.collection_key("db", "s", "t:collection:x"),
+        postgres_locks.store_key("db", "s:collection:t"),
+        postgres_locks.collection_key("db", "s", "t"),
     }
-    assert len(keys) == 6
+    assert len(keys) == 11
     # 0.1.x runners' whole-schema key: unchanged, so old and new runners exclude each other
     assert postgres_locks.store_key("db", "s") == int.from_bytes(
         __import__("hashlib").sha256(b"kinesis-collection:db:s").digest()[:8], "big", signed=True)
@@ -100,6 +130,8 @@ def test_collections_follow_the_destination_naming_rule():
     assert collections_for(config, ["orders", "Click-Stream"]) == {
         table_name("kin_", "orders"): "orders", table_name("kin_", "Click-Stream"): "Click-Stream",
     }
+    # a namespace given by the catalog: the destination's table and its state key (namespace.name)
+    assert collections_for(config, [("orders", "eu")]) == {table_name("kin_", "orders", "eu"): "eu.orders"}
 
 
 @pytest.fixture
