@@ -5,7 +5,8 @@ One server class (``FaultProxy``), two backends (request-handling strategies):
 * ``UpstreamBackend`` forwards every request to an emulator on 127.0.0.1 (kinesis-mock) over one keep-alive
   upstream connection per client connection: the **fault proxy** of the reliability suite.
 * ``replay.ReplayBackend`` answers ``ListShards``/``DescribeStream``/``GetShardIterator``/``GetRecords`` from
-  pre-encoded records in memory, with no upstream: the **replay server** of the benchmark.
+  pre-encoded records in memory, and ``PutRecord``/``PutRecords`` onto live, growing shards, with no upstream: the
+  **replay server** (an in-memory Kinesis) of the benchmark.
 
 Between the client and either backend, the server injects faults per operation at configurable rates with a seeded
 RNG, and counts exactly what it injected per kind and per operation (thread-safe), so a test can compare the

@@ -1,4 +1,4 @@
-"""The GetRecords replay backend: real Kinesis JSON 1.1 responses served from memory, no upstream.
+"""An in-memory Kinesis for tests and the benchmark: real Kinesis JSON 1.1 responses served from memory, no upstream.
 
 Used through ``FaultProxy.replay(data, latency_seconds=...)`` (``fault_proxy.py``), so the benchmark gets the same
 server, latency and fault injection as the reliability suite::
@@ -8,31 +8,70 @@ server, latency and fault injection as the reliability suite::
         config = {..., "endpoint_url": server.endpoint_url, "streams": ["bench"]}
         ...  # read; then data.expected_keys("bench") / server.backend.records_served
 
-What it serves (enough for source-kinesis and a bare boto3 loop; all shards open):
+Two ways to fill a stream, freely mixed:
+
+* **a pre-built backlog** (``records_per_shard`` records per shard from ``make_record``, arrival times spaced
+  ``arrival_step`` apart from ``arrival_start``): encoded once at build time, so a ``GetRecords`` page is one
+  ``bytes.join`` of pre-encoded records and the server costs next to nothing per record (the source benchmark);
+* **live puts**: ``PutRecord`` / ``PutRecords`` append to the stream's shards while it is being read, so shards grow.
+  ``ReplayStream(name, shards=4, records_per_shard=0)`` (or ``CreateStream``) is an empty stream fed only by puts.
+
+What it serves (enough for source-kinesis, a bare boto3 loop and a boto3 producer; all shards open, no resharding):
+``CreateStream`` (``ShardCount`` shards, empty and ACTIVE at once; an existing name → ``ResourceInUseException``),
 ``DescribeStream`` (``Limit``/``ExclusiveStartShardId`` paging), ``DescribeStreamSummary``, ``ListStreams``,
 ``ListShards`` (``MaxResults``/``NextToken`` paging; a ``NextToken`` together with a stream name is rejected as
-Kinesis does), ``GetShardIterator`` (``TRIM_HORIZON``, ``LATEST``, ``AT_SEQUENCE_NUMBER``,
-``AFTER_SEQUENCE_NUMBER``, ``AT_TIMESTAMP``) and ``GetRecords`` (``Limit`` ≤ 10,000; ``NextShardIterator`` always;
-``MillisBehindLatest`` from the arrival times, 0 once the page reaches the end of the shard). Iterators are opaque
-tokens encoding (stream, shard, offset). Records are encoded once at build time; a page is one ``bytes.join`` of
-pre-encoded records, so the server costs next to nothing per record. Unknown streams, shards or iterators get the
-same error types Kinesis returns.
+Kinesis does), ``PutRecord`` and ``PutRecords`` (below), ``GetShardIterator`` (``TRIM_HORIZON``, ``LATEST``,
+``AT_SEQUENCE_NUMBER``, ``AFTER_SEQUENCE_NUMBER``, ``AT_TIMESTAMP``) and ``GetRecords`` (``Limit`` ≤ 10,000;
+``NextShardIterator`` always). Iterators are opaque tokens encoding (stream, shard, offset), so an iterator taken
+on a growing shard sees every record appended after its position. Unknown streams, shards or iterators get the same
+error types Kinesis returns.
+
+Puts, as Kinesis does them: ``Data`` is base64 (at most 1 MiB decoded), ``PartitionKey`` 1-256 characters, and a
+record goes to the shard whose hash-key range holds ``ExplicitHashKey`` if given, else MD5 of the partition key
+(UTF-8) read as a 128-bit big-endian integer. ``PutRecords`` takes 1-500 records; its response lists each record's
+``SequenceNumber`` and ``ShardId`` in request order with ``FailedRecordCount`` 0 (nothing is ever refused for
+throughput: use the fault injection for that). A record's ``ApproximateArrivalTimestamp`` is the wall clock at the
+put (ms precision, never decreasing within a shard); records of one call that land on one shard keep their request
+order. ``LATEST`` is the position after the shard's last record at the time of the ``GetShardIterator`` call;
+``AT_TIMESTAMP`` is the first record that arrived at or after the timestamp.
+
+``MillisBehindLatest`` is wall-clock based, as on Kinesis: now − arrival time of the first record after the page
+(the next unread one), and 0 once the page reaches the shard's tip (at least 1 while records remain unread).
+
+Concurrency: the ``FaultProxy`` serves each client connection on its own thread, so requests run concurrently.
+Puts are serialized by one lock (sequence numbers and arrival times are assigned under it, and a record's arrival
+time is appended before the record itself); readers take no lock: they read a shard's length once and only look at
+records (and arrival times) below it, which Python's list append makes safe. ``CreateStream`` and ``ListStreams``
+share the data's stream lock.
+
+Run as a separate process (so a benchmark's client load does not share its GIL)::
+
+    python -m integration_tests.replay --stream NAME:SHARDS[:RECORDS_PER_SHARD] ... [--max-lifetime-seconds N]
+
+prints one JSON line ``{"endpoint_url": ...}`` when it listens (127.0.0.1 only, a free port), serves until its
+stdin closes (or its lifetime ends), then prints one JSON line of counters (puts, records served, requests) and exits.
 """
 from __future__ import annotations
 
+import argparse
 import base64
+import binascii
 import bisect
 import datetime as dt
+import hashlib
 import json
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from integration_tests.fault_proxy import Backend, Request, Response
+from integration_tests.fault_proxy import Backend, FaultProxy, Request, Response
 
 MAX_HASH = 2**128 - 1
+MAX_PUT_RECORDS = 500  # records per PutRecords call
+MAX_DATA_BYTES = 1 << 20  # a record's data, decoded (Kinesis' default limit: 1 MiB)
 RecordFactory = Callable[[int, int], Tuple[str, bytes]]  # (shard index, offset in shard) -> (partition key, data)
 
 
@@ -52,11 +91,16 @@ def default_record(shard: int, offset: int) -> Tuple[str, bytes]:
     return f"pk-{shard}-{offset % 64}", text.encode()
 
 
+def hash_key(partition_key: str) -> int:
+    """Kinesis' routing key: MD5 of the partition key's UTF-8 bytes as a 128-bit big-endian unsigned integer."""
+    return int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
+
+
 @dataclass
 class ReplayStream:
     name: str
     shards: int = 1
-    records_per_shard: int = 100
+    records_per_shard: int = 100  # the pre-built backlog; 0: an empty stream, fed by puts
     make_record: RecordFactory = default_record
     region: str = "us-east-1"
     account: str = "000000000000"
@@ -75,8 +119,9 @@ class _Shard:
     index: int
     hash_range: Tuple[int, int]
     records: List[bytes]  # pre-encoded JSON objects, one per record
-    arrivals: List[float]
+    arrivals: List[float]  # appended before the record itself: len(arrivals) >= len(records) at any moment
     sequence_prefix: str
+    built: int = 0  # records of the pre-built backlog (the first ones); those after it came from puts
 
     def sequence(self, offset: int) -> str:
         return f"{self.sequence_prefix}{offset:040d}"  # 56 digits, increasing within the shard
@@ -94,45 +139,91 @@ class _Stream:
     spec: ReplayStream
     shards: List[_Shard]
     by_id: Dict[str, _Shard] = field(default_factory=dict)
+    starts: List[int] = field(default_factory=list)  # each shard's StartingHashKey, ascending (routing by bisect)
+
+    def shard_for(self, key: int) -> _Shard:
+        return self.shards[bisect.bisect_right(self.starts, key) - 1]
+
+
+def _encode(sequence: str, arrival: float, data: bytes, key: str) -> bytes:
+    # Formatted by hand (3x faster than json.dumps of a dict); the key is JSON-escaped.
+    return b'{"SequenceNumber":"%s","ApproximateArrivalTimestamp":%s,"Data":"%s","PartitionKey":%s,"EncryptionType":"NONE"}' % (
+        sequence.encode(), repr(arrival).encode(), base64.b64encode(data), json.dumps(key).encode())
 
 
 class ReplayData:
-    """Streams of pre-encoded records, built once (~5-15 µs per record with the default factory)."""
+    """Streams of pre-encoded records, built once (~5-15 µs per record with the default factory), that puts extend."""
 
     def __init__(self, streams: List[ReplayStream]) -> None:
         self.streams: Dict[str, _Stream] = {}
         self.by_arn: Dict[str, _Stream] = {}
+        self.lock = threading.Lock()  # stream creation and listing
+        self.put_lock = threading.Lock()  # appends (sequence numbers and arrival times are assigned under it)
+        self.records_put = 0
         for spec in streams:
-            start = spec.arrival_start if spec.arrival_start is not None else dt.datetime.now(dt.timezone.utc).timestamp() - 3600
-            width = (MAX_HASH + 1) // spec.shards
-            shards = []
-            for i in range(spec.shards):
-                hash_range = (i * width, MAX_HASH if i == spec.shards - 1 else (i + 1) * width - 1)
-                shard = _Shard(f"shardId-{i:012d}", i, hash_range, [], [], f"4959{i:012d}")
-                for offset in range(spec.records_per_shard):
-                    key, data = spec.make_record(i, offset)
-                    arrival = round(start + offset * spec.arrival_step, 3)
-                    shard.arrivals.append(arrival)
-                    # Formatted by hand (3x faster than json.dumps of a dict); the key is JSON-escaped.
-                    shard.records.append(
-                        b'{"SequenceNumber":"%s","ApproximateArrivalTimestamp":%s,"Data":"%s","PartitionKey":%s,"EncryptionType":"NONE"}'
-                        % (shard.sequence(offset).encode(), repr(arrival).encode(), base64.b64encode(data), json.dumps(key).encode())
-                    )
-                shards.append(shard)
-            stream = _Stream(spec, shards, {s.shard_id: s for s in shards})
+            self.add_stream(spec)
+
+    def add_stream(self, spec: ReplayStream) -> None:
+        if spec.shards < 1:
+            raise ValueError("a stream has at least one shard")
+        start = spec.arrival_start if spec.arrival_start is not None else dt.datetime.now(dt.timezone.utc).timestamp() - 3600
+        width = (MAX_HASH + 1) // spec.shards
+        shards = []
+        for i in range(spec.shards):
+            hash_range = (i * width, MAX_HASH if i == spec.shards - 1 else (i + 1) * width - 1)
+            shard = _Shard(f"shardId-{i:012d}", i, hash_range, [], [], f"4959{i:012d}", spec.records_per_shard)
+            for offset in range(spec.records_per_shard):
+                key, data = spec.make_record(i, offset)
+                arrival = round(start + offset * spec.arrival_step, 3)
+                shard.arrivals.append(arrival)
+                shard.records.append(_encode(shard.sequence(offset), arrival, data, key))
+            shards.append(shard)
+        stream = _Stream(spec, shards, {s.shard_id: s for s in shards}, [s.hash_range[0] for s in shards])
+        with self.lock:
+            if spec.name in self.streams:
+                raise _Fail("ResourceInUseException", f"Stream {spec.name} under account {spec.account} already exists.")
             self.streams[spec.name] = stream
             self.by_arn[spec.arn] = stream
 
+    def stream_list(self) -> List[_Stream]:
+        with self.lock:
+            return sorted(self.streams.values(), key=lambda s: s.spec.name)
+
+    def put(self, stream: _Stream, entries: List[Tuple[str, bytes, Optional[int]]]) -> List[Tuple[_Shard, int]]:
+        """Append (partition key, data, explicit hash key or None) entries in order; (shard, offset) of each.
+        Every record of one call gets the same arrival time (the wall clock now, never below a shard's last one)."""
+        routed = [(stream.shard_for(hash_key(key) if explicit is None else explicit), key, data) for key, data, explicit in entries]
+        out = []
+        with self.put_lock:
+            now = round(time.time(), 3)
+            for shard, key, data in routed:
+                offset = len(shard.records)
+                arrival = max(now, shard.arrivals[-1]) if shard.arrivals else now
+                shard.arrivals.append(arrival)  # before the record: a reader never sees a record without its arrival
+                shard.records.append(_encode(shard.sequence(offset), arrival, data, key))
+                out.append((shard, offset))
+            self.records_put += len(routed)
+        return out
+
     def total_records(self, name: Optional[str] = None) -> int:
-        return sum(len(s.records) for st in self.streams.values() if name in (None, st.spec.name) for s in st.shards)
+        return sum(len(s.records) for st in self.stream_list() if name in (None, st.spec.name) for s in st.shards)
 
     def expected_keys(self, name: str) -> set:
         """Every (shard id, sequence number) of a stream: what a full read must deliver, once each."""
         return {(s.shard_id, s.sequence(o)) for s in self.streams[name].shards for o in range(len(s.records))}
 
     def payloads(self, name: str) -> List[Tuple[str, bytes]]:
-        spec = self.streams[name].spec
-        return [spec.make_record(s.index, o) for s in self.streams[name].shards for o in range(len(s.records))]
+        """(partition key, data) of every record, shard by shard in order (pre-built ones, then the ones put)."""
+        stream = self.streams[name]
+        out = []
+        for s in stream.shards:
+            for o in range(len(s.records)):
+                if o < s.built:
+                    out.append(stream.spec.make_record(s.index, o))
+                else:
+                    record = json.loads(s.records[o])
+                    out.append((record["PartitionKey"], base64.b64decode(record["Data"])))
+        return out
 
 
 class _Fail(Exception):
@@ -153,6 +244,32 @@ def _untoken(token: Any, parts: int) -> List[str]:
     if len(values) != parts:
         raise _Fail("InvalidArgumentException", "Invalid token.")
     return values
+
+
+def _put_entry(record: Any, where: str) -> Tuple[str, bytes, Optional[int]]:
+    """(partition key, data, explicit hash key) of one put request entry, checked as Kinesis checks it."""
+    if not isinstance(record, dict):
+        raise _Fail("ValidationException", f"1 validation error detected: Value at '{where}' must be an object.")
+    key, blob, explicit = record.get("PartitionKey"), record.get("Data"), record.get("ExplicitHashKey")
+    if not isinstance(key, str) or not 1 <= len(key) <= 256:
+        raise _Fail("ValidationException", f"1 validation error detected: Value at '{where}.partitionKey' failed to satisfy constraint: "
+                                           "Member must have length between 1 and 256")
+    if not isinstance(blob, str):
+        raise _Fail("ValidationException", f"1 validation error detected: Value at '{where}.data' failed to satisfy constraint: Member must not be null")
+    try:
+        data = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Fail("SerializationException", f"Value at '{where}.data' is not valid base64.") from None
+    if len(data) > MAX_DATA_BYTES:
+        raise _Fail("ValidationException", f"1 validation error detected: Value at '{where}.data' failed to satisfy constraint: "
+                                           f"Member must have length less than or equal to {MAX_DATA_BYTES}")
+    hash_value: Optional[int] = None
+    if explicit is not None:
+        text = str(explicit)
+        if not text.isdigit() or int(text) > MAX_HASH:
+            raise _Fail("InvalidArgumentException", f"ExplicitHashKey {text[:60]} is not a decimal number in [0, 2^128 - 1].")
+        hash_value = int(text)
+    return key, data, hash_value
 
 
 class ReplayBackend(Backend):
@@ -197,6 +314,15 @@ class ReplayBackend(Backend):
         return int(text[len(shard.sequence_prefix):])
 
     # -- control plane
+    def _op_CreateStream(self, params: Dict[str, Any]) -> Response:
+        name, count = params.get("StreamName"), params.get("ShardCount", 1)
+        if not isinstance(name, str) or not name:
+            raise _Fail("ValidationException", "1 validation error detected: Value at 'streamName' failed to satisfy constraint: Member must not be null")
+        if not isinstance(count, int) or not 1 <= count <= 10_000:
+            raise _Fail("InvalidArgumentException", f"ShardCount {count!r} must be a positive integer.")
+        self.data.add_stream(ReplayStream(name, shards=count, records_per_shard=0, created_at=round(time.time(), 3)))
+        return Response.raw_json(b"{}")
+
     def _op_DescribeStream(self, params: Dict[str, Any]) -> Response:
         stream = self._stream(params)
         limit = int(params.get("Limit") or 100)
@@ -241,7 +367,7 @@ class ReplayBackend(Backend):
         )
 
     def _op_ListStreams(self, params: Dict[str, Any]) -> Response:
-        streams = sorted(self.data.streams.values(), key=lambda s: s.spec.name)
+        streams = self.data.stream_list()
         return Response.json(
             {
                 "StreamNames": [s.spec.name for s in streams],
@@ -274,22 +400,41 @@ class ReplayBackend(Backend):
             body["NextToken"] = _token(stream.spec.name, start + limit)
         return Response.json(body)
 
-    # -- data plane
+    # -- data plane: writes
+    def _op_PutRecord(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream(params)
+        ((shard, offset),) = self.data.put(stream, [_put_entry(params, "record")])
+        return Response.json({"ShardId": shard.shard_id, "SequenceNumber": shard.sequence(offset), "EncryptionType": "NONE"})
+
+    def _op_PutRecords(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream(params)
+        records = params.get("Records")
+        if not isinstance(records, list) or not 1 <= len(records) <= MAX_PUT_RECORDS:
+            count = len(records) if isinstance(records, list) else 0
+            raise _Fail("ValidationException", f"1 validation error detected: Value '{count} records' at 'records' failed to satisfy "
+                                               f"constraint: Member must have length between 1 and {MAX_PUT_RECORDS}")
+        placed = self.data.put(stream, [_put_entry(record, f"records.{i + 1}.member") for i, record in enumerate(records)])
+        body = b'{"FailedRecordCount":0,"Records":[%s],"EncryptionType":"NONE"}' % b",".join(
+            b'{"SequenceNumber":"%s","ShardId":"%s"}' % (shard.sequence(offset).encode(), shard.shard_id.encode()) for shard, offset in placed)
+        return Response.raw_json(body)
+
+    # -- data plane: reads
     def _op_GetShardIterator(self, params: Dict[str, Any]) -> Response:
         stream = self._stream(params)
         shard = self._shard(stream, params.get("ShardId"))
         kind = params.get("ShardIteratorType")
+        length = len(shard.records)  # once: the shard may grow meanwhile
         if kind == "TRIM_HORIZON":
             offset = 0
         elif kind == "LATEST":
-            offset = len(shard.records)
+            offset = length
         elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             offset = self._offset_of(shard, params.get("StartingSequenceNumber"))
-            if offset >= len(shard.records):
+            if offset >= length:
                 raise _Fail("InvalidArgumentException", f"StartingSequenceNumber is beyond the end of shard {shard.shard_id}.")
             offset += kind == "AFTER_SEQUENCE_NUMBER"
         elif kind == "AT_TIMESTAMP":
-            offset = bisect.bisect_left(shard.arrivals, float(params.get("Timestamp") or 0))
+            offset = bisect.bisect_left(shard.arrivals, float(params.get("Timestamp") or 0), 0, length)
         else:
             raise _Fail("InvalidArgumentException", f"ShardIteratorType {kind!r} is not valid.")
         return Response.json({"ShardIterator": _token(stream.spec.name, shard.shard_id, offset)})
@@ -304,8 +449,11 @@ class ReplayBackend(Backend):
         stream = self._stream({"StreamName": name})
         shard = self._shard(stream, shard_id)
         offset = int(offset_text)
-        end = min(offset + limit, len(shard.records))
-        behind = 0 if end >= len(shard.records) else max(1, int((shard.arrivals[-1] - shard.arrivals[end - 1]) * 1000))
+        length = len(shard.records)  # once: records (and their arrivals) below it are complete
+        end = min(offset + limit, length)
+        if end < offset:  # an iterator past the tip (cannot be made here, but never answer a negative page)
+            end = offset
+        behind = 0 if end >= length else max(1, int((time.time() - shard.arrivals[end]) * 1000))
         with self._lock:
             self.records_served[(name, shard_id)] += end - offset
         body = b"".join(
@@ -320,3 +468,41 @@ class ReplayBackend(Backend):
             )
         )
         return Response.raw_json(body)
+
+
+# ------------------------------------------------------------------------------------------ a separate process
+def _stream_arg(text: str) -> ReplayStream:
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 3 or not all(p.isdigit() for p in parts[1:]):
+        raise argparse.ArgumentTypeError(f"expected NAME:SHARDS[:RECORDS_PER_SHARD], got {text!r}")
+    return ReplayStream(parts[0], shards=int(parts[1]), records_per_shard=int(parts[2]) if len(parts) == 3 else 0)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m integration_tests.replay", description="In-memory Kinesis on 127.0.0.1 until stdin closes.")
+    parser.add_argument("--stream", action="append", type=_stream_arg, default=[], help="NAME:SHARDS[:RECORDS_PER_SHARD] (repeatable)")
+    parser.add_argument("--latency-seconds", type=float, default=0.0)
+    parser.add_argument("--max-lifetime-seconds", type=float, default=3600.0)
+    parser.add_argument("--max-requests", type=int, default=50_000_000)
+    args = parser.parse_args(argv)
+    data = ReplayData(args.stream)
+    server = FaultProxy(ReplayBackend(data), latency_seconds=args.latency_seconds,
+                        max_lifetime_seconds=args.max_lifetime_seconds, max_requests=args.max_requests)
+    with server:
+        print(json.dumps({"endpoint_url": server.endpoint_url}), flush=True)
+        closed = threading.Event()
+        threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+        while not closed.wait(0.5) and server.stop_reason is None:
+            pass
+        snapshot = server.snapshot()
+        backend = server.backend
+        assert isinstance(backend, ReplayBackend)
+        with backend._lock:
+            served = sum(backend.records_served.values())
+    print(json.dumps({"records_put": data.records_put, "records_served": served, "requests": snapshot["requests"],
+                      "stop_reason": snapshot["stop_reason"], "backend_errors": server.backend_errors[:5]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

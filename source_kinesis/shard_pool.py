@@ -49,6 +49,11 @@ class ShardPool:
         for thread in self._threads:
             thread.join(max(0.0, deadline - self.clock()))
 
+    def in_flight(self) -> int:
+        """Polls running now (a GetRecords whose page has not reached the output queue yet)."""
+        with self._cond:
+            return self._busy
+
     def alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)
 

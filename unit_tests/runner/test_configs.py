@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from collection_runner.configs import FOLLOW_CHECKPOINT_SECONDS, follow_tuned
+from collection_runner.configs import FOLLOW_CHECKPOINT_SECONDS, FOLLOW_FLUSH_SECONDS, follow_tuned
 from destination_collection.config import DestinationConfig
 from source_kinesis.config import SourceConfig
 
@@ -18,12 +18,12 @@ def test_follow_tuning_takes_the_smaller_of_the_package_value_and_the_follow_val
     source, destination = follow_tuned(SOURCE, DESTINATION)
     # the packages' defaults (read from their models) are above the follow values
     assert SourceConfig.model_fields["checkpoint_interval_seconds"].default > FOLLOW_CHECKPOINT_SECONDS
-    assert DestinationConfig.model_fields["flush_interval_secs"].default > FOLLOW_CHECKPOINT_SECONDS * 2
+    assert DestinationConfig.model_fields["flush_interval_secs"].default > FOLLOW_FLUSH_SECONDS
     assert source["checkpoint_interval_seconds"] == FOLLOW_CHECKPOINT_SECONDS
-    assert destination["flush_interval_secs"] == FOLLOW_CHECKPOINT_SECONDS * 2
+    assert destination["flush_interval_secs"] == FOLLOW_FLUSH_SECONDS
     faster_source, faster_destination = follow_tuned({**SOURCE, "checkpoint_interval_seconds": 0.2},
-                                                     {**DESTINATION, "flush_interval_secs": 0.3})
-    assert faster_source["checkpoint_interval_seconds"] == 0.2 and faster_destination["flush_interval_secs"] == 0.3
+                                                     {**DESTINATION, "flush_interval_secs": 0.05})
+    assert faster_source["checkpoint_interval_seconds"] == 0.2 and faster_destination["flush_interval_secs"] == 0.05
     assert "checkpoint_interval_seconds" not in SOURCE and "flush_interval_secs" not in DESTINATION  # copies
 
 

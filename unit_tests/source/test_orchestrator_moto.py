@@ -327,3 +327,40 @@ def test_follow_checkpoints_as_soon_as_it_has_caught_up(kinesis):
     assert len(seen) == len(written)
     assert covered_at is not None, "no state covered the records before the stop"
     assert covered_at - started < 10, f"covered only after {covered_at - started:.1f} s"
+
+
+def test_follow_covers_every_page_of_a_poll_round_before_the_next_poll(kinesis):
+    """Shards polled in step return their pages within milliseconds of each other. Every record of such a round is
+    covered by a state before any shard is polled again, however soon after the previous state its page came (the
+    first page's checkpoint must not hold the other pages' records back until the next round or the 60 s interval)."""
+    import threading
+
+    from source_kinesis.auth import ClientFactory
+    from source_kinesis.config import parse_config
+    from source_kinesis.discovery import resolve_catalog_stream
+    from source_kinesis.orchestrator import Orchestrator
+
+    make_stream(kinesis, "rounds", shards=4)
+    written = put(kinesis, "rounds", [{"n": i} for i in range(40)])
+    assert len({shard for shard, _ in written}) == 4
+    # a poll every 10 s per shard: the first round is the only one unless the records wait for a second
+    cfg = parse_config(config(["rounds"], checkpoint_interval_seconds=60, get_records_per_second=0.1))
+    client = ClientFactory(cfg).kinesis()
+    calls: List[float] = []
+    client.meta.events.register("before-call.kinesis.GetRecords", lambda **kwargs: calls.append(time.monotonic()))
+    stop = threading.Event()
+    last = {}
+    for shard_id, sequence in written:
+        last[shard_id] = max(last.get(shard_id, sequence), sequence, key=int)
+    orchestrator = Orchestrator(cfg, client, logging.getLogger("airbyte.test"), follow=True, stop_event=stop)
+    covered_after_calls = None
+    started = time.monotonic()
+    for message in orchestrator.run(["rounds"], lambda name: resolve_catalog_stream(client, cfg, name), {}):
+        if message.type == Type.STATE:
+            shards = message.state.stream.stream_state.__dict__["shards"]
+            if all(shards.get(s, {}).get("sequence_number") == seq for s, seq in last.items()):
+                covered_after_calls = len(calls)
+                stop.set()
+        if time.monotonic() - started > 30:
+            stop.set()
+    assert covered_after_calls == 4, f"all records covered only after {covered_after_calls} GetRecords calls (4 shards, one round)"
