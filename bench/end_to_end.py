@@ -2,7 +2,8 @@
 
 * **Backlog**: ``kinesis-collection sync`` (source and destination in one process) from the replay server (4 shards)
   into a fresh DuckDB collection (``append_dedup`` on the Kinesis primary key), records/s of the whole run; beside it
-  the same data through a piped sync (``source-kinesis read | destination-collection write``).
+  the same data through a piped sync (``source-kinesis read | destination-collection write``) and through the source
+  alone (``source-kinesis read > /dev/null``: the floor, the runner's target is ≥ 0.8× of it).
 * **Freshness**: ``kinesis-collection follow`` (4 shards) while a load generator puts batches of 100 records with
   ``put_records`` at 1,000 and at 10,000 records/s for 10 s, on the **in-memory Kinesis** (``integration_tests/
   replay.py``: live, growing shards, wall-clock ``MillisBehindLatest``), at the source's default budget of 2
@@ -87,12 +88,29 @@ def backlog(ctx: Context, section: Section) -> None:
             raise RuntimeError(f"piped sync failed: read {read.returncode}, write {write.returncode}")
         return total / (time.perf_counter() - started)
 
-    rates = interleaved(ctx, [("kinesis-collection sync (one process)", runner), ("source-kinesis read | destination-collection write", piped)])
-    table = Table(["pipeline", "records", "records/s (median, whole run incl. start-up)"],
+    def source_alone() -> float:
+        started = time.perf_counter()
+        subprocess.run([os.path.join(BIN, "source-kinesis"), "read", "--config", source_cfg, "--catalog", catalog],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return total / (time.perf_counter() - started)
+
+    alone = "source-kinesis read > /dev/null (the source alone)"
+    rates = interleaved(ctx, [
+        ("kinesis-collection sync (one process)", runner),
+        ("source-kinesis read | destination-collection write", piped),
+        (alone, source_alone),
+    ])
+    table = Table(["pipeline", "records", "records/s (median, whole run incl. start-up)", "× the source alone"],
                   caption="Replay server on 127.0.0.1, 4 shards of ~150-byte JSON events, DuckDB append_dedup.")
+    floor = median(rates[alone])
     for label, values in rates.items():
-        table.add(label, total, median(values))
+        table.add(label, total, median(values), f"{median(values) / floor:.2f}×")
     section.tables.append(table)
+    runner_ratio = median(rates["kinesis-collection sync (one process)"]) / floor
+    section.targets.append(Target(
+        "runner backlog records/s vs the source alone (4 shards, whole run)",
+        f"{runner_ratio:.2f}× ({median(rates['kinesis-collection sync (one process)']):,.0f} vs {floor:,.0f} records/s)",
+        "≥ 0.8×", None if ctx.smoke else runner_ratio >= 0.8))
 
 
 def startup(ctx: Context, section: Section) -> None:
