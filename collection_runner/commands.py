@@ -71,6 +71,17 @@ def reset(args: argparse.Namespace) -> int:
                             ),
                             failure_type=FailureType.config_error,
                         )
+                    owner = next((row for row in store.catalog.collections() if row["table"] == table), None)
+                    if owner is None or owner["stream"] != args.stream or owner["namespace"]:
+                        # table names are not unique across prefixes ("kin_" + "orders" = "" + "kin_orders")
+                        written_by = "no stream (it is not a collection)" if owner is None else f"stream '{owner['stream']}'"
+                        raise AirbyteTracedException(
+                            message=(
+                                f"Collection {table} is written by {written_by}, not by stream '{args.stream}'; not emptying "
+                                "it. Reset that stream with the destination config (collection_prefix) it is synced with."
+                            ),
+                            failure_type=FailureType.config_error,
+                        )
                     emptied = store.count_documents(table)
                     store.execute(f"DELETE FROM {store.q(table)}")
         finally:

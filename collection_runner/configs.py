@@ -155,6 +155,14 @@ def load_catalog(path: Optional[str], source_config: Mapping[str, Any], logger: 
             raise _config_error(
                 f"The catalog file {path} lists stream(s) {', '.join(repr(n) for n in repeated)} more than once; list each stream once."
             )
+        namespaced = [c.stream.name for c in catalog.streams if c.stream.namespace]
+        if namespaced:
+            # source-kinesis streams have no namespace: its records and states carry none, so a namespace here would
+            # name a collection and a state key (``ns.name``) that the stream's commits never use
+            raise _config_error(
+                f"The catalog file {path} gives stream(s) {', '.join(repr(n) for n in namespaced)} a namespace; Kinesis "
+                "streams have none. Remove the stream's 'namespace' (or use collection_prefix to tell collections apart)."
+            )
         return catalog
     if "schema_sample_size" not in source_config:
         # start fast: the collections type every field from the data; sampling only when the config asks for it

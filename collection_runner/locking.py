@@ -44,6 +44,8 @@ from destination_collection.config import DestinationConfig, DuckDBStoreConfig
 from destination_collection.naming import RUNNERS_TABLE, qualified, table_name
 from destination_collection.stores import postgres_locks
 
+# How long announce waits for a row of _collection_runners that another session locks (then it says so and goes on).
+ANNOUNCE_LOCK_TIMEOUT_MS = 2000
 # The query service's socket folders: ``tempfile.mkdtemp(prefix=SOCKET_FOLDER_PREFIX)`` (see query_service.py).
 SOCKET_FOLDER_PREFIX = "kinesis-collection-"
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: opening a FIFO must not hang
@@ -325,6 +327,9 @@ def describe_holder(holder: Optional[Mapping[str, Any]]) -> str:
     return f"pid {holder['pid']} on {holder.get('host') or '?'}, {holder.get('mode') or 'running'} since {since_text}"
 
 
+RUNNERS_COLUMNS = ("collection", "stream", "host", "pid", "mode", "started_at", "backend_pid")
+
+
 def _holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: str, schema: str, names: Sequence[str],
              key: Callable[[str, str, str], int], column: str) -> Dict[str, Dict[str, Any]]:
     if not names:
@@ -340,15 +345,20 @@ def _holders(fetchall: Callable[[str, Sequence[Any]], List[tuple]], database: st
     rows: Dict[tuple, tuple] = {}
     unknown = None
     runners = qualified(schema, RUNNERS_TABLE)
-    readable = fetchall(
-        "SELECT t IS NOT NULL, t IS NOT NULL AND has_table_privilege(t, 'SELECT') FROM (SELECT to_regclass(%s) AS t) r", [runners]
+    exists, readable, columns = fetchall(
+        "SELECT t IS NOT NULL, t IS NOT NULL AND has_table_privilege(t, 'SELECT'), "
+        "(SELECT count(*) FROM pg_attribute WHERE attrelid = t AND attname = ANY(%s) AND NOT attisdropped) "
+        "FROM (SELECT to_regclass(%s) AS t) r",
+        [list(RUNNERS_COLUMNS), runners],
     )[0]
-    if readable[1]:
+    if readable and columns != len(RUNNERS_COLUMNS):
+        unknown = f"{runners} is not kinesis-collection's (other columns); drop it, the next runner recreates it"
+    elif readable:
         for row in fetchall(
             f"SELECT {column}, host, pid, mode, started_at, backend_pid FROM {runners} WHERE {column} = ANY(%s)", [list(names)]
         ):
             rows[(row[0], row[5])] = row[1:5]  # (name, the session that announced it)
-    elif readable[0]:
+    elif exists:
         unknown = f"this role may not read {runners}"
     holders: Dict[str, Dict[str, Any]] = {}
     for name in names:
@@ -474,6 +484,7 @@ class StoreLock:
                     ),
                     failure_type=FailureType.transient_error,
                 )
+            self._check_lock_room(conn)
             # a fixed order (see the module's docstring): the collections by name, then their streams by name
             for table in sorted(self.collections):
                 if not conn.execute("SELECT pg_try_advisory_lock(%s)", [postgres_locks.collection_key(store.database, store.schema_, table)]).fetchone()[0]:
@@ -504,6 +515,27 @@ class StoreLock:
             raise
         self._pg = conn
         self._pg_checked = time.monotonic()
+
+    def _check_lock_room(self, conn: Any) -> None:
+        """Refuse a runner whose locks would take more than half of the server's lock table (nominal size:
+        max_locks_per_transaction × (max_connections + max_prepared_transactions)). Session locks stay for the
+        runner's life; a runner filling the table would leave every new connection to the server failing with "out
+        of shared memory" (other runners, stats, its own store)."""
+        needed = 2 * len(self.collections) + 1
+        room = conn.execute(
+            "SELECT current_setting('max_locks_per_transaction')::bigint * (current_setting('max_connections')::bigint "
+            "+ current_setting('max_prepared_transactions')::bigint)"
+        ).fetchone()[0]
+        if needed > room // 2:
+            raise AirbyteTracedException(
+                message=(
+                    f"This runner would hold {needed} locks in {self._where()} (one per collection and one per stream of "
+                    f"its {len(self.collections)} streams), more than half of the server's lock table ({room} = "
+                    "max_locks_per_transaction × connections): other sessions could not connect. Split the streams "
+                    "across several runners (--catalog), or raise the server's max_locks_per_transaction."
+                ),
+                failure_type=FailureType.config_error,
+            )
 
     def _holder_of(self, conn: Any, lookup: Callable[..., Dict[str, Dict[str, Any]]], name: str) -> Optional[Dict[str, Any]]:
         store = self.config.store
@@ -540,12 +572,14 @@ class StoreLock:
         p = store.param
         store.catalog.ensure_metadata()  # the schema and the destination's tables, in their own short transaction
         try:
-            with store.transaction():  # short: other runners starting wait on its DDL lock only this long
+            with store.transaction():  # short: other writers starting wait on the DDL lock only this long
                 store.lock_metadata_ddl()
                 store.execute(
                     f"CREATE TABLE IF NOT EXISTS {table} (collection text PRIMARY KEY, stream text NOT NULL, host text NOT NULL, "
                     "pid bigint NOT NULL, mode text, started_at timestamptz NOT NULL, backend_pid integer NOT NULL)"
                 )
+            with store.transaction():  # without the DDL lock; a user's lock on the rows is not waited on for long
+                store.execute(f"SET LOCAL lock_timeout = '{ANNOUNCE_LOCK_TIMEOUT_MS}ms'")
                 for collection in sorted(self.collections):
                     store.execute(
                         f"INSERT INTO {table} (collection, stream, host, pid, mode, started_at, backend_pid) "
@@ -558,9 +592,9 @@ class StoreLock:
             if self.logger is not None:
                 self.logger.warning(
                     f"Could not record this runner in {table} ({' '.join(str(exc).split())[:300] or type(exc).__name__}); "
-                    f"`stats` and refused runners will not name it. If the table was not made by kinesis-collection "
-                    f"0.1.3 or later, drop it (the next runner recreates it); the role needs CREATE on schema "
-                    f"'{self.config.store.schema_}' and INSERT/UPDATE on the table."
+                    f"`stats` and refused runners will not name it. If another session locks that table's rows, this is "
+                    f"why; if the table was not made by kinesis-collection 0.1.3 or later, drop it (the next runner "
+                    f"recreates it); the role needs CREATE on schema '{self.config.store.schema_}' and INSERT/UPDATE on the table."
                 )
 
     def verify(self, every_seconds: float = 1.0) -> None:

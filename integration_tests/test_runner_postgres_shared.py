@@ -399,3 +399,55 @@ def test_more_collections_than_the_servers_lock_table_holds_is_a_clear_config_er
         assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
     with StoreLock(config, {"mode": "sync"}, collections=collections_for(config, streams[:10])):
         pass
+
+
+def test_announce_does_not_wait_long_on_a_users_lock_of_the_runners_table(postgres):
+    """A user's transaction locking _collection_runners' rows: a runner starting says it could not record itself
+    (after announce's lock_timeout) and goes on, and meanwhile other writers of the schema start (the DDL lock is not
+    held while announce waits)."""
+    import logging
+
+    from collection_runner.locking import ANNOUNCE_LOCK_TIMEOUT_MS, StoreLock, collections_for
+    from destination_collection.config import parse_config
+    from destination_collection.stores import open_store
+
+    schema = f"announce_{uuid.uuid4().hex[:6]}"
+    config = parse_config({"store": postgres.store_config(schema=schema)})
+    with StoreLock(config, {"mode": "follow"}, collections=collections_for(config, ["orders"])) as first:
+        store = open_store(config)
+        try:
+            first.announce(store)
+        finally:
+            store.close()
+    warnings: List[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(record.getMessage())
+
+    logger = logging.getLogger(f"announce-{schema}")
+    logger.addHandler(Collect())
+    with postgres.admin_connect() as user:
+        user.autocommit = False
+        user.execute(f'SELECT * FROM "{schema}"._collection_runners FOR UPDATE')  # a user's long transaction
+        try:
+            with StoreLock(config, {"mode": "follow"}, logger=logger, collections=collections_for(config, ["orders"])) as again:
+                store = open_store(config)
+                try:
+                    started = time.monotonic()
+                    again.announce(store)
+                    waited = time.monotonic() - started
+                finally:
+                    store.close()
+            assert waited < ANNOUNCE_LOCK_TIMEOUT_MS / 1000 + 5, waited
+            assert any("Could not record this runner" in w and "lock" in w for w in warnings), warnings
+            # the metadata DDL lock is free meanwhile: another writer's metadata set-up does not wait
+            other = open_store(config)
+            try:
+                started = time.monotonic()
+                other.catalog.ensure_metadata()
+                assert time.monotonic() - started < 5
+            finally:
+                other.close()
+        finally:
+            user.rollback()

@@ -86,7 +86,13 @@ def _connect_error(config: PostgresStoreConfig, exc: psycopg.OperationalError) -
     text = " ".join(str(exc).split()) if str(exc).strip() else type(exc).__name__
     via = f" through the SSH tunnel {config.tunnel_method.tunnel_host}" if config.tunnel_method.enabled else ""
     hint = postgres_tls.explain(text)
-    advice = f"To fix: {hint}." if hint else "Check host, port, database, user, password and ssl_mode."
+    if "out of shared memory" in text.lower():  # the server's lock table is full: its sessions hold too many locks
+        hint = None
+        advice = ("The server has no room left in its lock table (max_locks_per_transaction): sessions hold too many "
+                  "locks, e.g. kinesis-collection runners with thousands of collections (see pg_locks); try again "
+                  "when they have stopped, or raise max_locks_per_transaction.")
+    else:
+        advice = f"To fix: {hint}." if hint else "Check host, port, database, user, password and ssl_mode."
     return AirbyteTracedException(
         message=(
             f"Cannot connect to PostgreSQL at {config.host}:{config.port}{via}, database '{config.database}' as user "

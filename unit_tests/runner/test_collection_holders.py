@@ -26,8 +26,9 @@ SINCE = dt.datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=dt.timezone.utc)
 class FakeServer:
     """Answers the two reads collection_holders makes: advisory locks held, and the runners' table."""
 
-    def __init__(self, locks: List[tuple], rows: List[tuple], table_exists: bool = True, readable: bool = True) -> None:
-        self.locks, self.rows, self.table_exists, self.readable = locks, rows, table_exists, readable
+    def __init__(self, locks: List[tuple], rows: List[tuple], table_exists: bool = True, readable: bool = True,
+                 columns: int = 7) -> None:
+        self.locks, self.rows, self.table_exists, self.readable, self.columns = locks, rows, table_exists, readable, columns
         self.statements: List[str] = []
 
     def fetchall(self, sql: str, params: Any) -> List[tuple]:
@@ -36,8 +37,9 @@ class FakeServer:
             return self.locks
         if "to_regclass" in sql:
             assert "has_table_privilege" in sql
-            return [(self.table_exists, self.table_exists and self.readable)]
-        assert self.table_exists and self.readable, "read the runners' table without checking it can"
+            assert "pg_attribute" in sql
+            return [(self.table_exists, self.table_exists and self.readable, self.columns if self.table_exists else 0)]
+        assert self.table_exists and self.readable and self.columns == 7, "read the runners' table without checking it can"
         wanted = set(params[0])
         column = 1 if sql.lstrip().startswith("SELECT stream") else 0
         return [row[column:column + 1] + row[2:] for row in self.rows if row[column] in wanted]
@@ -82,6 +84,12 @@ def test_a_role_that_may_not_read_the_runners_table_gets_an_unknown_holder_not_a
     assert holders["orders"]["pid"] is None and "may not read" in holders["orders"]["unknown"]
     assert "_collection_runners" in describe_holder(holders["orders"])
     assert "may not read" in inspect_cmd._holder_text(holders["orders"])
+
+
+def test_a_runners_table_of_another_shape_gives_an_unknown_holder_not_an_error():
+    server = FakeServer(locks=[_held("orders", 501)], rows=[], columns=1)
+    holders = collection_holders(server.fetchall, "db", "s", ["orders"])
+    assert holders["orders"]["pid"] is None and "not kinesis-collection's" in holders["orders"]["unknown"], holders
 
 
 def test_a_stream_is_held_by_the_runner_whose_session_holds_its_stream_lock():

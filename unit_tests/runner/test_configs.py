@@ -68,3 +68,25 @@ def test_the_runner_loads_a_source_config_saved_before_the_start_position_choice
     assert loaded["start_position"] == {"position": "AT_TIMESTAMP", "timestamp": "2024-05-01T12:00:00Z"}
     assert "start_timestamp" not in loaded
     assert SourceConfig.model_validate(loaded).start_position == "AT_TIMESTAMP"
+
+
+def test_a_catalog_giving_a_stream_a_namespace_is_refused_naming_it(tmp_path):
+    """source-kinesis states and records carry no namespace: a namespaced catalog would lock and name a state key
+    (ns.name) that the stream's commits never use, so two runners could share one state row."""
+    import json
+    import logging
+
+    import pytest
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    from collection_runner.configs import load_catalog
+
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"streams": [{
+        "stream": {"name": "orders", "namespace": "ns", "json_schema": {}, "supported_sync_modes": ["incremental"]},
+        "sync_mode": "incremental", "destination_sync_mode": "append",
+    }]}))
+    with pytest.raises(AirbyteTracedException) as refused:
+        load_catalog(str(path), {}, logging.getLogger("test"))
+    assert "'orders'" in refused.value.message and "namespace" in refused.value.message
+    assert refused.value.failure_type.value == "config_error"

@@ -71,3 +71,12 @@ def test_a_table_name_given_as_the_stream_empties_nothing(tmp_path):
     assert refused.value.failure_type == FailureType.config_error
     assert "no collection kin_kin_orders" in message and "kin_orders, orders" in message, message
     assert _count(tmp_path, "kin_orders") == 1 and _count(tmp_path, "orders") == 1
+
+
+def test_a_collection_of_another_stream_with_the_same_table_name_is_not_emptied(tmp_path):
+    """Prefix "" + stream "kin_orders" names the table kin_orders, which prefix "kin_" + stream "orders" wrote."""
+    _seed(tmp_path)
+    with pytest.raises(AirbyteTracedException) as refused:
+        _reset(_destination(tmp_path, ""), "kin_orders", empty=True)
+    assert "written by stream 'orders', not by stream 'kin_orders'" in refused.value.message, refused.value.message
+    assert _count(tmp_path, "kin_orders") == 1
