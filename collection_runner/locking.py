@@ -320,7 +320,7 @@ def describe_holder(holder: Optional[Mapping[str, Any]]) -> str:
     """``pid 4242 on host-a, follow since 2026-12-02T10:00:00+00:00`` (what a refused runner and ``stats`` say)."""
     if not holder or holder.get("pid") is None:
         if holder and holder.get("unknown"):
-            return f"a runner this role cannot name: {holder['unknown']}"
+            return f"a runner that cannot be named here: {holder['unknown']}"
         return "a runner starting up or stopping (it has not said who it is)"
     since = holder.get("since")
     since_text = since.replace(microsecond=0).isoformat() if isinstance(since, dt.datetime) else str(since or "?")
