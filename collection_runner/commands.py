@@ -48,6 +48,8 @@ def sync(args: argparse.Namespace) -> int:
 def reset(args: argparse.Namespace) -> int:
     """Forget one stream's committed state (and, with ``--empty-collection``, its documents). DuckDB: while no runner
     holds the file. PostgreSQL: while no runner holds that stream's collection; runners of other collections go on."""
+    if not args.stream.strip():
+        raise AirbyteTracedException(message="reset: --stream is empty; give the name of the stream to reset.", failure_type=FailureType.config_error)
     config = parse_destination_config(load_destination_config(args.destination))
     # exactly the collection this stream is written to under the configured collection_prefix: the one locked is the
     # one emptied (a table name or another prefix's collection given as --stream must not empty a collection that

@@ -80,3 +80,9 @@ def test_a_collection_of_another_stream_with_the_same_table_name_is_not_emptied(
         _reset(_destination(tmp_path, ""), "kin_orders", empty=True)
     assert "written by stream 'orders', not by stream 'kin_orders'" in refused.value.message, refused.value.message
     assert _count(tmp_path, "kin_orders") == 1
+
+
+def test_an_empty_stream_name_is_refused(tmp_path):
+    with pytest.raises(AirbyteTracedException) as refused:
+        _reset(_destination(tmp_path, ""), "  ", empty=False)
+    assert "--stream is empty" in refused.value.message and refused.value.failure_type == FailureType.config_error
