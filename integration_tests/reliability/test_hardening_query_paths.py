@@ -149,10 +149,12 @@ def test_runner_socket_attacks_timeout_disconnect_and_sigterm(tmp_path, kinesis_
             proc.wait()
     err = proc.stderr.read()
     assert proc.returncode == 0, err
-    assert took < 5, f"the runner took {took:.1f} s to exit after SIGTERM"
+    assert took < 5, f"the runner took {took:.1f} s to exit after SIGTERM:\n{err[-4000:]}"
     # the answer the interrupted query gets; a client whose request reached the runner only as it stopped gets the
-    # clear "may be stopping; try again" (a transient error) instead — never a traceback
-    assert any(text in long_err for text in ("shutting down", "closed the connection", "may be stopping")), long_err
+    # clear "may be stopping; try again" (a transient error) instead, and one that started so slowly (the CLI's
+    # imports take seconds on a loaded machine) that the runner had already removed its socket is told "starting up or
+    # stopping … try again" — never a traceback
+    assert any(text in long_err for text in ("shutting down", "closed the connection", "may be stopping", "starting up or stopping")), long_err
     assert "Traceback" not in long_err
     assert "Traceback" not in err
     reliability(cases=len(DUCKDB_ATTACKS) + 3)
