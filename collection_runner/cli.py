@@ -20,7 +20,7 @@ import os
 import sys
 from typing import List, Optional
 
-from collection_runner import stopping
+from collection_runner import source_process, stopping
 from collection_runner.exit_codes import EXIT_CONFIG, EXIT_OK, EXIT_SYSTEM, EXIT_TRANSIENT
 
 # Only the standard library at import time: the console script imports this module before ``run()`` can install the
@@ -40,7 +40,7 @@ class _SecretFilter(logging.Filter):
         return True
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler.addFilter(_SecretFilter())
@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--query-timeout", type=_seconds, default=60.0,
             help="time limit in seconds of query/describe/stats answered by this runner (default 60)",
+        )
+        cmd.add_argument(
+            "--source-in-process", action="store_true",
+            help="run the source on a thread of this process instead of its own process (one core: slower; for debugging)",
         )
     reset = sub.add_parser("reset", help="forget a stream's committed state (its next sync starts over)")
     reset.add_argument("--destination", required=True)
@@ -167,6 +171,15 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command in ("sync", "follow") and not args.source_in_process:
+        source_process.prestart()  # the source's process imports while this one does (see source_process)
+    try:
+        return _main(args)
+    finally:
+        source_process.discard()  # not taken by a pipeline: the run ended before reading
+
+
+def _main(args: argparse.Namespace) -> int:
     from destination_collection import without_pandas
 
     without_pandas.install()  # ~45 MB DuckDB/pyarrow would import and never use (see without_pandas.py)
@@ -175,7 +188,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
     from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         return _run(args)
     except stopping.StopBeforeReading as stop:

@@ -37,7 +37,7 @@ def sync(args: argparse.Namespace) -> int:
     progress = RunnerProgress(logger)
     summary = run_pipeline(
         source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stopper.event, logger=logger, progress=progress,
-        query_timeout=args.query_timeout, on_reading=stopper.reading,
+        query_timeout=args.query_timeout, on_reading=stopper.reading, source_in_process=args.source_in_process,
     )
     logger.info(f"{'Follow stopped' if follow_mode else 'Sync stopped' if summary.stopped else 'Sync done'}: {summary.text}")
     if summary.stopped:

@@ -57,6 +57,11 @@ def read_json(path: str, what: str) -> Any:
 _registered: List[str] = []
 
 
+def registered_secrets() -> List[str]:
+    """Every secret registered so far (both configs'): the source process masks them in its log lines too."""
+    return list(_registered)
+
+
 def _register_secrets(spec: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     _registered.extend(get_secrets(spec, config))
     update_secrets(list(_registered))

@@ -1,4 +1,9 @@
-"""One process, source to collection: the source's generator feeds the destination's write loop directly.
+"""Source to collection: the source's messages feed the destination's write loop.
+
+The source runs in a process of its own (``source_process``: reading and writing use both cores), or, with
+``source_in_process`` (``--source-in-process``: the reference the differential tests compare with, and the
+mode for tests that replace the source in this process), on a thread of the runner's process. Either way its
+messages go through the same ``SourcePump``, the same filters and the same write loop.
 
 The state lives in the store: the destination commits each flush's latest state per stream in the same
 transaction as its data, and the runner starts the source from those committed states. A crash can therefore
@@ -17,8 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from airbyte_cdk.models import ConfiguredAirbyteCatalog
+from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteCatalogSerializer
 
+from collection_runner import source_process
+from collection_runner.configs import registered_secrets
 from collection_runner.locking import StoreLock, collections_for
 from collection_runner.progress import RunnerProgress
 from collection_runner.query_service import QUERY_TIMEOUT_SECS, QueryService
@@ -35,6 +42,12 @@ from source_kinesis.source import SourceKinesis
 # already has without them. The runner exits within 5 s of SIGTERM: this grace, the last commit, closing the store.
 STOP_GRACE_SECONDS = 1.5
 SLOW_CLOSE_SECONDS = 2.0  # closing longer than this (of the 5 s stop bound) is logged with where the time went
+# Messages the pump may hold for the write loop. A source process reads on while the writer applies a batch (a
+# 50,000-record batch takes ~1 s of the store's SQL): a small buffer made it wait for every commit, as a pipe's 64 KiB
+# does in ``read | write``. 100,000 RECORD lines of ~0.4 KB are ~40 MB. In this process the source shares the GIL
+# with the writer, so buffering gains nothing there.
+CHILD_BUFFERED = 100_000
+IN_PROCESS_BUFFERED = 2_000
 
 
 def _stream_name(state: Mapping[str, Any]) -> Optional[str]:
@@ -69,11 +82,39 @@ def run_pipeline(
     stop_grace_seconds: float = STOP_GRACE_SECONDS,
     query_timeout: float = QUERY_TIMEOUT_SECS,
     on_reading: Callable[[], None] = lambda: None,
+    source_in_process: bool = False,
 ) -> RunSummary:
     """Run one bounded sync, or follow until ``stop_event`` is set. Source errors re-raise after the committed part
     (what the source emitted before failing is committed first), except an error after the stop request.
     ``on_reading`` is called once the store is ready, just before the source is asked for its first message (the
-    runner's stop handlers change meaning there: see ``stopping``)."""
+    runner's stop handlers change meaning there: see ``stopping``). ``source_in_process``: the source on a thread
+    of this process instead of its own process."""
+    child = None if source_in_process else source_process.take()  # importing while the store is locked and opened
+    try:
+        return _run(
+            child, source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stop_event,
+            logger=logger, progress=progress, stop_grace_seconds=stop_grace_seconds, query_timeout=query_timeout,
+            on_reading=on_reading,
+        )
+    finally:
+        if child is not None:
+            child.close()
+
+
+def _run(
+    child: Optional[source_process.SourceProcess],
+    source_config: Mapping[str, Any],
+    destination_config: Mapping[str, Any],
+    catalog: ConfiguredAirbyteCatalog,
+    *,
+    follow_mode: bool,
+    stop_event: threading.Event,
+    logger: logging.Logger,
+    progress: RunnerProgress,
+    stop_grace_seconds: float,
+    query_timeout: float,
+    on_reading: Callable[[], None],
+) -> RunSummary:
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
     names = [s.stream.name for s in catalog.streams]
@@ -92,12 +133,22 @@ def run_pipeline(
                 f"{'Following' if follow_mode else 'Syncing'} {', '.join(names)}: "
                 + (f"resuming {len(states)} stream(s) from the state committed in the store" if states else "no committed state yet (first sync)")
             )
-            if follow_mode:
+            if child is not None:
+                child.send_job(
+                    dict(source_config), ConfiguredAirbyteCatalogSerializer.dump(catalog), states, follow_mode=follow_mode,
+                    streams=names, secrets=registered_secrets(), verbose=logger.isEnabledFor(logging.DEBUG),
+                )
+                child.forward_stop(stop_event)
+                messages = child.messages()
+            elif follow_mode:
                 messages = follow(source_config, states, streams=names, stop_event=stop_event, logger=logger)
             else:
                 messages = SourceKinesis(stop_event=stop_event).read(logger, source_config, catalog, states)
             on_reading()
-            pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds).start()
+            pump = SourcePump(
+                messages, stop_event, logger, grace_seconds=stop_grace_seconds,
+                max_buffered=IN_PROCESS_BUFFERED if child is None else CHILD_BUFFERED,
+            ).start()
             try:
                 # (a state equal to the last committed one for its stream is not committed again: an idle runner
                 # makes no commits; see repeated_states. The lock is still checked at each such state: a lost

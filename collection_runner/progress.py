@@ -12,6 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, Optional, TextIO
 
+from collection_runner.source_process import SourceProgress
+from destination_collection.protocol_loop import JsonRecord
+
 
 def _parse_arrival(value: str) -> Optional[dt.datetime]:
     try:
@@ -53,8 +56,26 @@ class RunnerProgress:
 
     # -- observation ------------------------------------------------------------------------------------------
     def observe(self, messages: Iterable[Any]) -> Iterator[Any]:
-        """Pass the source's messages through, counting records and noting arrival times and errors."""
+        """Pass the source's messages through, counting records and noting arrival times and errors.
+
+        In-process sources give CDK messages; the source process (``source_process``) gives records as
+        ``JsonRecord``s or RECORD lines, which are not parsed here: its ``SourceProgress`` messages carry the counts instead (taken, not passed on),
+        and its other messages come as dicts."""
         for message in messages:
+            kind = type(message)
+            if kind is JsonRecord or kind is bytes:  # a source process's record: counted by its SourceProgress
+                yield message
+                continue
+            if kind is SourceProgress:
+                self._source_progress(message.streams)
+                continue
+            if kind is dict:
+                if message.get("type") == "TRACE":
+                    error = (message.get("trace") or {}).get("error")
+                    if isinstance(error, dict):
+                        self._source_error(str(error.get("message")))
+                yield message
+                continue
             kind = getattr(message, "type", None)
             if kind is not None and kind.name == "RECORD":
                 record = message.record
@@ -69,16 +90,33 @@ class RunnerProgress:
                 if self.records % 5000 == 0:
                     self.tick()
             elif kind is not None and kind.name == "TRACE" and message.trace.error is not None:
-                self.errors += 1
-                self.logger.error(f"Source error: {message.trace.error.message}")
+                self._source_error(message.trace.error.message)
             yield message
+
+    def _source_error(self, text: str) -> None:
+        self.errors += 1
+        self.logger.error(f"Source error: {text}")
+
+    def _source_progress(self, streams: Dict[str, Dict[str, Any]]) -> None:
+        """The source process's counts so far (cumulative, per stream)."""
+        for name, seen in streams.items():
+            stream = self.streams.get(name)
+            if stream is None:
+                stream = self.streams[name] = StreamProgress()
+            records = int(seen.get("records") or 0)
+            self.records += records - stream.records
+            stream.records = records
+            arrival = seen.get("newest_arrival")
+            if arrival is not None and (stream.newest_arrival is None or arrival > stream.newest_arrival):
+                stream.newest_arrival = arrival
+        self.tick()
 
     def on_commit(self, echo: Dict[str, Any]) -> None:
         """An echoed state: its data is committed and queryable."""
         now = dt.datetime.now(dt.timezone.utc)
         self.commits += 1
         self.last_commit_at = now
-        name = ((echo.get("stream") or {}).get("stream_descriptor") or {}).get("name")
+        name = (((echo.get("state") or {}).get("stream") or {}).get("stream_descriptor") or {}).get("name")
         stream = self.streams.get(name) if name else None
         if stream is not None:
             stream.commits += 1

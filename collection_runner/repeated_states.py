@@ -57,14 +57,11 @@ class RepeatedStates:
             yield message
 
     def _repeated(self, message: Any) -> bool:
-        if not isinstance(message, AirbyteMessage) or message.type != Type.STATE or message.state is None:
+        key_and_state = _stream_state(message)
+        if key_and_state is None:
             return False
-        state = message.state
-        if state.type != AirbyteStateType.STREAM or state.stream is None:
-            return False
-        descriptor = state.stream.stream_descriptor
-        key = _descriptor(descriptor.name, descriptor.namespace)
-        text = _canonical(state.stream.stream_state)
+        key, stream_state = key_and_state
+        text = _canonical(stream_state)
         if text is None:
             self.last.pop(key, None)
             return False
@@ -72,3 +69,25 @@ class RepeatedStates:
             return True
         self.last[key] = text
         return False
+
+
+def _stream_state(message: Any) -> Optional[tuple]:
+    """((name, namespace), stream_state) of a STREAM state message — a CDK message (a source in this process) or a
+    dict (the source process's line) — else None."""
+    if type(message) is dict:
+        if message.get("type") != "STATE":
+            return None
+        state = message.get("state")
+        if not isinstance(state, dict) or (state.get("type") or "STREAM") != "STREAM" or not isinstance(state.get("stream"), dict):
+            return None
+        descriptor = state["stream"].get("stream_descriptor")
+        if not isinstance(descriptor, dict):
+            return None
+        return _descriptor(descriptor.get("name"), descriptor.get("namespace")), state["stream"].get("stream_state")
+    if not isinstance(message, AirbyteMessage) or message.type != Type.STATE or message.state is None:
+        return None
+    state = message.state
+    if state.type != AirbyteStateType.STREAM or state.stream is None:
+        return None
+    descriptor = state.stream.stream_descriptor
+    return _descriptor(descriptor.name, descriptor.namespace), state.stream.stream_state

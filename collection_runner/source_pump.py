@@ -28,6 +28,10 @@ from typing import Any, Deque, Iterable, Iterator, Optional
 
 from airbyte_cdk.models import Type
 
+from destination_collection.protocol_loop import JsonRecord
+
+_RECORD_TYPES = (JsonRecord, bytes)  # the records of a source process (source_process): framed data, or a RECORD line
+
 # A LOG message: the write loop ignores it, but checks its flush interval and releases committed echoes after it.
 HEARTBEAT = {"type": "LOG", "log": {"level": "DEBUG", "message": "source quiet"}}
 # How long the source may be quiet before a heartbeat: HEARTBEAT_SECONDS, and ACTIVE_HEARTBEAT_SECONDS within
@@ -139,7 +143,7 @@ class SourcePump:
                     if self._producer_waiting:
                         with self._cond:
                             self._cond.notify_all()
-                    if getattr(message, "type", None) is Type.RECORD:
+                    if type(message) in _RECORD_TYPES or getattr(message, "type", None) is Type.RECORD:
                         self._last_record_at = self.clock()
                     yield message
                     continue

@@ -51,6 +51,11 @@ _held: list[int] = []  # a stop signal that arrived during the imports (install_
 def _hold_stop(signum: int, _frame: Any) -> None:
     if not _held:
         _held.append(signum)
+        # the source's process, started before the imports, has nothing to do now: its imports stop competing for the
+        # CPU with ours (``cli.main`` reaps it)
+        from collection_runner import source_process
+
+        source_process.kill_prestarted()
 
 
 def install_early(argv: list) -> None:

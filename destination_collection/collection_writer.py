@@ -190,6 +190,24 @@ class CollectionWriter:
         self.records_since_state += 1
         self.stats.records += 1
 
+    def add_text(self, text: str, emitted_at: Any, now: float, size: int = 0) -> None:
+        """``add`` for a record whose data is given as the text of a JSON object as ``orjson.dumps`` writes it (a
+        producer in this process that already holds that text: the runner's source process). The text is buffered
+        as it is — no parse, no re-serialization — when the set-based path can take it; a text that may hold an
+        ``_op``, ``_event_time`` or ``_meta`` key (the names anywhere in it: conservative) or a batch already of
+        objects takes ``add``'s checks with the parsed object (the same outcome as the record given as a line)."""
+        if not self.set_batches or (self.buffer and not self._texts) or '"_op"' in text or '"_event_time"' in text or '"_meta"' in text:
+            self.add(jsonio.loads(text), emitted_at, now, size)
+            return
+        if not self.buffer:  # the first record of a new batch, as in ``add``
+            self.first_buffered_at = now
+            self._buffered_bytes = 0
+            self._texts = True
+        self._buffered_bytes += size
+        self.buffer.append((text, emitted_at))
+        self.records_since_state += 1
+        self.stats.records += 1
+
     def add_object(self, data: Any, emitted_at: Any, now: float, size: int = 0) -> None:
         """``add`` for a record given as an object (in-process callers), not parsed from a line: it may hold values that
         are not JSON (NaN, datetimes, …), so its batch takes the per-record path."""

@@ -2,7 +2,9 @@
 
 ``write_messages(config, catalog, messages)`` is a generator usable in-process (a runner can feed it the source's
 messages directly) and by the ``write`` command (fed stdin lines). Messages may be raw JSON lines (str/bytes),
-dicts, or CDK ``AirbyteMessage`` objects. It yields each echoed STATE message as a dict.
+dicts, CDK ``AirbyteMessage`` objects, or ``JsonRecord``s (a RECORD whose data its producer already holds as JSON
+text: buffered as that text, never parsed or re-serialized on the set-based path). It yields each echoed STATE
+message as a dict.
 
 Guarantees:
 
@@ -34,7 +36,7 @@ import gc
 import logging
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 from airbyte_cdk.models import (
     AirbyteMessage,
@@ -89,6 +91,18 @@ def _fewer_gc_passes() -> Iterator[None]:
             if _gc_users == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
                 _gc_saved = None
+
+
+class JsonRecord(NamedTuple):
+    """A RECORD given by an in-process producer that holds its data as JSON text: ``data`` is the text of a JSON object
+    exactly as ``orjson.dumps`` writes it (valid JSON, no integer past 64 bits); ``size`` its input bytes for
+    ``batch_max_bytes``. The same record as a RECORD line gives the same documents (the differential tests)."""
+
+    stream: str
+    namespace: str | None
+    data: str
+    emitted_at: Any
+    size: int
 
 
 def write_messages(
@@ -235,6 +249,14 @@ class WriteLoop:
             line_number = 0
             for item in messages:
                 line_number += 1
+                if type(item) is JsonRecord:  # the common case of an in-process producer: no parse, no shape checks
+                    if self._full:
+                        self._commit_full()
+                    self._buffer_record(item.stream, item.namespace, item.data, item.emitted_at, item.size, "text")
+                    self._maybe_flush_on_interval()
+                    if self._echoes and not self.store.commit_pending():
+                        yield from self._release_echoes()
+                    continue
                 message = self._decode(item, line_number)
                 if message is None:
                     continue
@@ -310,15 +332,24 @@ class WriteLoop:
     def _on_record(self, message: dict[str, Any], size: int | None = None) -> None:
         """``size``: the RECORD line's length (None for a message given as an object: then measured here)."""
         record = message.get("record") or {}
-        writer = self._writer(record.get("stream"), record.get("namespace"))
+        data = record.get("data")
+        from_line = size is not None
+        self._buffer_record(
+            record.get("stream"), record.get("namespace"), data, record.get("emitted_at"),
+            size if from_line else None, "line" if from_line else "object",
+        )
+
+    def _buffer_record(self, name: Any, namespace: Any, data: Any, emitted_at: Any, size: int | None, given_as: str) -> None:
+        """Buffer one record for its stream's writer. ``given_as``: "line" (``data`` parsed from a RECORD line),
+        "object" (an in-process object: may hold values that are not JSON; ``size`` None: measured here) or "text"
+        (a ``JsonRecord``'s JSON text)."""
+        writer = self._writer(name, namespace)
         if writer is None:
-            key = stream_key(str(record.get("stream")), record.get("namespace"))
+            key = stream_key(str(name), namespace)
             if key not in self.unknown_streams:
                 logger.warning(f"Record for stream '{key}', which is not in the configured catalog: skipped.")
             self.unknown_streams[key] = self.unknown_streams.get(key, 0) + 1
             return
-        data = record.get("data")
-        from_line = size is not None
         if size is None:
             size = record_size(data)
         max_bytes = self.config.batch_max_bytes
@@ -327,10 +358,12 @@ class WriteLoop:
             # in one transaction (full writers were committed before this message was handled)
             self._commit([w for w in self.writers.values() if w.buffer])
         now = self.clock()
-        if from_line:
-            writer.add(data, record.get("emitted_at"), now, size)
+        if given_as == "line":
+            writer.add(data, emitted_at, now, size)
+        elif given_as == "text":
+            writer.add_text(data, emitted_at, now, size)
         else:
-            writer.add_object(data, record.get("emitted_at"), now, size)
+            writer.add_object(data, emitted_at, now, size)
         self._buffered_total += size
         if self._deadline is None:
             self._deadline = now + self.config.flush_interval_secs

@@ -28,7 +28,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, ConfiguredAirbyteCatalogSerializer, Type
@@ -60,6 +60,27 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 @pytest.fixture(scope="module")
 def crash_stream(kinesis_mock) -> TruthStream:
     return build_stream(kinesis_mock.client(), "crash")
+
+
+def _children(pid: int) -> List[int]:
+    """The live children of ``pid`` (Linux /proc; none once it has ended)."""
+    found: List[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Not running any more (a zombie nobody reaped counts: it holds nothing but its table entry)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 class Trial:
@@ -99,7 +120,14 @@ class Trial:
 
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
-        killed = self._maybe_kill([proc], proc, reading, kill_after)
+        children: List[int] = []  # the runner's source process (source_process.py), taken just before the kill
+        killed = self._maybe_kill([proc], proc, reading, kill_after, before_kill=lambda: children.extend(_children(proc.pid)))
+        if killed:
+            assert children, f"trial {self.mode}-{self.seed}: killed while reading, yet no source process was found"
+            deadline = time.monotonic() + 5
+            while not all(_gone(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert all(_gone(pid) for pid in children), f"trial {self.mode}-{self.seed}: the runner's source process outlived it"
         out = proc.stdout.read()
         proc.wait(timeout=90)
         pumper.join(timeout=10)
@@ -178,13 +206,15 @@ class Trial:
         for echo in write_messages(destination, catalog, SourceKinesis().read(logger, source, catalog, state)):
             self.state_file.write_text(json.dumps([echo["state"]]))
 
-    def _maybe_kill(self, procs: List[subprocess.Popen], victim: subprocess.Popen, trigger: threading.Event, kill_after: Optional[float]) -> bool:
+    def _maybe_kill(self, procs: List[subprocess.Popen], victim: subprocess.Popen, trigger: threading.Event, kill_after: Optional[float],
+                    before_kill: Callable[[], None] = lambda: None) -> bool:
         if kill_after is None:
             return False
         trigger.wait(timeout=45)
         time.sleep(kill_after)
         self.kills += 1
         if victim.poll() is None:
+            before_kill()
             victim.send_signal(signal.SIGKILL)
             self.landed += 1
             return True

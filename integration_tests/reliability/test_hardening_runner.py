@@ -312,7 +312,8 @@ def _run_in_thread(db: str, stop_event: threading.Event, follow_mode: bool) -> D
             outcome["summary"] = run_pipeline(
                 {}, {"store": {"store_type": "duckdb", "path": db}, "batch_size": 1000, "flush_interval_secs": 0.3}, _fake_catalog(),
                 follow_mode=follow_mode, stop_event=stop_event, logger=logger,
-                progress=RunnerProgress(logger, out=io.StringIO(), interactive=False))
+                progress=RunnerProgress(logger, out=io.StringIO(), interactive=False),
+                source_in_process=True)  # (the source these tests put in its place lives in this process)
         except BaseException as exc:  # noqa: BLE001
             outcome["error"] = exc
         outcome["ended_at"] = time.monotonic()
