@@ -1,8 +1,9 @@
 """End to end: the runner draining a backlog, and its freshness in follow mode.
 
-* **Backlog**: ``kinesis-collection sync`` (source and destination in one process) from the replay server (4 shards)
-  into a fresh DuckDB collection (``append_dedup`` on the Kinesis primary key), records/s of the whole run; beside it
-  the same data through a piped sync (``source-kinesis read | destination-collection write``) and through the source
+* **Backlog**: ``kinesis-collection sync`` (the source in its own process) from the replay server (4 shards) into a
+  fresh DuckDB collection (``append_dedup`` on the Kinesis primary key), records/s of the whole run; beside it the
+  same runner with ``--source-in-process`` (source and destination in one process: the previous design), the same
+  data through a piped sync (``source-kinesis read | destination-collection write``) and through the source
   alone (``source-kinesis read > /dev/null``: the floor, the runner's target is ≥ 0.8× of it).
 * **Freshness**: ``kinesis-collection follow`` (4 shards) while a load generator puts batches of 100 records with
   ``put_records`` at 1,000 and at 10,000 records/s for 10 s, on the **in-memory Kinesis** (``integration_tests/
@@ -19,7 +20,7 @@
   beside the runner's (user + system over the load window; 2 cores shared by all four, and by whatever else runs).
 * **Start-up**: exec to the first GetRecords the replay server receives, for ``source-kinesis read``,
   ``kinesis-collection sync`` and a bare boto3 loop (warm bytecode, ``--catalog`` given, access keys, no latency).
-* **Idle**: the kinesis-mock follow runner afterwards, while nothing arrives for 60 s: its CPU (user + system, /proc) as a share of
+* **Idle**: the kinesis-mock follow runner afterwards, while nothing arrives for 60 s: its CPU (user + system of the runner and its source process, /proc) as a share of
   one core, and its commits (changes of the committed state, polled every second through the query socket).
 """
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .source import BIN, REPO, _replay, _source_files
 TITLE = "End to end: runner backlog and follow-mode freshness"
 ORDER = 40
 PK = [["_kinesis_shard_id"], ["_kinesis_sequence_number"], ["_kinesis_sub_sequence_number"]]
+RUNNER = "kinesis-collection sync (the source in its own process)"
 
 
 def _catalog(ctx: Context, name: str) -> str:
@@ -68,12 +70,14 @@ def backlog(ctx: Context, section: Section) -> None:
     catalog = _catalog(ctx, "e2e")
     ctx.log(f"Runner backlog: {total:,} records from {shards} shards into DuckDB")
 
-    def runner() -> float:
-        destination = _destination(ctx, "runner")
-        started = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "kinesis-collection"), "sync", "--source", source_cfg, "--destination", destination,
-                        "--catalog", catalog], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return total / (time.perf_counter() - started)
+    def runner(*extra: str) -> Callable[[], float]:
+        def run() -> float:
+            destination = _destination(ctx, "runner")
+            started = time.perf_counter()
+            subprocess.run([os.path.join(BIN, "kinesis-collection"), "sync", "--source", source_cfg, "--destination", destination,
+                            "--catalog", catalog, *extra], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return total / (time.perf_counter() - started)
+        return run
 
     def piped() -> float:
         destination = _destination(ctx, "piped")
@@ -96,7 +100,8 @@ def backlog(ctx: Context, section: Section) -> None:
 
     alone = "source-kinesis read > /dev/null (the source alone)"
     rates = interleaved(ctx, [
-        ("kinesis-collection sync (one process)", runner),
+        (RUNNER, runner()),
+        ("kinesis-collection sync --source-in-process (one process)", runner("--source-in-process")),
         ("source-kinesis read | destination-collection write", piped),
         (alone, source_alone),
     ])
@@ -106,10 +111,10 @@ def backlog(ctx: Context, section: Section) -> None:
     for label, values in rates.items():
         table.add(label, total, median(values), f"{median(values) / floor:.2f}×")
     section.tables.append(table)
-    runner_ratio = median(rates["kinesis-collection sync (one process)"]) / floor
+    runner_ratio = median(rates[RUNNER]) / floor
     section.targets.append(Target(
         "runner backlog records/s vs the source alone (4 shards, whole run)",
-        f"{runner_ratio:.2f}× ({median(rates['kinesis-collection sync (one process)']):,.0f} vs {floor:,.0f} records/s)",
+        f"{runner_ratio:.2f}× ({median(rates[RUNNER]):,.0f} vs {floor:,.0f} records/s)",
         "≥ 0.8×", None if ctx.smoke else runner_ratio >= 0.8))
 
 
@@ -409,7 +414,7 @@ def freshness(ctx: Context, section: Section) -> None:
     t = Table(["shards", "idle seconds", "runner CPU s", "share of one core", "commits"],
               caption=f"The kinesis-mock follow runner once the writers stopped and everything was queryable: nothing arrives for "
                       f"{idle_seconds:.0f} s (idle shards are polled at most once a second; the source checkpoints every 0.5 s: the "
-                      f"runner's follow tuning of `checkpoint_interval_seconds`). CPU = user + system of the runner process (/proc); "
+                      f"runner's follow tuning of `checkpoint_interval_seconds`). CPU = user + system of the runner process and its source process (/proc); "
                       f"commits = changes of the collection's committed state, polled every second through the query socket.")
     t.add(FRESH_SHARDS, idle_seconds, cpu_share * idle_seconds, f"{cpu_share * 100:.2f} %", commits)
     section.tables.append(t)
@@ -429,9 +434,22 @@ IDLE_SECONDS = 60
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU (user + system) of a process and its live children: the runner's is the runner's and its source process's."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (fields 14 and 15)
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (fields 14 and 15)
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children = [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                total += _cpu_seconds(child)
+            except OSError:  # ended meanwhile
+                pass
+    return total
 
 
 def _idle(ctx: Context, pid: int, socket_path: str, seconds: float) -> tuple:

@@ -44,9 +44,10 @@ STOP_GRACE_SECONDS = 1.5
 SLOW_CLOSE_SECONDS = 2.0  # closing longer than this (of the 5 s stop bound) is logged with where the time went
 # Messages the pump may hold for the write loop. A source process reads on while the writer applies a batch (a
 # 50,000-record batch takes ~1 s of the store's SQL): a small buffer made it wait for every commit, as a pipe's 64 KiB
-# does in ``read | write``. 100,000 RECORD lines of ~0.4 KB are ~40 MB. In this process the source shares the GIL
-# with the writer, so buffering gains nothing there.
+# does in ``read | write``. Bounded by bytes too (Kinesis records reach 1 MiB): 64 MiB of records at most. In this
+# process the source shares the GIL with the writer, so buffering gains nothing there.
 CHILD_BUFFERED = 100_000
+CHILD_BUFFERED_BYTES = 64 * 1024 * 1024
 IN_PROCESS_BUFFERED = 2_000
 
 
@@ -145,10 +146,14 @@ def _run(
             else:
                 messages = SourceKinesis(stop_event=stop_event).read(logger, source_config, catalog, states)
             on_reading()
-            pump = SourcePump(
-                messages, stop_event, logger, grace_seconds=stop_grace_seconds,
-                max_buffered=IN_PROCESS_BUFFERED if child is None else CHILD_BUFFERED,
-            ).start()
+            if child is None:
+                pump = SourcePump(messages, stop_event, logger, grace_seconds=stop_grace_seconds, max_buffered=IN_PROCESS_BUFFERED)
+            else:
+                pump = SourcePump(
+                    messages, stop_event, logger, grace_seconds=stop_grace_seconds, max_buffered=CHILD_BUFFERED,
+                    max_buffered_bytes=CHILD_BUFFERED_BYTES, size_of=source_process.message_size,
+                )
+            pump.start()
             try:
                 # (a state equal to the last committed one for its stream is not committed again: an idle runner
                 # makes no commits; see repeated_states. The lock is still checked at each such state: a lost

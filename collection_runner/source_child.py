@@ -21,8 +21,18 @@ signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop.set())
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
+# The runner's pipe is a private descriptor; file descriptor 1 (and ``sys.stdout``) point at stderr from here on, so
+# whatever a library prints lands in the log instead of in the middle of a record line.
+_PIPE_FD = os.dup(1)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+
 # How often, at most, the progress counts are sent while records flow (they are also sent before every state).
 PROGRESS_SECONDS = 0.5
+# Following, how long a record may wait in the pipe's write buffer: records are flushed with every other message (a
+# state follows a poll round), and at least this often, so a record the runner could commit on its flush interval
+# (0.1 s) before the round's state does not wait for that state (freshness, the benchmark's 10,000 records/s).
+FOLLOW_FLUSH_SECONDS = 0.05
 
 
 def _die_with_parent(parent: int) -> None:
@@ -85,7 +95,7 @@ def main(argv: list) -> int:
     import logging
 
     logger = logging.getLogger("airbyte")
-    out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
+    out = open(_PIPE_FD, "wb", buffering=1 << 20, closefd=False)
     counts: dict = {}
     newest: dict = {}
 
@@ -99,9 +109,11 @@ def main(argv: list) -> int:
     def framed(message: Any) -> Optional[bytes]:
         """The runner's own framing of a record (``source_process.TEXT_RECORD``): its data's JSON as the write loop
         buffers it, so the runner neither parses nor re-serializes it. None when only the wire line can carry it (a
-        namespace, an integer past 64 bits, a stream name with a tab, an emitted_at that is not an integer)."""
+        namespace, an integer past 64 bits or nesting deeper than orjson writes, a stream name with a tab or a
+        newline, an emitted_at that is not an integer)."""
         record = message.record
-        if record.namespace is not None or type(record.emitted_at) is not int or "\t" in record.stream:
+        stream = record.stream
+        if record.namespace is not None or type(record.emitted_at) is not int or "\t" in stream or "\n" in stream:
             return None
         try:
             data = dumps(record.data)
@@ -109,7 +121,18 @@ def main(argv: list) -> int:
             return None
         if data[:1] != b"{":
             return None
-        return b"".join((source_process.TEXT_RECORD, record.stream.encode(), tab, str(record.emitted_at).encode(), tab, data, b"\n"))
+        return b"".join((source_process.TEXT_RECORD, stream.encode(), tab, str(record.emitted_at).encode(), tab, data, b"\n"))
+
+    if job.get("follow"):
+        def flush_often() -> None:
+            while True:
+                time.sleep(FOLLOW_FLUSH_SECONDS)
+                try:
+                    out.flush()  # (BufferedWriter locks: whole lines only, from either thread)
+                except (OSError, ValueError):
+                    return
+
+        threading.Thread(target=flush_often, name="pipe-flusher", daemon=True).start()
 
     code = 0
     try:
@@ -146,7 +169,9 @@ def main(argv: list) -> int:
         failure = "transient_error" if code == EXIT_TRANSIENT else "config_error" if code == EXIT_CONFIG else "system_error"
         logger.debug("Traceback of the source's error:", exc_info=True)
         try:
-            out.write(orjson.dumps({"type": source_process.FAILED, "failure_type": failure, "message": filter_secrets(text)}, option=orjson.OPT_APPEND_NEWLINE))
+            send_progress()  # what was read before the error, for the runner's summary
+            failed = {"type": source_process.FAILED, "failure_type": failure, "message": filter_secrets(text), "after_stop": _stop.is_set()}
+            out.write(orjson.dumps(failed, option=orjson.OPT_APPEND_NEWLINE))
         except Exception:  # noqa: BLE001
             pass
     finally:

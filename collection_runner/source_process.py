@@ -2,27 +2,31 @@
 
 In one process the source (botocore's parsing, record building) and the destination (parsing, the store's SQL) share
 one GIL: the runner drained a backlog at the sum of their costs. Here the source runs in a child process
-(``source_child``) and hands its messages over a pipe as Airbyte protocol lines: records in the wire format
-``source-kinesis read`` writes, which the write loop takes as lines (the destination's set-based path, no CDK models
-on the way). The parent reads the pipe on the ``SourcePump``'s thread, so the child keeps reading while the writer
-applies a batch.
+(``source_child``) and hands its messages over a pipe: records as their data's JSON text, which the write loop
+buffers as it is (``JsonRecord``: no CDK models, no parse, no re-serialization on the set-based path). The parent
+reads the pipe on the ``SourcePump``'s thread, so the child keeps reading while the writer applies a batch.
 
 The contract with the child, all of it here:
 
 * **Start.** ``prestart`` (called by the CLI before its own imports, so both processes import in parallel) or
   ``SourceProcess.spawn`` starts ``python -m collection_runner.source_child --parent PID``. Its job (configs, catalog,
   committed states, the secrets to mask) goes over its stdin as one JSON line: never in a file, an argument or the
-  environment. The child is in its own process group, so a terminal's Ctrl-C reaches the runner only, which decides.
+  environment. The child shares the runner's process group (a terminal's Ctrl-Z and job control treat the two as one
+  job) but ignores SIGINT and SIGHUP: the runner decides what a Ctrl-C means and forwards a stop.
 * **Dies with the runner.** The child asks the kernel for SIGKILL when the runner dies (``PR_SET_PDEATHSIG``, Linux)
   and exits when its stdin reaches end of file (the runner gone, anywhere): a SIGKILLed runner leaves no orphan.
 * **Stop.** The runner's stop request becomes a SIGTERM to the child: the source emits its final checkpoints and ends
-  (exit 0). Past the stop grace the pump stops listening and ``close`` kills the child.
-* **Messages.** Lines on the child's stdout: records in the runner's own framing (``TEXT_RECORD``: the data's JSON
-  text, handed to the write loop as a ``JsonRecord``, which buffers it as it is), or, for a record that framing cannot
-  carry, the RECORD line (passed on as bytes: the write loop parses it); every other protocol message as a dict. Two private lines never reach the write loop: ``_SOURCE_PROGRESS`` (per-stream
-  record counts and newest arrival time, for the progress line: ``SourceProgress``) and ``_SOURCE_FAILED`` (the
-  source's error with its failure type, decided in the child by the runner's own ``cli.exit_code``), raised here as
-  an ``AirbyteTracedException`` once what came before it is committed (the pump's ``raise_error``).
+  (exit 0). Past the stop grace the pump stops listening and ``close`` kills the child. A following child that ends
+  without the runner asking (a SIGTERM sent to it alone) is an error, not a quiet end of the run.
+* **Messages.** Lines on a private descriptor that is the child's stdout (its file descriptor 1 points at stderr, so
+  a library's ``print`` cannot cut into a line): records in the runner's own framing (``TEXT_RECORD``), or, for a
+  record that framing cannot carry, the RECORD line (passed on as bytes: the write loop parses it); every other
+  protocol message as a dict. Two private lines never reach the write loop: ``_SOURCE_PROGRESS`` (per-stream record
+  counts and newest arrival time, for the progress line: ``SourceProgress``) and ``_SOURCE_FAILED`` (the source's
+  error with its failure type, decided in the child by the runner's own ``cli.exit_code``, and whether the child had
+  been asked to stop when it happened), raised here as an ``AirbyteTracedException`` once what came before it is
+  committed (the pump's ``raise_error``). A last line without its newline (the child killed while writing it) is
+  dropped; a record line that is not in the framing is an error (never a half record in the store).
 * **Logs** go to the runner's stderr directly (the child's stderr is the runner's), masked as the runner's are.
 * A child that ends without a word (killed, crashed) is a system error naming its pid and how it ended.
 
@@ -69,20 +73,28 @@ class SourceProcess:
 
     def __init__(self, proc: "subprocess.Popen[bytes]") -> None:
         self.proc = proc
-        self._job_sent = False
+        self._follow = False
         self._stop_forwarded = False
         self._closed = threading.Event()
 
     @classmethod
     def spawn(cls) -> "SourceProcess":
-        proc = subprocess.Popen(
-            _argv(os.getpid()),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the runner's stderr: the child's log lines appear as the runner's
-            close_fds=True,
-            process_group=0,  # not in the terminal's foreground group: Ctrl-C reaches the runner, which forwards a stop
-        )
+        # SIGINT ignored while the child is started: it inherits that (an ignored signal stays ignored across exec, and
+        # Python then installs no KeyboardInterrupt handler), so a Ctrl-C during its start-up cannot print a traceback
+        # before its first line ignores SIGINT for good. (A Ctrl-C in these few milliseconds is lost: press it again.)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            proc = subprocess.Popen(
+                _argv(os.getpid()),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,  # the runner's stderr: the child's log lines appear as the runner's
+                close_fds=True,
+            )
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         _enlarge_pipe(proc.stdout.fileno())
         return cls(proc)
 
@@ -112,12 +124,12 @@ class SourceProcess:
             "secrets": secrets,
             "verbose": verbose,
         }
+        self._follow = follow_mode
         try:
             self.proc.stdin.write(json.dumps(job).encode() + b"\n")
             self.proc.stdin.flush()
         except OSError:
             pass  # the child already ended: ``messages`` reports how
-        self._job_sent = True
 
     def forward_stop(self, stop_event: threading.Event) -> None:
         """Turn the runner's stop request into a SIGTERM to the child (a daemon thread that ends with ``close``)."""
@@ -140,8 +152,9 @@ class SourceProcess:
                 pass
 
     def messages(self) -> Iterator[Any]:
-        """The child's messages in order: RECORD lines as bytes, ``SourceProgress``, other messages as dicts. Raises
-        the child's error (``_SOURCE_FAILED``), or a system error when it ended otherwise than by finishing."""
+        """The child's messages in order: records as ``JsonRecord``s (or RECORD lines as bytes), ``SourceProgress``,
+        other messages as dicts. Raises the child's error (``_SOURCE_FAILED``), or a system error when it ended
+        otherwise than by finishing."""
         from airbyte_cdk.models import FailureType
         from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -151,8 +164,14 @@ class SourceProcess:
         failed: Optional[Dict[str, Any]] = None
         for line in self._lines():
             if line.startswith(TEXT_RECORD):
-                _, stream, emitted_at, data = line.split(b"\t", 3)
-                yield JsonRecord(stream.decode(), None, data.decode(), int(emitted_at), len(line) + 1)
+                try:
+                    _, stream, emitted_at, data = line.split(b"\t", 3)
+                    record = JsonRecord(stream.decode(), None, data.decode(), int(emitted_at), len(line) + 1)
+                except ValueError:
+                    raise self._broken(line) from None
+                if not record.data.startswith("{"):
+                    raise self._broken(line)
+                yield record
                 continue
             if line.startswith(RECORD_PREFIX):
                 yield line
@@ -162,7 +181,7 @@ class SourceProcess:
             except ValueError:
                 message = None
             if not isinstance(message, dict):
-                # not ours to interpret (a library printing to stdout): said, never passed to the write loop
+                # not ours to interpret (a library writing to our descriptor): said, never passed to the write loop
                 logging.getLogger("airbyte").warning(f"The source process wrote a line that is not a message: {line[:200]!r}")
                 continue
             kind = message.get("type")
@@ -180,8 +199,11 @@ class SourceProcess:
                 failure_type = FailureType(failed.get("failure_type"))
             except ValueError:
                 failure_type = FailureType.system_error
-            raise AirbyteTracedException(message=str(failed.get("message")), failure_type=failure_type)
-        if code != 0 and not self._stop_forwarded:
+            error = AirbyteTracedException(message=str(failed.get("message")), failure_type=failure_type)
+            # whether the child had been asked to stop when it failed (the pump may read this line much later)
+            error.raised_after_stop = bool(failed.get("after_stop"))
+            raise error
+        if code != 0:
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exited with {code}"
             raise AirbyteTracedException(
                 message=(
@@ -190,6 +212,27 @@ class SourceProcess:
                 ),
                 failure_type=FailureType.system_error,
             )
+        if self._follow and not self._stop_forwarded:
+            raise AirbyteTracedException(
+                message=(
+                    f"The source process (pid {self.proc.pid}) stopped following without the runner asking it to (a "
+                    "SIGTERM sent to it alone?). What it read is committed; stop the runner itself (its pid), or run "
+                    "it again."
+                ),
+                failure_type=FailureType.system_error,
+            )
+
+    def _broken(self, line: bytes) -> Exception:
+        from airbyte_cdk.models import FailureType
+        from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+        return AirbyteTracedException(
+            message=(
+                f"The source process (pid {self.proc.pid}) wrote a record line that is not in the runner's framing "
+                f"({len(line)} bytes starting {line[:40]!r}); nothing after the last commit was lost: run again."
+            ),
+            failure_type=FailureType.system_error,
+        )
 
     def _lines(self) -> Iterator[bytes]:
         """The child's stdout as lines (without their newline), read as much at a time as the pipe holds: a
@@ -206,8 +249,10 @@ class SourceProcess:
             lines = (pending + chunk).split(b"\n") if pending else chunk.split(b"\n")
             pending = lines.pop()
             yield from lines
-        if pending:
-            yield pending
+        if pending:  # no newline at the end: the child was killed while writing this line
+            logging.getLogger("airbyte").warning(
+                f"The source process ended in the middle of a line ({len(pending)} bytes dropped, read again by the next run)."
+            )
 
     def close(self) -> None:
         """End the child (asked to stop, then killed) and reap it; the runner leaves no process behind."""
@@ -225,6 +270,15 @@ class SourceProcess:
             pass
         # (stdout is left to the pump's thread, which may still be reading it: it sees the end of file and ends)
         self.proc.wait()
+
+
+def message_size(message: Any) -> int:
+    """Bytes of a record among the child's messages (for the pump's bound on what it holds): a ``JsonRecord``'s size,
+    a RECORD line's length; other messages count as nothing (a handful of small ones)."""
+    size = getattr(message, "size", None)
+    if type(size) is int:
+        return size
+    return len(message) if type(message) is bytes else 0
 
 
 def _enlarge_pipe(fd: int) -> None:

@@ -27,7 +27,7 @@ SECRET = "source-process-secret-8f2c"
 def mixed_record(shard: int, offset: int) -> Tuple[str, bytes]:
     """Records of every kind the hand-off treats apart: plain objects (the framed text path), ``_op`` deletes and
     repserts of repeated ids, ``_meta`` and nested ``_event_time`` keys (the text path's conservative fallback),
-    integers past 64 bits (only the RECORD line carries them), strings with tabs, newlines and non-ASCII text, and
+    integers past 64 bits and nesting deeper than orjson writes (only the RECORD line carries them), strings with tabs, newlines and non-ASCII text, and
     payloads that are not JSON objects."""
     key = f"k{shard}-{offset % 37}"  # ids repeat within a shard only: across shards, order is not defined
     kind = offset % 9
@@ -45,6 +45,8 @@ def mixed_record(shard: int, offset: int) -> Tuple[str, bytes]:
         return f"pk-{shard}-{offset}", b"not json at all"
     elif kind == 6:
         return f"pk-{shard}-{offset}", b"[1, 2, 3]"
+    elif kind == 8 and offset % 5 == 0:  # nested 990 levels: past orjson's writer (254), within the parser's 1024
+        return f"pk-{shard}-{offset}", ('{"_id":"%s","n":%d,"deep":' % (key, offset) + "[" * 990 + "1" + "]" * 990 + "}").encode()
     else:
         body = {"_id": key, "n": offset, "shard": shard, "amount": offset / 7}
     return f"pk-{shard}-{offset}", json.dumps(body, ensure_ascii=False).encode()

@@ -124,6 +124,23 @@ def _loads_deep(data: bytes) -> Any:
         sys.setrecursionlimit(limit)
 
 
+def dumps_line(value: Any) -> bytes:
+    """``value`` as compact JSON text plus a newline: orjson, or for what orjson does not write (integers beyond 64
+    bits, nesting deeper than its 254 levels) the standard library, with the recursion limit lifted for the levels a
+    payload may have (``loads_exact`` accepts up to MAX_DEPTH; the stdlib encoder recurses once per level, and hit the
+    default limit at ~980 levels: one such record failed every sync that read it)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:
+        pass
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 4 * MAX_DEPTH)
+    try:
+        return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 def may_hold_big_int_float(value: Any) -> bool:
     """True when ``value`` holds a float that may have been an integer beyond 64 bits (iterative: no recursion)."""
     stack = [value]

@@ -3,11 +3,11 @@
 Everything goes through the CDK's entrypoint (config validation against the spec, secret filtering, record counts
 on state messages, error traces). Only how RECORD messages become text is ours: the CDK's generic serializer costs
 about as much per record as botocore's response parsing, so records are written with one ``orjson.dumps`` of a plain
-dict (the same wire format). Integers beyond 64 bits, which orjson refuses, fall back to the stdlib (exact).
+dict (the same wire format). Integers beyond 64 bits and nesting deeper than orjson writes fall back to the stdlib
+(``json_exact.dumps_line``: exact, as deep as a payload may be).
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -16,12 +16,12 @@ import threading
 from collections import defaultdict
 from typing import Any, Dict, List, Optional
 
-import orjson
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.logger import PRINT_BUFFER
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateStats, Type
 
 from source_kinesis.config import parse_config
+from source_kinesis.json_exact import dumps_line
 from source_kinesis.source import SourceKinesis
 
 
@@ -30,11 +30,7 @@ def record_line(message: AirbyteMessage) -> bytes:
     body = {"stream": record.stream, "data": record.data, "emitted_at": record.emitted_at}
     if record.namespace is not None:
         body["namespace"] = record.namespace
-    wire = {"type": "RECORD", "record": body}
-    try:
-        return orjson.dumps(wire, option=orjson.OPT_APPEND_NEWLINE)
-    except TypeError:  # an integer beyond 64 bits: the stdlib writes it exactly
-        return (json.dumps(wire, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    return dumps_line({"type": "RECORD", "record": body})  # (exact beyond 64 bits, and as deep as a payload may be)
 
 
 class KinesisEntrypoint(AirbyteEntrypoint):

@@ -47,8 +47,9 @@ def test_lines_become_json_records_record_lines_progress_and_dicts_in_order():
     assert messages[1].startswith(b'{"type":"RECORD"') and b'"namespace":"ns"' in messages[1]
     assert messages[2] == SourceProgress({"orders": {"records": 2, "newest_arrival": "2026-01-01T00:00:00Z"}})
     assert messages[3]["type"] == "STATE" and messages[3]["state"]["stream"]["stream_state"] == {"v": 1}
-    assert messages[4] == JsonRecord("orders", None, '{"id":3}', 1700000000001, len(b'R\torders\t1700000000001\t{"id":3}') + 1)
-    assert len(messages) == 5  # the stray line is logged, never passed on
+    # the stray line is logged, never passed on; the last one, without its newline (the child killed while writing
+    # it), is dropped: never half a record in the store
+    assert len(messages) == 4
 
 
 def test_the_childs_error_is_raised_with_its_failure_type_after_what_came_before_it():
@@ -138,3 +139,74 @@ def test_close_kills_a_child_that_ignores_the_stop_and_reaps_it():
     assert process.proc.returncode == -signal.SIGKILL
     reader.join(5)
     assert not reader.is_alive() and errors == []  # it saw the end of file and ended quietly: the runner was done with it
+
+
+@pytest.mark.parametrize("line", [b"R\torders\t17000\n", b"R\torders\tnot-a-number\t{}\n", b"R\torders\t1\t[1]\n"])
+def test_a_record_line_out_of_the_framing_is_an_error_not_a_record(line):
+    process = child(f"import sys; sys.stdout.buffer.write({line!r})")
+    try:
+        with pytest.raises(AirbyteTracedException) as caught:
+            list(process.messages())
+    finally:
+        process.close()
+    assert caught.value.failure_type == FailureType.system_error and "not in the runner's framing" in caught.value.message
+
+
+def test_a_following_child_that_ends_without_being_asked_is_an_error():
+    process = child("pass")
+    process._follow = True  # what send_job(follow_mode=True) records
+    try:
+        with pytest.raises(AirbyteTracedException) as caught:
+            list(process.messages())
+    finally:
+        process.close()
+    assert "stopped following without the runner asking" in caught.value.message
+
+
+def test_the_childs_error_says_whether_it_came_after_the_stop():
+    process = child(r"""
+        import sys
+        sys.stdout.buffer.write(b'{"type":"_SOURCE_FAILED","failure_type":"transient_error","message":"late","after_stop":true}\n')
+    """)
+    try:
+        with pytest.raises(AirbyteTracedException) as caught:
+            list(process.messages())
+    finally:
+        process.close()
+    assert caught.value.raised_after_stop is True
+
+
+def test_after_a_stop_the_pump_gives_the_write_loop_a_bounded_amount_however_much_the_child_read():
+    """A child that read far ahead of a busy writer (here: 30,000 records before the stop) and then ends on the
+    SIGTERM: only ``max_after_stop`` messages reach the write loop after the stop, in order, the rest is dropped."""
+    import logging
+
+    from collection_runner.source_process import message_size
+    from collection_runner.source_pump import SourcePump
+
+    process = child(r"""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+        out = sys.stdout.buffer
+        for i in range(30_000):
+            out.write(b'R\ts\t1\t{"n":%d}\n' % i)
+        out.flush()
+        time.sleep(30)
+    """)
+    stop = threading.Event()
+    process.forward_stop(stop)
+    pump = SourcePump(process.messages(), stop, logging.getLogger("test"), grace_seconds=1.0, max_buffered=100_000,
+                      size_of=message_size, max_after_stop=1_000).start()
+    got = []
+    try:
+        for message in pump.messages():
+            if isinstance(message, JsonRecord):
+                got.append(message)
+                if len(got) == 500:
+                    time.sleep(1.0)  # the writer is busy: the pump reads on
+                    stop.set()
+    finally:
+        pump.close()
+        process.close()
+    assert [r.data for r in got] == [f'{{"n":{i}}}' for i in range(len(got))]  # in order, no gap
+    assert 500 < len(got) <= 1_501 and pump.dropped_after_stop > 20_000
