@@ -166,6 +166,8 @@ def _run(
                         lock.verify()  # PostgreSQL: the advisory lock went with a lost session? stop (exit 3)
             finally:
                 pump.close()
+                if child is not None:  # nobody reads its pipe once the pump let go: no reason to wait for it
+                    child.close(wait=not (pump.abandoned_source or pump.dropped_after_stop))
             pump.raise_error()
         finally:
             # a query that ignored its interrupt still runs on a cursor of this connection: closing the connection

@@ -20,6 +20,7 @@ _stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda _signum, _frame: _stop.set())
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})  # blocked by the runner while it spawned us
 
 # The runner's pipe is a private descriptor; file descriptor 1 (and ``sys.stdout``) point at stderr from here on, so
 # whatever a library prints lands in the log instead of in the middle of a record line.
@@ -123,16 +124,23 @@ def main(argv: list) -> int:
             return None
         return b"".join((source_process.TEXT_RECORD, stream.encode(), tab, str(record.emitted_at).encode(), tab, data, b"\n"))
 
+    # Following: records written since the last flush wake a flusher that flushes them FOLLOW_FLUSH_SECONDS later (an
+    # idle child makes no wake-ups: a flusher polling every 0.05 s woke it 20 times a second).
+    unflushed = threading.Event()
     if job.get("follow"):
-        def flush_often() -> None:
+        def flush_soon() -> None:
             while True:
+                unflushed.wait()
                 time.sleep(FOLLOW_FLUSH_SECONDS)
+                unflushed.clear()  # before the flush: a record written after it sets it again
                 try:
                     out.flush()  # (BufferedWriter locks: whole lines only, from either thread)
                 except (OSError, ValueError):
                     return
 
-        threading.Thread(target=flush_often, name="pipe-flusher", daemon=True).start()
+        threading.Thread(target=flush_soon, name="pipe-flusher", daemon=True).start()
+    else:
+        unflushed.set()  # a bounded sync flushes with its states only (``set``: never signalled per record)
 
     code = 0
     try:
@@ -151,6 +159,8 @@ def main(argv: list) -> int:
                 if arrival is not None and (newest.get(name) is None or arrival > newest[name]):
                     newest[name] = arrival
                 out.write(framed(message) or record_line(message))
+                if not unflushed.is_set():
+                    unflushed.set()
                 if counts[name] & 1023 == 0 and time.monotonic() - last_progress >= PROGRESS_SECONDS:
                     send_progress()
                     last_progress = time.monotonic()
@@ -176,6 +186,8 @@ def main(argv: list) -> int:
             pass
     finally:
         try:
+            if _stop.is_set() and code == 0:
+                out.write(orjson.dumps({"type": source_process.STOPPED}, option=orjson.OPT_APPEND_NEWLINE))
             out.flush()
         except OSError:
             code = code or 1  # the runner stopped listening

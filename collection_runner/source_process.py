@@ -16,8 +16,10 @@ The contract with the child, all of it here:
 * **Dies with the runner.** The child asks the kernel for SIGKILL when the runner dies (``PR_SET_PDEATHSIG``, Linux)
   and exits when its stdin reaches end of file (the runner gone, anywhere): a SIGKILLed runner leaves no orphan.
 * **Stop.** The runner's stop request becomes a SIGTERM to the child: the source emits its final checkpoints and ends
-  (exit 0). Past the stop grace the pump stops listening and ``close`` kills the child. A following child that ends
-  without the runner asking (a SIGTERM sent to it alone) is an error, not a quiet end of the run.
+  (exit 0, after a ``_SOURCE_STOPPED`` line). Past the stop grace the pump stops listening and ``close`` kills the
+  child. A child stopped by a SIGTERM the runner did not send (sent to it alone), or a following one that ended, is
+  an error, not a quiet end of the run — unless the runner's own stop request comes within 2 s (a SIGTERM to the whole
+  process group reaches the child first when the runner is in a commit).
 * **Messages.** Lines on a private descriptor that is the child's stdout (its file descriptor 1 points at stderr, so
   a library's ``print`` cannot cut into a line): records in the runner's own framing (``TEXT_RECORD``), or, for a
   record that framing cannot carry, the RECORD line (passed on as bytes: the write loop parses it); every other
@@ -53,6 +55,11 @@ RECORD_PREFIX = b'{"type":"RECORD"'  # how every RECORD line of the child starts
 TEXT_RECORD = b"R\t"
 READ_BYTES = 1 << 20  # the most read from the child's stdout at a time (the pipe is enlarged to this where allowed)
 F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity (64 KiB by default)
+BLOCKED_AT_SPAWN = {signal.SIGINT, signal.SIGHUP}  # the child unblocks them once it ignores them (source_child)
+STOPPED = "_SOURCE_STOPPED"  # the child's last line when a SIGTERM stopped it (from the runner, or sent to it alone)
+# A child stopped by a SIGTERM the runner did not forward: how long the runner waits for its own stop request (a
+# SIGTERM to the whole process group reaches the child first while the runner's main thread is in a commit).
+OUTSIDE_STOP_WAIT_SECONDS = 2.0
 # How long ``close`` waits for a child that was asked to stop before killing it (the pump's stop grace came first).
 CLOSE_WAIT_SECONDS = 0.5
 
@@ -65,7 +72,17 @@ class SourceProgress:
 
 
 def _argv(parent_pid: int) -> List[str]:
-    return [sys.executable, "-m", "collection_runner.source_child", "--parent", str(parent_pid)]
+    # -P: the working directory is not on the child's path (a ``collection_runner`` or ``json`` there would be run)
+    return [sys.executable, "-P", "-m", "collection_runner.source_child", "--parent", str(parent_pid)]
+
+
+def _environment() -> Dict[str, str]:
+    """The runner's environment, with the folder this runner's own packages come from first on the path: the child runs
+    exactly the runner's code (another checkout or an older install cannot slip in)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 class SourceProcess:
@@ -75,15 +92,17 @@ class SourceProcess:
         self.proc = proc
         self._follow = False
         self._stop_forwarded = False
+        self._stop_event: Optional[threading.Event] = None
         self._closed = threading.Event()
 
     @classmethod
     def spawn(cls) -> "SourceProcess":
-        # SIGINT ignored while the child is started: it inherits that (an ignored signal stays ignored across exec, and
-        # Python then installs no KeyboardInterrupt handler), so a Ctrl-C during its start-up cannot print a traceback
-        # before its first line ignores SIGINT for good. (A Ctrl-C in these few milliseconds is lost: press it again.)
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        """Start the child. Call it on a thread that outlives the child (the CLI's main thread): the kernel's
+        parent-death signal follows the thread that started it."""
+        # SIGINT and SIGHUP blocked while the child is started: it inherits the mask, so a Ctrl-C during its start-up
+        # stays pending until its first lines ignore both for good (no KeyboardInterrupt traceback); here the blocked
+        # signal is delivered as soon as the mask is restored (none is lost).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_AT_SPAWN)
         try:
             proc = subprocess.Popen(
                 _argv(os.getpid()),
@@ -91,10 +110,10 @@ class SourceProcess:
                 stdout=subprocess.PIPE,
                 stderr=None,  # the runner's stderr: the child's log lines appear as the runner's
                 close_fds=True,
+                env=_environment(),
             )
         finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _enlarge_pipe(proc.stdout.fileno())
         return cls(proc)
 
@@ -134,11 +153,13 @@ class SourceProcess:
     def forward_stop(self, stop_event: threading.Event) -> None:
         """Turn the runner's stop request into a SIGTERM to the child (a daemon thread that ends with ``close``)."""
 
+        self._stop_event = stop_event
+
         def watch() -> None:
             while not self._closed.is_set():
                 if stop_event.wait(0.5):
+                    self._stop_forwarded = True  # (before the signal: the child may end before this thread runs again)
                     self.signal(signal.SIGTERM)
-                    self._stop_forwarded = True
                     return
 
         threading.Thread(target=watch, name="source-stop-forwarder", daemon=True).start()
@@ -162,6 +183,7 @@ class SourceProcess:
         from destination_collection.protocol_loop import JsonRecord
 
         failed: Optional[Dict[str, Any]] = None
+        stopped = False
         for line in self._lines():
             if line.startswith(TEXT_RECORD):
                 try:
@@ -189,6 +211,8 @@ class SourceProcess:
                 yield SourceProgress(message.get("streams") or {})
             elif kind == FAILED:
                 failed = message
+            elif kind == STOPPED:
+                stopped = True
             else:
                 yield message
         code = self.proc.wait()
@@ -212,15 +236,21 @@ class SourceProcess:
                 ),
                 failure_type=FailureType.system_error,
             )
-        if self._follow and not self._stop_forwarded:
+        # (a following source ends only when stopped: one that ended without being asked was stopped from outside)
+        if (stopped or self._follow) and not self._stop_forwarded and not self._runner_stopping():
             raise AirbyteTracedException(
                 message=(
-                    f"The source process (pid {self.proc.pid}) stopped following without the runner asking it to (a "
-                    "SIGTERM sent to it alone?). What it read is committed; stop the runner itself (its pid), or run "
-                    "it again."
+                    f"The source process (pid {self.proc.pid}) stopped without the runner asking it to (a SIGTERM sent "
+                    "to it alone?), so not everything was read. What it read is committed; to stop, signal the runner "
+                    "(its pid or its process group); run it again to read on."
                 ),
                 failure_type=FailureType.system_error,
             )
+
+    def _runner_stopping(self) -> bool:
+        """Whether the runner itself is stopping: a SIGTERM to the whole process group reaches the child at once, the
+        runner's handler only when its main thread runs Python again (it may be in a commit): wait for it a little."""
+        return self._stop_event is not None and self._stop_event.wait(OUTSIDE_STOP_WAIT_SECONDS)
 
     def _broken(self, line: bytes) -> Exception:
         from airbyte_cdk.models import FailureType
@@ -254,10 +284,11 @@ class SourceProcess:
                 f"The source process ended in the middle of a line ({len(pending)} bytes dropped, read again by the next run)."
             )
 
-    def close(self) -> None:
-        """End the child (asked to stop, then killed) and reap it; the runner leaves no process behind."""
+    def close(self, wait: bool = True) -> None:
+        """End the child (asked to stop, then killed) and reap it; the runner leaves no process behind. ``wait``
+        False: kill it at once (nobody reads its pipe any more, so it could not finish anyway). Idempotent."""
         self._closed.set()
-        if self.proc.poll() is None and self._stop_forwarded:
+        if wait and self.proc.poll() is None and self._stop_forwarded:
             try:
                 self.proc.wait(CLOSE_WAIT_SECONDS)
             except subprocess.TimeoutExpired:
@@ -273,12 +304,13 @@ class SourceProcess:
 
 
 def message_size(message: Any) -> int:
-    """Bytes of a record among the child's messages (for the pump's bound on what it holds): a ``JsonRecord``'s size,
-    a RECORD line's length; other messages count as nothing (a handful of small ones)."""
-    size = getattr(message, "size", None)
-    if type(size) is int:
-        return size
-    return len(message) if type(message) is bytes else 0
+    """Memory a record among the child's messages takes (for the pump's bound on what it holds): its data's ``str``
+    (1 to 4 bytes per character) or its RECORD line, plus the objects around it; other messages count as nothing (a
+    handful of small ones)."""
+    data = getattr(message, "data", None)
+    if type(data) is str:
+        return sys.getsizeof(data) + 120
+    return sys.getsizeof(message) if type(message) is bytes else 0
 
 
 def _enlarge_pipe(fd: int) -> None:

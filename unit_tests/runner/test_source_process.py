@@ -160,7 +160,7 @@ def test_a_following_child_that_ends_without_being_asked_is_an_error():
             list(process.messages())
     finally:
         process.close()
-    assert "stopped following without the runner asking" in caught.value.message
+    assert "stopped without the runner asking" in caught.value.message
 
 
 def test_the_childs_error_says_whether_it_came_after_the_stop():
@@ -210,3 +210,42 @@ def test_after_a_stop_the_pump_gives_the_write_loop_a_bounded_amount_however_muc
         process.close()
     assert [r.data for r in got] == [f'{{"n":{i}}}' for i in range(len(got))]  # in order, no gap
     assert 500 < len(got) <= 1_501 and pump.dropped_after_stop > 20_000
+
+
+@pytest.mark.parametrize("runner_stops", [False, True])
+def test_a_child_stopped_by_a_sigterm_the_runner_did_not_send_is_an_error_unless_the_runner_is_stopping_too(runner_stops):
+    """A SIGTERM to the whole process group reaches the child at once and the runner when its main thread next runs
+    Python (maybe after a commit): a child that says it was stopped while the runner is not stopping within 2 s was
+    stopped from outside, and the run must not end as if everything was read."""
+    process = child(r'''
+        import sys
+        sys.stdout.buffer.write(b'{"type":"_SOURCE_STOPPED"}\n')
+    ''')
+    stop = threading.Event()
+    process.forward_stop(stop)  # registered, never forwarded: the child ends first
+    if runner_stops:
+        threading.Timer(0.5, stop.set).start()
+    try:
+        if runner_stops:
+            assert list(process.messages()) == []
+        else:
+            with pytest.raises(AirbyteTracedException) as caught:
+                list(process.messages())
+            assert "stopped without the runner asking" in caught.value.message
+    finally:
+        process.close()
+
+
+def test_the_child_runs_the_runners_own_code_whatever_the_working_directory(tmp_path, monkeypatch, capfd):
+    fake = tmp_path / "collection_runner"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "source_child.py").write_text("import sys; sys.stderr.write('HIJACKED\\n')")
+    monkeypatch.chdir(tmp_path)
+    process = SourceProcess.spawn()
+    try:
+        process.proc.stdin.close()  # no job: the real child exits 0 without a word
+        assert process.proc.wait(60) == 0
+    finally:
+        process.close()
+    assert "HIJACKED" not in capfd.readouterr().err
