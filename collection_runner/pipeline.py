@@ -16,6 +16,7 @@ commits what it already emitted (an endpoint that stopped answering cannot hold 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -90,37 +91,14 @@ def run_pipeline(
     ``on_reading`` is called once the store is ready, just before the source is asked for its first message (the
     runner's stop handlers change meaning there: see ``stopping``). ``source_in_process``: the source on a thread
     of this process instead of its own process."""
-    child = None if source_in_process else source_process.take()  # importing while the store is locked and opened
-    try:
-        return _run(
-            child, source_config, destination_config, catalog, follow_mode=follow_mode, stop_event=stop_event,
-            logger=logger, progress=progress, stop_grace_seconds=stop_grace_seconds, query_timeout=query_timeout,
-            on_reading=on_reading,
-        )
-    finally:
-        if child is not None:
-            child.close()
-
-
-def _run(
-    child: Optional[source_process.SourceProcess],
-    source_config: Mapping[str, Any],
-    destination_config: Mapping[str, Any],
-    catalog: ConfiguredAirbyteCatalog,
-    *,
-    follow_mode: bool,
-    stop_event: threading.Event,
-    logger: logging.Logger,
-    progress: RunnerProgress,
-    stop_grace_seconds: float,
-    query_timeout: float,
-    on_reading: Callable[[], None],
-) -> RunSummary:
     destination = parse_destination_config(destination_config)
     mode = "follow" if follow_mode else "sync"
     names = [s.stream.name for s in catalog.streams]
     collections = collections_for(destination, [(s.stream.name, s.stream.namespace) for s in catalog.streams])
-    with StoreLock(destination, {"mode": mode}, logger=logger, collections=collections) as lock:
+    # (the source's process, prestarted by the CLI, imports while the store is locked and opened; closed on the way out)
+    in_this_process = contextlib.nullcontext(None)
+    with (in_this_process if source_in_process else source_process.take()) as child, \
+            StoreLock(destination, {"mode": mode}, logger=logger, collections=collections) as lock:
         store = open_store(destination)
         service: Optional[QueryService] = None
         try:

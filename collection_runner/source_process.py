@@ -117,6 +117,12 @@ class SourceProcess:
         _enlarge_pipe(proc.stdout.fileno())
         return cls(proc)
 
+    def __enter__(self) -> "SourceProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     @property
     def pid(self) -> int:
         return self.proc.pid

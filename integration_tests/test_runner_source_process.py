@@ -17,6 +17,7 @@ from typing import List, Tuple
 import duckdb
 import pytest
 
+from integration_tests.process_helpers import children_of, gone
 from integration_tests.fault_proxy import FaultProxy
 from integration_tests.replay import ReplayData, ReplayStream
 
@@ -115,23 +116,6 @@ def test_the_source_process_gives_the_same_collections_and_states_as_the_source_
     assert "reading shard shardId-000000000000" in separate.stderr
 
 
-def _children(pid: int) -> List[int]:
-    found: List[int] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as handle:
-            found += [int(p) for p in handle.read().split()]
-    return found
-
-
-def _gone(pid: int) -> bool:
-    """Not running any more (a zombie nobody reaped counts as gone: it holds no resources but its table entry)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_a_sigkilled_runner_leaves_no_source_process_behind(tmp_path, replay):
     source, destination, _ = configs(tmp_path, replay.endpoint_url, "kill", ["plain"])
@@ -141,7 +125,7 @@ def test_a_sigkilled_runner_leaves_no_source_process_behind(tmp_path, replay):
         children: List[int] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            children = _children(proc.pid)
+            children = children_of(proc.pid)
             if children:
                 break
             time.sleep(0.1)
@@ -154,9 +138,9 @@ def test_a_sigkilled_runner_leaves_no_source_process_behind(tmp_path, replay):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 5
-        while not _gone(child) and time.monotonic() < deadline:
+        while not gone(child) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _gone(child), f"the source process {child} outlived its runner"
+        assert gone(child), f"the source process {child} outlived its runner"
     finally:
         if proc.poll() is None:
             proc.kill()

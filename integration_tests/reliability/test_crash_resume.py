@@ -37,6 +37,7 @@ from collection_runner.configs import configured_stream
 from collection_runner.pipeline import run_pipeline
 from collection_runner.progress import RunnerProgress
 from destination_collection.protocol_loop import write_messages
+from integration_tests.process_helpers import children_of, gone
 from integration_tests.reliability.helpers import (
     TruthStream,
     assert_equals_truth,
@@ -60,27 +61,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 @pytest.fixture(scope="module")
 def crash_stream(kinesis_mock) -> TruthStream:
     return build_stream(kinesis_mock.client(), "crash")
-
-
-def _children(pid: int) -> List[int]:
-    """The live children of ``pid`` (Linux /proc; none once it has ended)."""
-    found: List[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(p) for p in handle.read().split()]
-    except OSError:
-        pass
-    return found
-
-
-def _gone(pid: int) -> bool:
-    """Not running any more (a zombie nobody reaped counts: it holds nothing but its table entry)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 class Trial:
@@ -121,13 +101,13 @@ class Trial:
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
         children: List[int] = []  # the runner's source process (source_process.py), taken just before the kill
-        killed = self._maybe_kill([proc], proc, reading, kill_after, before_kill=lambda: children.extend(_children(proc.pid)))
+        killed = self._maybe_kill([proc], proc, reading, kill_after, before_kill=lambda: children.extend(children_of(proc.pid)))
         if killed:
             assert children, f"trial {self.mode}-{self.seed}: killed while reading, yet no source process was found"
             deadline = time.monotonic() + 5
-            while not all(_gone(pid) for pid in children) and time.monotonic() < deadline:
+            while not all(gone(pid) for pid in children) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert all(_gone(pid) for pid in children), f"trial {self.mode}-{self.seed}: the runner's source process outlived it"
+            assert all(gone(pid) for pid in children), f"trial {self.mode}-{self.seed}: the runner's source process outlived it"
         out = proc.stdout.read()
         proc.wait(timeout=90)
         pumper.join(timeout=10)
