@@ -1,7 +1,8 @@
 """The program of the runner's source process: ``python -m collection_runner.source_child --parent PID``.
 
 It reads its job from stdin (one JSON line, see ``source_process.SourceProcess.send_job``), runs the source
-(``SourceKinesis.read`` for ``sync``, ``follow`` for ``follow``) and writes its messages to stdout as protocol lines.
+(``SourceKinesis.read`` for ``sync``, ``follow`` for ``follow``) and writes its messages as lines on its stdout
+(duplicated to a private descriptor at start; descriptor 1 then points at stderr).
 Everything about how the runner and this child talk is described in ``source_process``; this module only does the
 child's side of it.
 """
