@@ -159,6 +159,13 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_TRANSIENT if _outage_cause(exc) is not None else EXIT_SYSTEM
 
 
+def failure_kind(exc: BaseException) -> str:
+    """The failure type an error is reported with, decided by its exit code (``exit_code``): an outage is a
+    transient_error whatever its label, an unlabelled error a system_error. Used for the runner's last log line and
+    by its source process (``source_child``) to label the error it hands over."""
+    return {EXIT_TRANSIENT: "transient_error", EXIT_CONFIG: "config_error"}.get(exit_code(exc), "system_error")
+
+
 def _run(args: argparse.Namespace) -> int:
     from collection_runner import commands
 
@@ -184,7 +191,6 @@ def _main(args: argparse.Namespace) -> int:
 
     without_pandas.install()  # ~45 MB DuckDB/pyarrow would import and never use (see without_pandas.py)
     # The CDK configures the "airbyte" logger (to stdout) when first imported: import it before our own set-up.
-    from airbyte_cdk.models import FailureType
     from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
     from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -194,21 +200,17 @@ def _main(args: argparse.Namespace) -> int:
     except stopping.StopBeforeReading as stop:
         return stopping.stopped_before_reading(stop, logger.info)
     except AirbyteTracedException as exc:
-        code = exit_code(exc)
-        kind = FailureType.transient_error if code == EXIT_TRANSIENT else (exc.failure_type or FailureType.system_error)
-        logger.error(f"{kind.value}: {exc.message}")
-        return code
+        logger.error(f"{failure_kind(exc)}: {exc.message}")
+        return exit_code(exc)
     except KeyboardInterrupt:
         logger.error("Interrupted.")
         return EXIT_SYSTEM
     except BrokenPipeError:
         return _stdout_closed()
     except Exception as exc:  # noqa: BLE001 - an unexpected error still gets its exit code (an outage: 3)
-        code = exit_code(exc)
-        kind = "transient_error" if code == EXIT_TRANSIENT else "system_error"
-        logger.error(f"{kind}: {type(exc).__name__}: {filter_secrets(str(exc))}")
+        logger.error(f"{failure_kind(exc)}: {type(exc).__name__}: {filter_secrets(str(exc))}")
         logger.debug("Traceback of the error above:", exc_info=True)
-        return code
+        return exit_code(exc)
 
 
 def _stdout_closed() -> int:

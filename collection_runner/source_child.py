@@ -73,8 +73,7 @@ def main(argv: list) -> int:
     import orjson
 
     from collection_runner import source_process
-    from collection_runner.cli import exit_code, setup_logging
-    from collection_runner.exit_codes import EXIT_CONFIG, EXIT_TRANSIENT
+    from collection_runner.cli import exit_code, failure_kind, setup_logging
     from destination_collection import without_pandas
 
     without_pandas.install()
@@ -177,7 +176,7 @@ def main(argv: list) -> int:
             text = exc.message or str(exc)
         else:
             text = f"{type(exc).__name__}: {exc}"
-        failure = "transient_error" if code == EXIT_TRANSIENT else "config_error" if code == EXIT_CONFIG else "system_error"
+        failure = failure_kind(exc) if isinstance(exc, Exception) else "system_error"
         logger.debug("Traceback of the source's error:", exc_info=True)
         try:
             send_progress()  # what was read before the error, for the runner's summary
