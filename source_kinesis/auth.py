@@ -6,7 +6,8 @@ outlive the one-hour default session.
 
 Clients are built with botocore's own retries off (``total_max_attempts=1``): the shard reader owns retries and
 backoff in one place (tenacity), so throttle counts and backoff are exact. Every call, Kinesis and STS alike, runs
-under a total deadline (``deadlines.py``): ``kinesis()`` returns a ``GuardedClient``.
+under a total deadline (``deadlines.py``): ``kinesis()`` returns a ``GuardedClient``. With enhanced fan-out the
+client's SubscribeToShard calls go over HTTP/2 (``fanout_transport.py``).
 """
 from __future__ import annotations
 
@@ -150,6 +151,7 @@ class ClientFactory:
         self.guard = guard.with_total(total_seconds) if total_seconds is not None else guard
         self._lock = threading.Lock()
         self._client: Optional[Any] = None
+        self.sender: Optional[Any] = None  # enhanced fan-out's transport, once the client is built
 
     def kinesis(self) -> Any:
         with self._lock:
@@ -167,5 +169,12 @@ class ClientFactory:
                         user_agent_extra="airbyte-source-kinesis",
                     ),
                 )
+                if self.config.fan_out is not None:
+                    # SubscribeToShard over HTTP/2 (fanout_transport.py); every other call keeps botocore's transport.
+                    # Imported here: httpx costs polling syncs start-up time for nothing.
+                    from source_kinesis.fanout_transport import Http2Sender, default_verify, install
+
+                    self.sender = Http2Sender(connect_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS, verify=default_verify())
+                    install(self._client, self.sender)
                 self._client = GuardedClient(self._client, self.guard)
             return self._client

@@ -21,6 +21,10 @@ Format = Literal["json", "text", "bytes", "cloudwatch_logs", "dms", "dynamodb"]
 ROLE_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$")
 STREAM_ARN_RE = re.compile(r"^arn:aws(-[a-z]+)*:kinesis:([a-z0-9-]+):([0-9]{12}):stream/([A-Za-z0-9_.-]{1,128})$")
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+CONSUMER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+CONSUMER_ARN_RE = re.compile(
+    r"^arn:aws(-[a-z]+)*:kinesis:([a-z0-9-]+):([0-9]{12}):stream/([A-Za-z0-9_.-]{1,128})/consumer/([A-Za-z0-9_.-]{1,128}):([0-9]{1,20})$"
+)
 GLOB_CHARS = set("*?[")
 
 
@@ -51,6 +55,54 @@ class AccessKeys(_Model):
 
 class DefaultChain(_Model):
     auth_type: Literal["default_chain"]
+
+
+class Polling(_Model):
+    """Read with GetRecords (shares each shard's 5 calls/s and 2 MB/s with the stream's other polling consumers)."""
+
+    mode: Literal["polling"]
+
+
+class EnhancedFanOut(_Model):
+    """Read with SubscribeToShard through a registered consumer (its own 2 MB/s per shard, pushed). Exactly one of
+    ``consumer_name`` (registered by the sync on each stream when missing) or ``consumer_arn`` (an existing consumer
+    of the one configured stream) is given."""
+
+    mode: Literal["enhanced_fan_out"]
+    consumer_name: Optional[str] = None
+    consumer_arn: Optional[str] = None
+
+    @field_validator("consumer_name")
+    @classmethod
+    def _name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not CONSUMER_NAME_RE.match(value):
+            raise ValueError(f"'{value}' is not a valid consumer name (1-128 of A-Z a-z 0-9 _ . -)")
+        return value
+
+    @field_validator("consumer_arn")
+    @classmethod
+    def _arn(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not CONSUMER_ARN_RE.match(value):
+            raise ValueError(
+                f"'{value}' is not a Kinesis stream consumer ARN like "
+                "arn:aws:kinesis:us-east-1:123456789012:stream/name/consumer/consumer-name:1700000000"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_consumer(self) -> "EnhancedFanOut":
+        if (self.consumer_name is None) == (self.consumer_arn is None):
+            raise ValueError(
+                "enhanced fan-out needs exactly one of consumer_name (a consumer the sync registers on each stream "
+                "when missing) or consumer_arn (an existing consumer of the one configured stream)"
+            )
+        return self
+
+    @property
+    def consumer_stream(self) -> Optional[str]:
+        """The stream name inside ``consumer_arn`` (None with ``consumer_name``)."""
+        match = CONSUMER_ARN_RE.match(self.consumer_arn or "")
+        return match.group(4) if match else None
 
 
 class StreamFormat(_Model):
@@ -108,6 +160,7 @@ class SourceConfig(_Model):
     checkpoint_interval_records: int = Field(default=10000, ge=1, le=10_000_000)
     checkpoint_interval_seconds: float = Field(default=10.0, ge=0.1, le=3600)
     schema_sample_size: int = Field(default=100, ge=0, le=10000)
+    read_mode: Union[Polling, EnhancedFanOut] = Field(default_factory=lambda: Polling(mode="polling"), discriminator="mode")
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +209,28 @@ class SourceConfig(_Model):
             if self.start_timestamp > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5):
                 raise ValueError(f"the start_position timestamp {self.start_timestamp.isoformat()} is in the future; Kinesis refuses AT_TIMESTAMP iterators after now")
         return self
+
+    @model_validator(mode="after")
+    def _consumer_arn_rules(self) -> "SourceConfig":
+        mode = self.read_mode
+        if isinstance(mode, EnhancedFanOut) and mode.consumer_arn is not None:
+            refs = self.stream_refs
+            if len(refs) != 1 or refs[0].name is None:
+                raise ValueError(
+                    "read_mode.consumer_arn belongs to one stream, so streams must name exactly that one stream (a name "
+                    "or an ARN, not a pattern); to read several streams with enhanced fan-out, give consumer_name instead"
+                )
+            if refs[0].name != mode.consumer_stream:
+                raise ValueError(
+                    f"read_mode.consumer_arn is a consumer of stream '{mode.consumer_stream}', but streams names "
+                    f"'{refs[0].name}'; give that stream's consumer, or consumer_name to have one registered"
+                )
+        return self
+
+    @property
+    def fan_out(self) -> Optional[EnhancedFanOut]:
+        """The enhanced fan-out settings, or None when reading by polling."""
+        return self.read_mode if isinstance(self.read_mode, EnhancedFanOut) else None
 
     @property
     def stream_refs(self) -> List[StreamRef]:

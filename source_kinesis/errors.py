@@ -100,8 +100,14 @@ def is_retryable(exc: BaseException) -> bool:
     }
 
 
+# Actions on a stream consumer (enhanced fan-out): their IAM resource is the consumer's ARN, not the stream's.
+CONSUMER_ACTIONS = {"SubscribeToShard", "DescribeStreamConsumer"}
+
+
 def _iam_hint(action: str, stream: Optional[str]) -> str:
     resource = f"arn:aws:kinesis:<region>:<account>:stream/{stream}" if stream else "the stream ARN"
+    if action in CONSUMER_ACTIONS:
+        resource = f"{resource}/consumer/*" if stream else "the consumer ARN (stream/NAME/consumer/*)"
     return f"Allow kinesis:{action} on {resource} in the IAM policy of the connector's identity."
 
 

@@ -178,6 +178,64 @@ def get_records(
     return call_kinesis("GetRecords", client.get_records, kwargs, budget_seconds=budget_seconds, counters=counters, sleep=sleep)
 
 
+# SubscribeToShard also retries this: the previous subscription of the consumer on the shard is still active (for up
+# to 5 s after it ended, or while an abandoned one is being torn down).
+SUBSCRIBE_RETRY_CODES = frozenset({"ResourceInUseException"})
+
+
+def subscribe_to_shard(
+    client: Any,
+    consumer_arn: str,
+    shard_id: str,
+    iterator_type: str,
+    *,
+    sequence_number: Optional[str] = None,
+    timestamp: Optional[dt.datetime] = None,
+    budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS,
+    counters: Optional[RetryCounters] = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """A subscription's event stream (botocore's ``EventStream``, its initial-response already read); the AWS error
+    as it came when Kinesis refuses (a reader tells apart a stale position, a gone shard, a missing consumer)."""
+    position: Dict[str, Any] = {"Type": iterator_type}
+    if sequence_number is not None:
+        position["SequenceNumber"] = sequence_number
+    if timestamp is not None:
+        position["Timestamp"] = timestamp
+    kwargs = {"ConsumerARN": consumer_arn, "ShardId": shard_id, "StartingPosition": position}
+    response = call_kinesis(
+        "SubscribeToShard", client.subscribe_to_shard, kwargs,
+        budget_seconds=budget_seconds, counters=counters, sleep=sleep, retry_codes=SUBSCRIBE_RETRY_CODES,
+    )
+    return response["EventStream"]
+
+
+def describe_consumer(client: Any, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS, **which: str) -> Optional[Dict[str, Any]]:
+    """DescribeStreamConsumer by ``ConsumerARN=…`` or ``StreamARN=…, ConsumerName=…``: its ConsumerDescription, or
+    None when there is no such consumer. Other errors as they came."""
+    try:
+        response = call_kinesis("DescribeStreamConsumer", client.describe_stream_consumer, which, budget_seconds=retry_budget_seconds)
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) == "ResourceNotFoundException":
+            return None
+        raise
+    description = response.get("ConsumerDescription")
+    if not isinstance(description, dict) or not isinstance(description.get("ConsumerARN"), str) or not isinstance(description.get("ConsumerStatus"), str):
+        raise MalformedResponse(f"DescribeStreamConsumer returned a ConsumerDescription without ConsumerARN and ConsumerStatus: {str(description)[:100]}")
+    return description
+
+
+def register_consumer(client: Any, stream_arn: str, name: str, retry_budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS) -> Dict[str, Any]:
+    """RegisterStreamConsumer: the new consumer (CREATING). Errors as they came (ResourceInUseException: it exists)."""
+    response = call_kinesis(
+        "RegisterStreamConsumer", client.register_stream_consumer, {"StreamARN": stream_arn, "ConsumerName": name}, budget_seconds=retry_budget_seconds
+    )
+    consumer = response.get("Consumer")
+    if not isinstance(consumer, dict) or not isinstance(consumer.get("ConsumerARN"), str):
+        raise MalformedResponse(f"RegisterStreamConsumer returned a Consumer without ConsumerARN: {str(consumer)[:100]}")
+    return consumer
+
+
 def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float) -> None:
     """Make, once, each read a sync makes on this stream, so a missing permission shows up now with its name."""
     shards = list_shards(client, stream.api_ref, stream.name, retry_budget_seconds)

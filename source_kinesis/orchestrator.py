@@ -41,7 +41,7 @@ from source_kinesis.errors import MalformedResponse, translate
 from source_kinesis.kinesis_api import list_shards
 from source_kinesis.lineage import ShardGraph
 from source_kinesis.progress import ProgressReporter
-from source_kinesis.readers import open_reader
+from source_kinesis.readers import StreamReaders
 from source_kinesis.records import arrival_iso, build_record
 from source_kinesis.shard_lifecycle import Shard, ShardStatus
 from source_kinesis.shard_pool import ShardPool
@@ -72,6 +72,7 @@ class StreamRun:
     info: KinesisStream
     state: StreamState
     decoder: PayloadDecoder
+    readers: StreamReaders  # opens its shards' readers in the configured read mode
     initial: bool = False  # first sync of this stream: listed shards get the configured start position
     graph: ShardGraph = field(default_factory=ShardGraph)
     # every shard this sync knows, with its status (shard_lifecycle.py); kept when the state drops a finished one
@@ -197,6 +198,10 @@ class Orchestrator:
             yield from self._shutdown()
         finally:
             self._halt.set()
+            for run in self.runs.values():  # a fan-out reader still reading ends its subscription
+                for shard in run.reading():
+                    if shard.reader is not None:
+                        shard.reader.close()
             if self.pool is not None:
                 self.pool.stop()
                 self.pool.join(timeout=5)
@@ -235,7 +240,8 @@ class Orchestrator:
         if state is None:
             state = StreamState(stream_arn=info.arn, stream_created_at=info.created_at)
         decoder = PayloadDecoder(info.name, self.config.format_for(info.name), self.config.on_bad_record, self.logger)
-        run = StreamRun(info=info, state=state, decoder=decoder, initial=initial, started_monotonic=self.clock())
+        readers = StreamReaders.prepare(self.config, self.client, info, self.logger, clock=self.clock)
+        run = StreamRun(info=info, state=state, decoder=decoder, readers=readers, initial=initial, started_monotonic=self.clock())
         run.last_checkpoint = self.clock()
         listed = list_shards(self.client, info.api_ref, info.name, self.config.retry_budget_seconds)
         run.graph.add_listed(listed)
@@ -289,10 +295,7 @@ class Orchestrator:
             if shard.status is not ShardStatus.WAITING or not run.graph.is_ready(shard_id, ended):
                 continue
             position = self._start_position(shard)
-            reader = open_reader(
-                self.config, self.client, run.name, run.info.api_ref, shard_id, position,
-                follow=self.follow, sync_started_at=self.sync_started_at, clock=self.clock,
-            )
+            reader = run.readers.open(shard_id, position, follow=self.follow, sync_started_at=self.sync_started_at)
             shard.start(reader, self.progress.track(run.name, shard_id, reader.stats))
             self.logger.info(f"Stream '{run.name}': reading shard {shard_id} from {position.describe()}")
             assert self.pool is not None
@@ -335,7 +338,7 @@ class Orchestrator:
             try:
                 new = [info for info in children if run.graph.add(info)]
             except MalformedResponse as exc:  # ChildShards that would make a lineage cycle
-                yield from self._fail(run, translate(exc, "GetRecords", run.name, shard_id))
+                yield from self._fail(run, translate(exc, reader.action, run.name, shard_id))
                 return
             for info in new:
                 run.know(info.shard_id)

@@ -50,7 +50,7 @@ class ProgressReporter:
         lag = "unknown" if s.millis_behind is None else f"{s.millis_behind} ms"
         return (
             f"stream '{p.stream}' shard {p.shard_id}: {p.emitted} records emitted (+{p.emitted - p.reported_emitted}), "
-            f"{s.bytes / 1e6:.2f} MB read in {s.calls} GetRecords calls, lag {lag}, "
+            f"{s.bytes / 1e6:.2f} MB read in {s.calls} {s.unit}{s.extra()}, lag {lag}, "
             f"{s.retry.throttles} throttles, {s.retry.retries} retries, {s.iterator_refreshes} iterator refreshes"
             + (f", done: {p.done}" if p.done else "")
         )
@@ -82,7 +82,7 @@ class ProgressReporter:
             decoded.update(counts)
         text = (
             f"Summary for stream '{stream}': {total['records']} records from {len(mine)} shards, "
-            f"{total['bytes'] / 1e6:.2f} MB in {total['calls']} GetRecords calls, {total['throttles']} throttles, "
+            f"{total['bytes'] / 1e6:.2f} MB in {total['calls']} {mine[0].stats.unit if mine else 'GetRecords calls'}, {total['throttles']} throttles, "
             f"{total['retries']} retries, {total['iterator_refreshes']} iterator refreshes"
         )
         if seconds is not None:

@@ -91,6 +91,8 @@ class Shard:
 
     def _leave(self, status: ShardStatus, reason: str) -> None:
         assert self.status is ShardStatus.READING, f"{self.shard_id} {status.value} while {self.status.value}"
+        if self.reader is not None:
+            self.reader.close()
         self.status, self.reader = status, None
         if self.progress is not None and reason:
             self.progress.done = reason

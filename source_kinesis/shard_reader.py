@@ -57,6 +57,7 @@ class StartPosition:
 
 @dataclass
 class ShardStats:
+    unit: ClassVar[str] = "GetRecords calls"  # what ``calls`` counts, in progress lines
     records: int = 0  # Kinesis records fetched
     bytes: int = 0
     calls: int = 0
@@ -64,6 +65,10 @@ class ShardStats:
     iterator_refreshes: int = 0
     millis_behind: Optional[int] = None
     retry: RetryCounters = field(default_factory=RetryCounters)
+
+    def extra(self) -> str:
+        """What a progress line adds for this way of reading (nothing for polling)."""
+        return ""
 
 
 @dataclass
@@ -115,6 +120,8 @@ class ReadFailed(Page):
 
 
 class ShardReader:
+    action = "GetRecords"
+
     def __init__(
         self,
         client: Any,
@@ -142,10 +149,10 @@ class ShardReader:
         self.retry_budget_seconds = retry_budget_seconds
         self.follow = follow
         self.sync_started_at = sync_started_at
-        self._started_epoch = sync_started_at.timestamp()
         self.stale_rule = StaleCheckpointRule(stale_policy)
         self.sleep = sleep
         self.clock = clock
+        self.stop_rules = StopRules(sync_started_at, retry_budget_seconds, clock, "GetRecords", "pages")
         self.stats = ShardStats()
         self.cancelled = False
         self._iterator: Optional[str] = None
@@ -155,13 +162,13 @@ class ShardReader:
         # Every record fetched next must have a sequence number above this (None: any). Set from the position each
         # iterator was requested at, then from the last record fetched.
         self._above: Optional[int] = None
-        # Bounded syncs: when this shard last made progress (records, or a new lowest MillisBehindLatest).
-        self._progress_at: Optional[float] = None
-        self._lowest_behind: Optional[int] = None
 
     # -- scheduling -------------------------------------------------------------------------------------------
     def next_due(self) -> float:
         return self.budget.next_call_at()
+
+    def close(self) -> None:
+        """Nothing to release: an iterator needs no closing."""
 
     # -- iterators --------------------------------------------------------------------------------------------
     def _get_iterator(self, position: StartPosition) -> str:
@@ -272,58 +279,18 @@ class ShardReader:
             return ShardEnded(self, records, behind, stale_restart, child_shards=response.get("ChildShards") or [], children=children)
         self._iterator = next_iterator
         if not self.follow:
-            if not records and behind == 0:
-                return StopRuleMet(self, records, behind, stale_restart, reason="caught up")
-            if records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
-                return StopRuleMet(self, records, behind, stale_restart, reason="reached records that arrived after the sync started")
-            self._check_progress(records, behind)
+            reason = self.stop_rules.check(records, behind)
+            if reason is not None:
+                return StopRuleMet(self, records, behind, stale_restart, reason=reason)
         return Page(self, records, behind, stale_restart)
 
     def _checked_records(self, response: Mapping[str, Any]) -> List[Mapping[str, Any]]:
-        """The page's records, each checked (see the module docstring); advances ``_above`` and ``_last_fetched``.
-        Nothing of a page that fails a check reaches the emitter."""
+        """The page's records, each checked (``checked_records``); advances ``_above`` and ``_last_fetched``."""
         records = response.get("Records")
-        if not isinstance(records, list):
-            raise MalformedResponse(f"GetRecords returned Records that are not a list: {str(records)[:80]!r}")
-        above = self._above
-        for record in records:
-            if not isinstance(record, Mapping):
-                raise MalformedResponse(f"GetRecords returned a record that is not an object: {str(record)[:80]!r}")
-            sequence_number = record.get("SequenceNumber")
-            if not is_sequence_number(sequence_number):
-                raise MalformedResponse(
-                    f"GetRecords returned a record whose SequenceNumber is not decimal digits: {str(sequence_number)[:80]!r}"
-                )
-            arrival = record.get("ApproximateArrivalTimestamp")
-            if not isinstance(record.get("Data"), (bytes, bytearray)) or not isinstance(record.get("PartitionKey"), str) or not _is_time(arrival):
-                raise MalformedResponse(
-                    f"GetRecords returned record {sequence_number} without bytes Data, a string PartitionKey and an "
-                    "ApproximateArrivalTimestamp"
-                )
-            key = int(sequence_number)
-            if above is not None and key <= above:
-                raise MalformedResponse(
-                    f"GetRecords returned sequence number {sequence_number} after {above}: a shard's sequence numbers "
-                    "only increase, so the endpoint repeats or reorders records (none of this page was emitted)"
-                )
-            above = key
-        self._above = above
+        self._above = checked_records(records, self._above, "GetRecords")
         if records:
             self._last_fetched = records[-1]["SequenceNumber"]
         return records
-
-    def _check_progress(self, records: List[Mapping[str, Any]], behind: Optional[int]) -> None:
-        """Bounded syncs: fail once a whole retry budget passed without records or a new lowest MillisBehindLatest."""
-        now = self.clock()
-        if records or self._progress_at is None or (behind is not None and (self._lowest_behind is None or behind < self._lowest_behind)):
-            self._progress_at, self._lowest_behind = now, behind
-            return
-        if now - self._progress_at > self.retry_budget_seconds:
-            raise MalformedResponse(
-                f"GetRecords returned only empty pages for {now - self._progress_at:.0f} s (retry_budget_seconds) without "
-                f"getting closer to the shard's tip (MillisBehindLatest {behind}, lowest {self._lowest_behind}): the "
-                "endpoint is not making progress"
-            )
 
     def _get_records(self) -> Any:
         self._action = "GetRecords"  # the call in progress, named in errors (e.g. kinesis:GetShardIterator)
@@ -334,6 +301,67 @@ class ShardReader:
     def _retry(self) -> Dict[str, Any]:
         """Every call of this reader: the retry budget, its counters (progress lines) and its sleep (tests)."""
         return {"budget_seconds": self.retry_budget_seconds, "counters": self.stats.retry, "sleep": self.sleep}
+
+
+def checked_records(records: Any, above: Optional[int], action: str) -> Optional[int]:
+    """Check a page's (or an event's) records before any is used: a list of records with decimal sequence numbers,
+    bytes ``Data``, a string ``PartitionKey`` and a finite arrival time, whose sequence numbers increase strictly and
+    lie above ``above`` (None: any). Returns the new bound (the last sequence number); raises ``MalformedResponse``
+    naming the first bad record, so nothing of a bad page reaches the emitter."""
+    if not isinstance(records, list):
+        raise MalformedResponse(f"{action} returned Records that are not a list: {str(records)[:80]!r}")
+    for record in records:
+        if not isinstance(record, Mapping):
+            raise MalformedResponse(f"{action} returned a record that is not an object: {str(record)[:80]!r}")
+        sequence_number = record.get("SequenceNumber")
+        if not is_sequence_number(sequence_number):
+            raise MalformedResponse(f"{action} returned a record whose SequenceNumber is not decimal digits: {str(sequence_number)[:80]!r}")
+        arrival = record.get("ApproximateArrivalTimestamp")
+        if not isinstance(record.get("Data"), (bytes, bytearray)) or not isinstance(record.get("PartitionKey"), str) or not _is_time(arrival):
+            raise MalformedResponse(
+                f"{action} returned record {sequence_number} without bytes Data, a string PartitionKey and an ApproximateArrivalTimestamp"
+            )
+        key = int(sequence_number)
+        if above is not None and key <= above:
+            raise MalformedResponse(
+                f"{action} returned sequence number {sequence_number} after {above}: a shard's sequence numbers only increase, so "
+                "the endpoint repeats or reorders records (none of this page was emitted)"
+            )
+        above = key
+    return above
+
+
+class StopRules:
+    """The bounded stop rules of one shard, whichever way it is read (see the module docstring): caught up, records
+    from after the sync started, or no progress for a whole retry budget (records, or a new lowest
+    MillisBehindLatest), which fails the shard instead of reading until the sync is killed."""
+
+    def __init__(self, sync_started_at: dt.datetime, retry_budget_seconds: float, clock: Callable[[], float], action: str, unit: str) -> None:
+        self._started_epoch = sync_started_at.timestamp()
+        self.retry_budget_seconds = retry_budget_seconds
+        self.clock = clock
+        self.action = action  # "GetRecords" | "SubscribeToShard", named in the error
+        self.unit = unit  # "pages" | "events"
+        self._progress_at: Optional[float] = None
+        self._lowest_behind: Optional[int] = None
+
+    def check(self, records: List[Mapping[str, Any]], behind: Optional[int]) -> Optional[str]:
+        """Why the shard stops now (None: it goes on); raises ``MalformedResponse`` once it made no progress."""
+        if not records and behind == 0:
+            return "caught up"
+        if records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
+            return "reached records that arrived after the sync started"
+        now = self.clock()
+        if records or self._progress_at is None or (behind is not None and (self._lowest_behind is None or behind < self._lowest_behind)):
+            self._progress_at, self._lowest_behind = now, behind
+            return None
+        if now - self._progress_at > self.retry_budget_seconds:
+            raise MalformedResponse(
+                f"{self.action} returned only empty {self.unit} for {now - self._progress_at:.0f} s (retry_budget_seconds) without "
+                f"getting closer to the shard's tip (MillisBehindLatest {behind}, lowest {self._lowest_behind}): the "
+                "endpoint is not making progress"
+            )
+        return None
 
 
 # Arrival times a record may carry: epoch seconds from 1970 up to year 9999 (what the ISO-8601 field can show).

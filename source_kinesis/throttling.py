@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, FrozenSet, Mapping, Optional
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from source_kinesis.deadlines import EndpointStalled, guard_of
 from botocore.parsers import ResponseParserError
 
-from source_kinesis.errors import IncompleteResponse, MalformedResponse, is_retryable, is_throttling
+from source_kinesis.errors import IncompleteResponse, MalformedResponse, error_code, is_retryable, is_throttling
 
 # A member every successful response of the call carries. botocore does not enforce Content-Length (its urllib3
 # session passes enforce_content_length=False) and its JSON parser turns an unparseable body into {}: a 200 response
@@ -37,6 +37,7 @@ REQUIRED_MEMBER = {
     "ListShards": "Shards",
     "DescribeStream": "StreamDescription",
     "ListStreams": "StreamNames",
+    "SubscribeToShard": "EventStream",
 }
 
 # Control-plane calls (ListShards, DescribeStream, ListStreams) retry for this long at most.
@@ -82,17 +83,19 @@ def retrying(
     sleep: Callable[[float], None] = time.sleep,
     max_backoff: float = 10.0,
     give_up: Optional[Callable[[], bool]] = None,
+    retry_codes: FrozenSet[str] = frozenset(),
 ) -> Retrying:
     """A tenacity policy: retry retryable AWS errors with full-jitter exponential backoff within the budget.
 
     Every failed attempt is classified once (so the throttle count equals the throttles Kinesis returned, including
-    the last one when the budget runs out); every backoff is counted as a retry.
+    the last one when the budget runs out); every backoff is counted as a retry. ``retry_codes``: error codes one
+    call also retries (SubscribeToShard: ResourceInUseException while the previous subscription is still active).
     """
 
     def classify(exc: BaseException) -> bool:
         if is_throttling(exc):
             counters.throttles += 1
-        return is_retryable(exc)
+        return is_retryable(exc) or (bool(retry_codes) and error_code(exc) in retry_codes)
 
     def count_retry(state: RetryCallState) -> None:
         counters.retries += 1
@@ -123,6 +126,7 @@ def call_kinesis(
     budget_seconds: float = CONTROL_PLANE_RETRY_SECONDS,
     counters: Optional[RetryCounters] = None,
     sleep: Callable[[float], None] = time.sleep,
+    retry_codes: FrozenSet[str] = frozenset(),
 ) -> Any:
     """One Kinesis call (``action`` e.g. "ListShards") under the retry policy, with the response checked for the
     member every complete response carries. Raises the last error once the budget is spent."""
@@ -146,7 +150,7 @@ def call_kinesis(
                 raise IncompleteResponse(action, required)
             return response
 
-        return retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=sleep)(attempt, **kwargs)
+        return retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=sleep, retry_codes=retry_codes)(attempt, **kwargs)
 
     outage = guard.outage
     if outage.outage_seconds() >= budget_seconds:
@@ -175,5 +179,7 @@ def call_kinesis(
     def give_up() -> bool:
         return guard.expired() or outage.outage_seconds() >= budget_seconds
 
-    policy = retrying(budget_seconds, counters if counters is not None else RetryCounters(), sleep=guarded_sleep, give_up=give_up)
+    policy = retrying(
+        budget_seconds, counters if counters is not None else RetryCounters(), sleep=guarded_sleep, give_up=give_up, retry_codes=retry_codes
+    )
     return policy(guarded_attempt, **kwargs)

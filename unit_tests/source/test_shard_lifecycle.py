@@ -14,6 +14,10 @@ SEQ = "49590338271490256608559692538361571095921575989136588898"
 
 class _Reader:
     cancelled = False
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _started(position: ShardState | None = None) -> tuple[Shard, _Reader, ShardProgress]:
@@ -53,6 +57,7 @@ def test_a_resumed_shard_skips_up_to_its_checkpoint_and_checks_the_gap():
 def test_each_way_out_of_reading(move, status, finished, done):
     shard, reader, progress = _started()
     move(shard)
+    assert reader.closed  # leaving READING releases what the reader holds (a fan-out subscription)
     assert shard.status is status and shard.reader is None
     assert shard.position.finished is finished and shard.ended is finished  # only these let children start
     assert progress.done == done

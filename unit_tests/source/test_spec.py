@@ -72,6 +72,7 @@ def test_additional_properties_always_true() -> None:
 ONE_OF_KEYS = {  # each choice: its discriminator property and its options' constants
     "$.properties.credentials": ("auth_type", ["access_keys", "default_chain", "iam_role"]),
     "$.properties.start_position": ("position", ["AT_TIMESTAMP", "LATEST", "TRIM_HORIZON"]),
+    "$.properties.read_mode": ("mode", ["enhanced_fan_out", "polling"]),
 }
 
 
