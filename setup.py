@@ -20,6 +20,7 @@ SOURCE_REQUIRES = [
     "tenacity>=8.2,<10",
     "pydantic>=2.5,<3",
     "orjson>=3.9,<4",
+    "httpx[http2]>=0.27,<1",  # enhanced fan-out: SubscribeToShard over HTTP/2 (fanout_transport.py)
 ]
 
 DESTINATION_REQUIRES = [

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Optional
 
 from source_kinesis.config import EnhancedFanOut
 from source_kinesis.errors import ACCESS_DENIED, config_error, error_code, transient_error, translate
-from source_kinesis.kinesis_api import KinesisStream, describe_consumer, register_consumer
+from source_kinesis.kinesis_api import KinesisStream, describe_consumer, register_consumer, subscribe_to_shard
 
 CONSUMER_ACTIVE_WAIT_SECONDS = 120.0
 CONSUMER_POLL_SECONDS = 1.0
@@ -125,3 +125,26 @@ def _wait_active(
         if fresh is None:
             raise transient_error(f"The enhanced fan-out consumer {arn} of stream '{stream.name}' was deleted while the sync waited for it to become ACTIVE. Try again.")
         description = fresh
+
+
+def probe_fan_out(client: Any, fan_out: EnhancedFanOut, stream: KinesisStream, shard_id: str, retry_budget_seconds: float) -> str:
+    """What ``check`` proves of enhanced fan-out on ``stream``, as a sentence for its log: DescribeStreamConsumer
+    always; when the consumer exists and is ACTIVE, one SubscribeToShard (LATEST, on ``shard_id``) opened and closed
+    at once. Never registers a consumer (a consumer is billed): it says whether the sync will. Missing permissions
+    are config_errors naming the action."""
+    description = find_consumer(client, fan_out, stream, retry_budget_seconds)
+    if description is None:
+        return (
+            f"stream '{stream.name}': no consumer named '{fan_out.consumer_name}' yet; the first sync registers it "
+            f"(needs kinesis:RegisterStreamConsumer on the stream, and kinesis:SubscribeToShard on stream/{stream.name}/consumer/*; "
+            "a consumer is billed per shard-hour while it exists)"
+        )
+    arn, status = description["ConsumerARN"], description.get("ConsumerStatus")
+    if status != "ACTIVE":
+        return f"stream '{stream.name}': consumer {arn} is {status}; the sync waits until it is ACTIVE (SubscribeToShard not proven yet)"
+    try:
+        events = subscribe_to_shard(client, arn, shard_id, "LATEST", budget_seconds=retry_budget_seconds)
+    except Exception as exc:  # noqa: BLE001
+        raise translate(exc, "SubscribeToShard", stream.name, shard_id) from None
+    events.close()
+    return f"stream '{stream.name}': subscribed to shard {shard_id} through consumer {arn}"

@@ -288,15 +288,15 @@ class FanOutReader:
                 position = first_position
                 if position.iterator_type == "LATEST" and latest_at is not None:
                     position = StartPosition("AT_TIMESTAMP", timestamp=latest_at)
-            if ended_cleanly:
-                self.stats.renewals += 1
-                continue
             if self.clock() - last_event_at > self.retry_budget_seconds:
                 raise transient_error(
                     f"kinesis:SubscribeToShard on stream '{self.stream}', shard {self.shard_id}: subscriptions kept dropping "
-                    f"without an event for {self.clock() - last_event_at:.0f} s (retry_budget_seconds). Check the network "
-                    "route to Kinesis, then try again."
+                    f"or ending without an event for {self.clock() - last_event_at:.0f} s (retry_budget_seconds). Check the "
+                    "network route to Kinesis, then try again."
                 )
+            if ended_cleanly:
+                self.stats.renewals += 1
+                continue
             drops += 1
             wait = random.uniform(0, min(MAX_RESUBSCRIBE_BACKOFF_SECONDS, 0.1 * 2 ** min(drops, 10)))
             self.stats.resubscribe_waits.append(wait)

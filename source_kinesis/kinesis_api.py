@@ -236,12 +236,16 @@ def register_consumer(client: Any, stream_arn: str, name: str, retry_budget_seco
     return consumer
 
 
-def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float) -> None:
-    """Make, once, each read a sync makes on this stream, so a missing permission shows up now with its name."""
+def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float, *, polling: bool = True) -> str:
+    """Make, once, each read a sync makes on this stream, so a missing permission shows up now with its name:
+    ListShards, and with ``polling`` GetShardIterator and GetRecords (enhanced fan-out needs neither: its probe is
+    ``consumers.probe_fan_out``). Returns the shard probed."""
     shards = list_shards(client, stream.api_ref, stream.name, retry_budget_seconds)
     if not shards:
         raise config_error(f"Kinesis stream '{stream.name}' has no shards.")
     shard = shards[-1]
+    if not polling:
+        return shard.shard_id
     try:
         iterator = get_shard_iterator(client, stream.api_ref, shard.shard_id, "LATEST", budget_seconds=retry_budget_seconds)
     except Exception as exc:  # noqa: BLE001
@@ -250,3 +254,4 @@ def probe_reads(client: Any, stream: KinesisStream, retry_budget_seconds: float)
         get_records(client, stream.api_ref, iterator, 1, budget_seconds=retry_budget_seconds)
     except Exception as exc:  # noqa: BLE001
         raise translate(exc, "GetRecords", stream.name, shard.shard_id) from None
+    return shard.shard_id

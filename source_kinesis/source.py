@@ -1,7 +1,8 @@
 """The Airbyte source: spec, check, discover, read.
 
 ``check`` proves every read a sync will make (assume-role, DescribeStream, ListShards, GetShardIterator,
-GetRecords) for each configured stream. ``read`` hands all configured streams at once to the orchestrator, which
+GetRecords) for each configured stream; with enhanced fan-out, DescribeStreamConsumer and one SubscribeToShard instead
+of the last two (``consumers.probe_fan_out``), saying whether the sync will register the consumer. ``read`` hands all configured streams at once to the orchestrator, which
 reads their shards concurrently (the CDK's stock read goes stream by stream) and owns records, states and stream
 statuses.
 """
@@ -26,7 +27,8 @@ from airbyte_cdk.sources.streams import Stream
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_kinesis.auth import ClientFactory
-from source_kinesis.config import SourceConfig, migrate_config, parse_config
+from source_kinesis.config import EnhancedFanOut, Polling, SourceConfig, migrate_config, parse_config
+from source_kinesis.consumers import find_consumer, probe_fan_out
 from source_kinesis.deadlines import Stopped
 from source_kinesis.discovery import KinesisStream, airbyte_stream, record_schema, resolve_catalog_stream, resolve_streams
 from source_kinesis.errors import config_error, translate
@@ -79,13 +81,18 @@ class SourceKinesis(AbstractSource):
         try:
             client = ClientFactory(cfg, stop=self.stop_event, total_seconds=CHECK_TOTAL_SECONDS).kinesis()
             streams = resolve_streams(client, cfg, require_matches=True, retry_budget_seconds=CHECK_RETRY_SECONDS)
+            notes = []
             for stream in streams:
-                probe_reads(client, stream, CHECK_RETRY_SECONDS)
+                shard_id = probe_reads(client, stream, CHECK_RETRY_SECONDS, polling=cfg.fan_out is None)
+                if cfg.fan_out is not None:
+                    notes.append(probe_fan_out(client, cfg.fan_out, stream, shard_id, CHECK_RETRY_SECONDS))
         except AirbyteTracedException as exc:
             raise check_failure(exc, cfg) from None
         except Exception as exc:  # noqa: BLE001 - anything else still gets an actionable message
             raise check_failure(translate(exc, "DescribeStream"), cfg) from None
         logger.info(f"Check succeeded: {len(streams)} stream(s) readable: {', '.join(s.name for s in streams)}")
+        for note in notes:
+            logger.info(f"Enhanced fan-out: {note}")
         return True, None
 
     def configure(self, config: Mapping[str, Any], temp_dir: str) -> Mapping[str, Any]:
@@ -177,7 +184,7 @@ def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger
     asks each shard for no more than ``limit`` records a call)."""
     sample_cfg = cfg.model_copy(update={
         "start_position": "TRIM_HORIZON", "max_sync_duration_seconds": seconds, "on_bad_record": "keep",
-        "records_per_call": max(1, min(limit, cfg.records_per_call)),
+        "records_per_call": max(1, min(limit, cfg.records_per_call)), "read_mode": _sampling_mode(cfg, client, stream),
     })
     quiet = logging.getLogger("airbyte.source_kinesis.sampling")
     quiet.setLevel(logging.WARNING)
@@ -194,6 +201,20 @@ def sample_records(cfg: SourceConfig, client: Any, stream: KinesisStream, logger
     finally:
         messages.close()  # stops the readers
     return records
+
+
+def _sampling_mode(cfg: SourceConfig, client: Any, stream: KinesisStream) -> Any:
+    """How discover samples: polling, or with enhanced fan-out through the configured consumer when it already
+    exists and is ACTIVE (discover never registers a consumer: a consumer is billed; a sync registers it)."""
+    if cfg.fan_out is None:
+        return cfg.read_mode
+    try:
+        description = find_consumer(client, cfg.fan_out, stream, CHECK_RETRY_SECONDS)
+    except AirbyteTracedException:
+        description = None
+    if description is not None and description.get("ConsumerStatus") == "ACTIVE":
+        return EnhancedFanOut(mode="enhanced_fan_out", consumer_arn=description["ConsumerARN"])
+    return Polling(mode="polling")
 
 
 def _hint(field_schema: Dict[str, Any]) -> Dict[str, Any]:
