@@ -16,6 +16,7 @@ exception types, so the one retry policy (``throttling.py``) classifies them as 
 """
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Any, Iterator, Optional
 
@@ -106,9 +107,10 @@ class Http2Sender:
 
 
 def default_verify() -> Any:
-    """What botocore would verify TLS with: the ``ca_bundle`` of the environment / profile (AWS_CA_BUNDLE), else
-    the default trust store (certifi, as botocore's)."""
-    return botocore.session.get_session().get_config_variable("ca_bundle") or True
+    """What botocore would verify TLS with: the ``ca_bundle`` of the environment / profile (AWS_CA_BUNDLE) as an SSL
+    context, else True (httpx's default trust store: certifi, as botocore's)."""
+    bundle = botocore.session.get_session().get_config_variable("ca_bundle")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
 
 
 def install(client: Any, sender: Http2Sender) -> None:

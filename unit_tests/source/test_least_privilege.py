@@ -23,6 +23,11 @@ from .conftest import REGION, config, make_stream, put, run_cli
 
 EXTERNAL_ID = "airbyte-ext-4711"
 FOUR_ACTIONS = ["kinesis:ListShards", "kinesis:DescribeStream", "kinesis:GetShardIterator", "kinesis:GetRecords"]
+# Enhanced fan-out's least privilege: no GetShardIterator/GetRecords; the consumer actions instead (on AWS scoped to
+# the stream ARN and stream/NAME/consumer/*; moto evaluates against "*").
+FAN_OUT_ACTIONS = [
+    "kinesis:ListShards", "kinesis:DescribeStream", "kinesis:DescribeStreamConsumer", "kinesis:RegisterStreamConsumer", "kinesis:SubscribeToShard",
+]
 
 
 def policy(actions: List[str]) -> str:
@@ -53,6 +58,9 @@ def world(moto_aws, monkeypatch) -> Dict[str, Any]:
         "reader": FOUR_ACTIONS,
         "no-get-records": [a for a in FOUR_ACTIONS if a != "kinesis:GetRecords"],
         "no-get-shard-iterator": [a for a in FOUR_ACTIONS if a != "kinesis:GetShardIterator"],
+        "fan-out": FAN_OUT_ACTIONS,
+        "fan-out-no-describe-consumer": [a for a in FAN_OUT_ACTIONS if a != "kinesis:DescribeStreamConsumer"],
+        "fan-out-no-register": [a for a in FAN_OUT_ACTIONS if a != "kinesis:RegisterStreamConsumer"],
     }.items():
         roles[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust)["Role"]["Arn"]
         iam.put_role_policy(RoleName=name, PolicyName="kinesis-read", PolicyDocument=policy(actions))
@@ -140,3 +148,43 @@ def test_read_without_get_records_fails_with_config_error(world) -> None:
     assert errors and all(e.failure_type == FailureType.config_error for e in errors)
     assert any("kinesis:GetRecords" in e.message and "orders" in e.message for e in errors)
     assert_no_secrets(world, [e.message for e in errors])
+
+
+FAN_OUT = {"mode": "enhanced_fan_out", "consumer_name": "airbyte"}
+
+
+def consumers() -> List[Dict[str, Any]]:
+    """The stream's consumers, read from moto's backend (the base user may not call Kinesis while IAM is enforced)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.kinesis.models import kinesis_backends
+
+    stream = kinesis_backends[DEFAULT_ACCOUNT_ID][REGION].describe_stream_summary(None, "orders")
+    return [{"name": c.consumer_name, "arn": c.consumer_arn} for c in stream.consumers]
+
+
+def test_fan_out_check_needs_no_get_records_and_says_the_sync_will_register_without_registering(world) -> None:
+    status, out = check(dict(role_config(world, role="fan-out"), read_mode=FAN_OUT))
+    assert status.status == Status.SUCCEEDED, status.message
+    logs = "\n".join(m.log.message for m in out.logs)
+    assert "the first sync registers it" in logs and "kinesis:RegisterStreamConsumer" in logs
+    assert consumers() == []  # check never registers a consumer (a consumer is billed)
+
+
+def test_fan_out_check_without_describe_stream_consumer_names_the_action_and_the_consumer_resource(world) -> None:
+    status, out = check(dict(role_config(world, role="fan-out-no-describe-consumer"), read_mode=FAN_OUT))
+    assert status.status == Status.FAILED
+    assert "kinesis:DescribeStreamConsumer" in status.message and "stream/orders/consumer/*" in status.message
+    assert out.errors[0].trace.error.failure_type == FailureType.config_error
+
+
+def test_fan_out_read_registers_the_consumer_and_without_register_says_what_to_allow_or_give(world) -> None:
+    catalog = CatalogBuilder().with_stream("orders", SyncMode.incremental).build()
+    out = entrypoint_read(SourceKinesis(), dict(role_config(world, role="fan-out-no-register"), read_mode=FAN_OUT), catalog)
+    errors = [m.trace.error for m in out.errors]
+    assert out.records == [] and errors and errors[0].failure_type == FailureType.config_error
+    assert "kinesis:RegisterStreamConsumer" in errors[0].message and "read_mode.consumer_arn" in errors[0].message
+    assert consumers() == []
+    # Allowed to register: the sync registers it (moto activates consumers at once); moto has no SubscribeToShard, so
+    # the read itself is proven against the replay server (integration_tests/test_source_fanout.py).
+    entrypoint_read(SourceKinesis(), dict(role_config(world, role="fan-out"), read_mode=FAN_OUT, retry_budget_seconds=1), catalog)
+    assert [c["name"] for c in consumers()] == ["airbyte"]
