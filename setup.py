@@ -63,7 +63,7 @@ PARTS = TARGETS[TARGET]
 
 setup(
     name="airbyte-kinesis-collections",
-    version="0.1.4",
+    version="0.1.5",
     description="Airbyte source for Amazon Kinesis Data Streams and a destination for Rockset-style collections",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -5,8 +5,9 @@ One server class (``FaultProxy``), two backends (request-handling strategies):
 * ``UpstreamBackend`` forwards every request to an emulator on 127.0.0.1 (kinesis-mock) over one keep-alive
   upstream connection per client connection: the **fault proxy** of the reliability suite.
 * ``replay.ReplayBackend`` answers ``ListShards``/``DescribeStream``/``GetShardIterator``/``GetRecords`` from
-  pre-encoded records in memory, and ``PutRecord``/``PutRecords`` onto live, growing shards, with no upstream: the
-  **replay server** (an in-memory Kinesis) of the benchmark.
+  pre-encoded records in memory, ``PutRecord``/``PutRecords`` onto live, growing shards, consumers and
+  ``SubscribeToShard`` (enhanced fan-out, a streamed response) and resharding, with no upstream: the **replay
+  server** (an in-memory Kinesis) of the benchmark.
 
 Between the client and either backend, the server injects faults per operation at configurable rates with a seeded
 RNG, and counts exactly what it injected per kind and per operation (thread-safe), so a test can compare the
@@ -27,7 +28,18 @@ Fault kinds (``FAULTS``): ``throughput_exceeded`` / ``limit_exceeded`` / ``kms_t
 response), ``truncate`` (the backend's real response is sent with its full ``Content-Length`` but only part of the
 body, then the connection is closed) and ``latency`` (``fault_latency_seconds`` added, then the real response).
 Error faults and resets never reach the backend; ``truncate`` and ``latency`` do. At most one fault per request.
-``latency_seconds`` (a number, or ``{operation: seconds}``) is added to *every* request, fault or not.
+``latency_seconds`` (a number, or ``{operation: seconds}``) is added to *every* request, fault or not. Faults are
+decided and injected before the response starts, for every operation alike (``SubscribeToShard`` included).
+
+Streaming responses: a ``Response`` whose ``body`` is an iterator of byte chunks (not ``bytes``) is sent with
+``Transfer-Encoding: chunked`` as the chunks are produced, each written (and so flushed: the socket is unbuffered)
+at once, then the final 0-chunk when the iterator ends; the connection stays usable (keep-alive). An empty chunk
+(``b""``) sends nothing: it is the iterator's idle tick, on which the server checks whether the client hung up or
+the server is stopping, and if so closes the iterator (``close()``: its ``finally`` blocks run) and the connection.
+If the iterator raises ``DropConnection(rst)`` the connection is closed at once (an RST, or a FIN) without the
+final chunk. The iterator's ``close()`` is always called when the response ends, however it ends. ``truncate`` on
+a streamed response sends the head and the first chunk, then closes with a FIN. ``stop()`` does not wait for open
+streams beyond a short grace: it shuts their sockets down and they end at their next chunk or tick.
 
 Wire protocol: botocore 1.44 speaks AWS JSON 1.1 to Kinesis (``protocols: ["json"]`` in its service model; the
 operation is named by ``X-Amz-Target: Kinesis_20131202.<Operation>``, bodies are ``application/x-amz-json-1.1``;
@@ -51,6 +63,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import select
 import socket
 import struct
 import threading
@@ -59,7 +72,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 THROTTLES = ("throughput_exceeded", "limit_exceeded", "kms_throttling")
@@ -97,11 +110,24 @@ class Request:
         return json.loads(self.body or b"{}")
 
 
+class DropConnection(Exception):
+    """Raised by a streamed response's iterator: close the connection now, mid-body, with an RST (``rst=True``)
+    or a FIN, and without the final chunk."""
+
+    def __init__(self, rst: bool = True) -> None:
+        super().__init__("reset" if rst else "disconnect")
+        self.rst = rst
+
+
 @dataclass
 class Response:
     status: int
-    body: bytes = b""
+    body: Union[bytes, Iterator[bytes]] = b""  # an iterator of chunks: a streamed (chunked) response
     headers: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def streaming(self) -> bool:
+        return not isinstance(self.body, (bytes, bytearray))
 
     @classmethod
     def json(cls, payload: Any, status: int = 200) -> "Response":
@@ -117,11 +143,21 @@ class Response:
 
     def encode(self, reason: str = "") -> Tuple[bytes, bytes]:
         """(head, body) as they go on the wire; Content-Length is always the full body's."""
+        if not isinstance(self.body, (bytes, bytearray)):
+            raise TypeError("a streamed response has no Content-Length: use encode_head()")
+        return self.encode_head(reason), bytes(self.body)
+
+    def encode_head(self, reason: str = "") -> bytes:
+        """The status line and headers: ``Content-Length`` for a bytes body, ``Transfer-Encoding: chunked`` for a
+        streamed one."""
         reason = reason or http.client.responses.get(self.status, "")
         lines = [f"HTTP/1.1 {self.status} {reason}"]
         lines += [f"{k}: {v}" for k, v in self.headers if k.lower() not in HOP_BY_HOP]
-        lines.append(f"Content-Length: {len(self.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), self.body
+        if isinstance(self.body, (bytes, bytearray)):
+            lines.append(f"Content-Length: {len(self.body)}")
+        else:
+            lines.append("Transfer-Encoding: chunked")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 def operation_of(path: str, headers: Mapping[str, str]) -> str:
@@ -244,12 +280,67 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writing, used by FaultProxy._dispatch
     def send(self, response: Response, truncate_to: Optional[int] = None) -> None:
+        if response.streaming:
+            self.send_stream(response, truncate=truncate_to is not None)
+            return
         head, body = response.encode()
         if truncate_to is None:
             self.wfile.write(head + body)
             return
         self.wfile.write(head + body[:truncate_to])
         self.drop(rst=False)
+
+    def send_stream(self, response: Response, truncate: bool = False) -> None:
+        """A streamed response, chunk by chunk as the iterator yields them (see the module docstring)."""
+        owner = self.server.owner
+        body = response.body
+        assert not isinstance(body, (bytes, bytearray))
+        owner._stream_started()
+        try:
+            self.wfile.write(response.encode_head())
+            for chunk in body:
+                if not chunk:  # an idle tick: is anyone still listening?
+                    if owner.stopping or self._client_gone():
+                        self.drop(rst=False)
+                        return
+                    continue
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                if truncate:
+                    self.drop(rst=False)
+                    return
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except DropConnection as drop:
+            self.drop(rst=drop.rst)
+        except OSError:  # the client hung up, or stop() shut the socket down
+            self.close_connection = True
+        except Exception as exc:  # noqa: BLE001 - the iterator failed mid-body: reported to the test, connection closed
+            with owner._lock:
+                owner.backend_errors.append(f"stream: {type(exc).__name__}: {exc}")
+            self.drop(rst=False)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - reported to the test
+                    with owner._lock:
+                        owner.backend_errors.append(f"stream close: {type(exc).__name__}: {exc}")
+            owner._stream_ended()
+
+    def _client_gone(self) -> bool:
+        """True when the client closed (FIN or RST) its side; the request was read in full, so a readable socket
+        means end of file or an error (a client sending more is taken as still there)."""
+        try:
+            poller = select.poll()  # not select.select: no FD_SETSIZE limit in a busy process
+            poller.register(self.connection, select.POLLIN | select.POLLPRI)
+            if not poller.poll(0):  # nothing to read: still there
+                return False
+            # readable: end of file (b""), an error (raises), or bytes sent early (still there); never blocks now
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # reset, or closed by stop()
+            return True
 
     def drop(self, rst: bool) -> None:
         """Close the connection now: with an RST (SO_LINGER 0) or a plain FIN; nothing more is read or sent."""
@@ -306,6 +397,9 @@ class FaultProxy:
         self.backend_errors: List[str] = []  # backend failures (answered 502): tests assert there are none
         self.stop_reason: Optional[str] = None
         self._connections: set = set()
+        self._streams_open = 0  # streamed responses being sent
+        self._streams_done = threading.Condition(self._lock)
+        self.stopping = False  # set by stop(): open streams end at their next chunk or idle tick
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
         self._timer: Optional[threading.Timer] = None
@@ -349,6 +443,7 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "FaultProxy":
+        self.stopping = False
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"fault-proxy-{self.port}", daemon=True)
@@ -364,6 +459,7 @@ class FaultProxy:
         server, self._server = self._server, None
         if server is None:
             return
+        self.stopping = True
         server.shutdown()
         server.server_close()
         with self._lock:
@@ -375,6 +471,23 @@ class FaultProxy:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._lock:  # streams end at their next chunk or idle tick; never wait long for one that does not
+            self._streams_done.wait_for(lambda: self._streams_open == 0, timeout=2.0)
+
+    @property
+    def streams_open(self) -> int:
+        """Streamed responses being sent right now."""
+        with self._lock:
+            return self._streams_open
+
+    def _stream_started(self) -> None:
+        with self._lock:
+            self._streams_open += 1
+
+    def _stream_ended(self) -> None:
+        with self._lock:
+            self._streams_open -= 1
+            self._streams_done.notify_all()
 
     def _stop_soon(self, reason: str) -> None:
         with self._lock:
@@ -468,8 +581,13 @@ class FaultProxy:
                 self.backend_errors.append(f"{request.operation}: {type(exc).__name__}: {exc}")
             response = Response.error(502, "BadGateway", f"backend failed: {type(exc).__name__}")
         if kind == "truncate":
+            if response.streaming:  # the head and the first chunk, then a FIN
+                handler.send(response, truncate_to=0)
+                return
             # Full Content-Length, then at most half the body (at least one byte short), then close.
-            handler.send(response, truncate_to=min(len(response.body) // 2, max(len(response.body) - 1, 0)))
+            body = response.body
+            assert isinstance(body, (bytes, bytearray))
+            handler.send(response, truncate_to=min(len(body) // 2, max(len(body) - 1, 0)))
             return
         handler.send(response)
 

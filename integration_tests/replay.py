@@ -16,15 +16,22 @@ Two ways to fill a stream, freely mixed:
 * **live puts**: ``PutRecord`` / ``PutRecords`` append to the stream's shards while it is being read, so shards grow.
   ``ReplayStream(name, shards=4, records_per_shard=0)`` (or ``CreateStream``) is an empty stream fed only by puts.
 
-What it serves (enough for source-kinesis, a bare boto3 loop and a boto3 producer; all shards open, no resharding):
+What it serves (enough for source-kinesis, a bare boto3 loop, enhanced fan-out and a boto3 producer):
 ``CreateStream`` (``ShardCount`` shards, empty and ACTIVE at once; an existing name → ``ResourceInUseException``),
 ``DescribeStream`` (``Limit``/``ExclusiveStartShardId`` paging), ``DescribeStreamSummary``, ``ListStreams``,
 ``ListShards`` (``MaxResults``/``NextToken`` paging; a ``NextToken`` together with a stream name is rejected as
-Kinesis does), ``PutRecord`` and ``PutRecords`` (below), ``GetShardIterator`` (``TRIM_HORIZON``, ``LATEST``,
-``AT_SEQUENCE_NUMBER``, ``AFTER_SEQUENCE_NUMBER``, ``AT_TIMESTAMP``) and ``GetRecords`` (``Limit`` ≤ 10,000;
-``NextShardIterator`` always). Iterators are opaque tokens encoding (stream, shard, offset), so an iterator taken
-on a growing shard sees every record appended after its position. Unknown streams, shards or iterators get the same
-error types Kinesis returns.
+Kinesis does; no ``ShardFilter``: every shard, closed and open), ``PutRecord`` and ``PutRecords`` (below),
+``GetShardIterator`` (``TRIM_HORIZON``, ``LATEST``, ``AT_SEQUENCE_NUMBER``, ``AFTER_SEQUENCE_NUMBER``,
+``AT_TIMESTAMP``) and ``GetRecords`` (``Limit`` ≤ 10,000), ``SplitShard`` / ``MergeShards`` (below), the consumer
+operations and ``SubscribeToShard`` (below). Iterators are opaque tokens encoding (stream, shard, offset), so an
+iterator taken on a growing shard sees every record appended after its position; ``NextShardIterator`` is always
+given, except at the end of a closed shard. Unknown streams, shards, consumers or iterators get the same error types
+Kinesis returns.
+
+Sequence numbers: 56 digits, ``4959`` + the shard number (12 digits) + a 40-digit position; the record at offset
+``o`` of a shard has position ``o + 1`` and the shard's ``StartingSequenceNumber`` is position 0 (no record's), so
+``AFTER_SEQUENCE_NUMBER`` of the starting number (an empty event's ``ContinuationSequenceNumber``) reads from the
+first record and ``AT_SEQUENCE_NUMBER`` of it reads from the first record too.
 
 Puts, as Kinesis does them: ``Data`` is base64 (at most 1 MiB decoded), ``PartitionKey`` 1-256 characters, and a
 record goes to the shard whose hash-key range holds ``ExplicitHashKey`` if given, else MD5 of the partition key
@@ -38,18 +45,69 @@ order. ``LATEST`` is the position after the shard's last record at the time of t
 ``MillisBehindLatest`` is wall-clock based, as on Kinesis: now − arrival time of the first record after the page
 (the next unread one), and 0 once the page reaches the shard's tip (at least 1 while records remain unread).
 
+Resharding, as Kinesis does it but at once (the stream never goes ``UPDATING``): ``SplitShard`` (``ShardToSplit``,
+``NewStartingHashKey``: the second child's first hash key, in (StartingHashKey, EndingHashKey]) and ``MergeShards``
+(``ShardToMerge`` + ``AdjacentShardToMerge``, which must be hash-adjacent and both open), by ``StreamName`` or
+``StreamARN``; from Python ``data.split(stream, shard_id[, new_starting_hash_key])`` (the middle by default) and
+``data.merge(stream, a, b)``. The parents close: their ``SequenceNumberRange`` gets ``EndingSequenceNumber`` (the
+last record's sequence number; the starting one for an empty shard) and nothing is put on them again; children get
+the next shard numbers (``shardId-000000000004``, ...), ``ParentShardId`` (and ``AdjacentParentShardId`` for a
+merge) and the parents' hash-key ranges; puts route by hash key to open shards only. ``ListShards`` and
+``DescribeStream`` list closed and open shards in creation order. ``GetShardIterator`` still works on a closed shard,
+and a ``GetRecords`` page that reaches a closed shard's end has no ``NextShardIterator`` and gives ``ChildShards``
+(``[{ShardId, ParentShards, HashKeyRange}]``), as Kinesis does. Resharding takes the put lock: a reader that sees a
+shard closed knows its length is final.
+
+Consumers (enhanced fan-out): ``RegisterStreamConsumer`` (``StreamARN``, ``ConsumerName``; ARN
+``<stream ARN>/consumer/<name>:<creation epoch seconds>``; ``CREATING``, then ``ACTIVE``
+``data.consumer_activation_seconds`` later; an existing name → ``ResourceInUseException``),
+``DescribeStreamConsumer`` (by ``ConsumerARN``, or ``StreamARN`` + ``ConsumerName``), ``ListStreamConsumers`` (all
+at once, no paging) and ``DeregisterStreamConsumer`` (gone at once; its open subscriptions end at their next poll).
+From Python: ``data.register_consumer(stream, name)`` (ACTIVE at once; returns the ARN) and
+``data.consumer_creating(arn, seconds)``.
+
+``SubscribeToShard`` (``ConsumerARN``, ``ShardId``, ``StartingPosition`` ``{Type, SequenceNumber?, Timestamp?}``
+with ``GetShardIterator``'s semantics): refusals are ordinary JSON 1.1 errors (HTTP 400) before the stream starts:
+an unknown consumer or shard → ``ResourceNotFoundException``; a consumer not ``ACTIVE``, or a subscription of the
+same (consumer, shard) opened less than ``data.resubscribe_cooldown_seconds`` ago (Kinesis: "within 5 seconds of a
+successful call") → ``ResourceInUseException`` ("Another active subscription exists for this consumer: ..."); past
+that, a new subscription takes the shard over and the older one, if still open, ends (``subscriptions_taken_over``). Otherwise HTTP 200,
+``application/vnd.amazon.eventstream`` (``event_stream.py``), streamed: an ``initial-response`` event (``{}``), then
+``SubscribeToShardEvent`` events, payload
+``{"Records": [records as GetRecords encodes them], "ContinuationSequenceNumber": "<sequence number of the last
+record sent, or of the position before the next record>", "MillisBehindLatest": <as GetRecords>}``: the first one at
+once (even empty), then one as soon as records are there (the shard is polled every
+``data.subscription_poll_seconds``, 0.02), at most ``data.event_max_records`` (10,000) records and about
+``data.event_max_bytes`` (2 MiB, at least one record) per event, and an empty one every ``data.heartbeat_seconds``
+(5) while idle. The body ends cleanly after ``data.subscription_seconds`` (300, as Kinesis), or at a closed shard's
+end after a last event (which may still carry the shard's last records) with ``"ContinuationSequenceNumber": null``,
+``"MillisBehindLatest": 0`` and ``"ChildShards": [...]``. Within one
+subscription records come in shard order, never repeated or skipped. ``data.subscription_faults``, a callable
+``(n, events_sent) -> None | "reset" | "disconnect" | ("exception", type[, message])`` (``n``: the subscription's
+number for its (consumer, shard), from 1; ``events_sent``: ``SubscribeToShardEvent`` events it has sent), is asked
+before each event and on every idle poll: it drops the connection mid-body (an RST or a FIN, no final chunk), or
+sends an event-stream exception message (botocore's model knows ``InternalFailureException``,
+``ResourceInUseException``, ``ResourceNotFoundException``, the KMS ones) and ends the body. Every knob is a plain
+attribute of ``ReplayData``, read while running. Counters on the backend: ``subscriptions_started`` and
+``subscriptions_refused`` (``ResourceInUseException``) per (consumer ARN, shard id), ``subscription_events`` per
+(consumer ARN, shard id), ``subscription_records_served`` per (stream, shard id) (beside ``records_served``, which
+counts ``GetRecords``), ``subscription_faults_injected`` per kind; ``open_subscriptions()``.
+
 Concurrency: the ``FaultProxy`` serves each client connection on its own thread, so requests run concurrently.
 Puts are serialized by one lock (sequence numbers and arrival times are assigned under it, and a record's arrival
 time is appended before the record itself); readers take no lock: they read a shard's length once and only look at
-records (and arrival times) below it, which Python's list append makes safe. ``CreateStream`` and ``ListStreams``
-share the data's stream lock.
+records (and arrival times) below it, which Python's list append makes safe. ``CreateStream``, ``ListStreams`` and
+the consumers share the data's stream lock; resharding takes the put lock. A subscription's events are produced on
+its connection's thread.
 
 Run as a separate process (so a benchmark's client load does not share its GIL)::
 
-    python -m integration_tests.replay --stream NAME:SHARDS[:RECORDS_PER_SHARD] ... [--max-lifetime-seconds N]
+    python -m integration_tests.replay --stream NAME:SHARDS[:RECORDS_PER_SHARD] ... [--consumer STREAM:NAME ...]
+        [--resubscribe-cooldown-seconds S] [--subscription-seconds S] [--max-lifetime-seconds N]
 
 prints one JSON line ``{"endpoint_url": ...}`` when it listens (127.0.0.1 only, a free port), serves until its
 stdin closes (or its lifetime ends), then prints one JSON line of counters (puts, records served, requests) and exits.
+A ``--consumer`` is registered ACTIVE at once; its ARN is in the first line's ``consumers`` (``{stream/name: ARN}``).
 """
 from __future__ import annotations
 
@@ -63,16 +121,22 @@ import json
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from integration_tests.fault_proxy import Backend, FaultProxy, Request, Response
+from integration_tests import event_stream
+from integration_tests.fault_proxy import Backend, DropConnection, FaultProxy, Request, Response
 
 MAX_HASH = 2**128 - 1
 MAX_PUT_RECORDS = 500  # records per PutRecords call
 MAX_DATA_BYTES = 1 << 20  # a record's data, decoded (Kinesis' default limit: 1 MiB)
 RecordFactory = Callable[[int, int], Tuple[str, bytes]]  # (shard index, offset in shard) -> (partition key, data)
+# (subscription number for its (consumer, shard), events sent) -> None | "reset" | "disconnect" | ("exception", type[, message])
+SubscriptionFault = Union[None, str, Tuple[str, ...]]
+SubscriptionFaults = Callable[[int, int], SubscriptionFault]
+POSITION_TYPES = ("TRIM_HORIZON", "LATEST", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER", "AT_TIMESTAMP")
 
 
 def default_record(shard: int, offset: int) -> Tuple[str, bytes]:
@@ -122,27 +186,66 @@ class _Shard:
     arrivals: List[float]  # appended before the record itself: len(arrivals) >= len(records) at any moment
     sequence_prefix: str
     built: int = 0  # records of the pre-built backlog (the first ones); those after it came from puts
+    parents: Tuple[str, ...] = ()  # (ParentShardId[, AdjacentParentShardId]) of a shard made by resharding
+    children: List["_Shard"] = field(default_factory=list)  # set before ``closed``
+    closed: bool = False  # set under the put lock after the last record: once seen True, len(records) is final
 
     def sequence(self, offset: int) -> str:
-        return f"{self.sequence_prefix}{offset:040d}"  # 56 digits, increasing within the shard
+        """The sequence number of the record at ``offset`` (position ``offset + 1``; 56 digits, increasing)."""
+        return f"{self.sequence_prefix}{offset + 1:040d}"
+
+    @property
+    def starting_sequence(self) -> str:
+        """Position 0: before the first record, no record's number."""
+        return f"{self.sequence_prefix}{0:040d}"
+
+    def hash_key_range(self) -> Dict[str, str]:
+        return {"StartingHashKey": str(self.hash_range[0]), "EndingHashKey": str(self.hash_range[1])}
 
     def describe(self) -> Dict[str, Any]:
-        return {
-            "ShardId": self.shard_id,
-            "HashKeyRange": {"StartingHashKey": str(self.hash_range[0]), "EndingHashKey": str(self.hash_range[1])},
-            "SequenceNumberRange": {"StartingSequenceNumber": self.sequence(0)},
-        }
+        out: Dict[str, Any] = {"ShardId": self.shard_id}
+        if self.parents:
+            out["ParentShardId"] = self.parents[0]
+        if len(self.parents) > 1:
+            out["AdjacentParentShardId"] = self.parents[1]
+        out["HashKeyRange"] = self.hash_key_range()
+        out["SequenceNumberRange"] = {"StartingSequenceNumber": self.starting_sequence}
+        if self.closed:
+            out["SequenceNumberRange"]["EndingSequenceNumber"] = self.sequence(len(self.records) - 1)
+        return out
+
+    def child_shards(self) -> List[Dict[str, Any]]:
+        """``ChildShards`` as GetRecords and SubscribeToShard give them at a closed shard's end."""
+        return [{"ShardId": c.shard_id, "ParentShards": list(c.parents), "HashKeyRange": c.hash_key_range()} for c in self.children]
 
 
 @dataclass
 class _Stream:
     spec: ReplayStream
-    shards: List[_Shard]
+    shards: List[_Shard]  # every shard, closed and open, in creation order (``index`` is the position)
     by_id: Dict[str, _Shard] = field(default_factory=dict)
-    starts: List[int] = field(default_factory=list)  # each shard's StartingHashKey, ascending (routing by bisect)
+    open_shards: List[_Shard] = field(default_factory=list)  # by StartingHashKey; replaced under the put lock
+    starts: List[int] = field(default_factory=list)  # each open shard's StartingHashKey, ascending (routing by bisect)
 
     def shard_for(self, key: int) -> _Shard:
-        return self.shards[bisect.bisect_right(self.starts, key) - 1]
+        """The open shard whose hash-key range holds ``key`` (under the put lock: routing changes on a reshard)."""
+        return self.open_shards[bisect.bisect_right(self.starts, key) - 1]
+
+
+@dataclass
+class _Consumer:
+    name: str
+    arn: str
+    stream_arn: str
+    created: float  # epoch seconds
+    active_at: float  # epoch seconds from which it is ACTIVE
+
+    def status(self) -> str:
+        return "ACTIVE" if time.time() >= self.active_at else "CREATING"
+
+    def summary(self) -> Dict[str, Any]:
+        return {"ConsumerName": self.name, "ConsumerARN": self.arn, "ConsumerStatus": self.status(),
+                "ConsumerCreationTimestamp": self.created}
 
 
 def _encode(sequence: str, arrival: float, data: bytes, key: str) -> bytes:
@@ -152,14 +255,36 @@ def _encode(sequence: str, arrival: float, data: bytes, key: str) -> bytes:
 
 
 class ReplayData:
-    """Streams of pre-encoded records, built once (~5-15 µs per record with the default factory), that puts extend."""
+    """Streams of pre-encoded records, built once (~5-15 µs per record with the default factory), that puts extend;
+    their consumers; and the enhanced fan-out knobs (plain attributes, read while running; see the module docstring)."""
 
-    def __init__(self, streams: List[ReplayStream]) -> None:
+    def __init__(
+        self,
+        streams: List[ReplayStream],
+        *,
+        consumer_activation_seconds: float = 0.3,
+        resubscribe_cooldown_seconds: float = 5.0,
+        subscription_seconds: float = 300.0,
+        heartbeat_seconds: float = 5.0,
+        event_max_records: int = 10_000,
+        event_max_bytes: int = 2 << 20,
+        subscription_poll_seconds: float = 0.02,
+        subscription_faults: Optional[SubscriptionFaults] = None,
+    ) -> None:
         self.streams: Dict[str, _Stream] = {}
         self.by_arn: Dict[str, _Stream] = {}
-        self.lock = threading.Lock()  # stream creation and listing
-        self.put_lock = threading.Lock()  # appends (sequence numbers and arrival times are assigned under it)
+        self.consumers: Dict[str, _Consumer] = {}  # by ARN
+        self.lock = threading.Lock()  # stream creation and listing, consumers
+        self.put_lock = threading.Lock()  # appends (sequence numbers and arrival times are assigned under it), resharding
         self.records_put = 0
+        self.consumer_activation_seconds = consumer_activation_seconds
+        self.resubscribe_cooldown_seconds = resubscribe_cooldown_seconds
+        self.subscription_seconds = subscription_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.event_max_records = event_max_records
+        self.event_max_bytes = event_max_bytes
+        self.subscription_poll_seconds = subscription_poll_seconds
+        self.subscription_faults = subscription_faults
         for spec in streams:
             self.add_stream(spec)
 
@@ -178,7 +303,7 @@ class ReplayData:
                 shard.arrivals.append(arrival)
                 shard.records.append(_encode(shard.sequence(offset), arrival, data, key))
             shards.append(shard)
-        stream = _Stream(spec, shards, {s.shard_id: s for s in shards}, [s.hash_range[0] for s in shards])
+        stream = _Stream(spec, shards, {s.shard_id: s for s in shards}, list(shards), [s.hash_range[0] for s in shards])
         with self.lock:
             if spec.name in self.streams:
                 raise _Fail("ResourceInUseException", f"Stream {spec.name} under account {spec.account} already exists.")
@@ -192,9 +317,10 @@ class ReplayData:
     def put(self, stream: _Stream, entries: List[Tuple[str, bytes, Optional[int]]]) -> List[Tuple[_Shard, int]]:
         """Append (partition key, data, explicit hash key or None) entries in order; (shard, offset) of each.
         Every record of one call gets the same arrival time (the wall clock now, never below a shard's last one)."""
-        routed = [(stream.shard_for(hash_key(key) if explicit is None else explicit), key, data) for key, data, explicit in entries]
+        keyed = [(hash_key(key) if explicit is None else explicit, key, data) for key, data, explicit in entries]
         out = []
         with self.put_lock:
+            routed = [(stream.shard_for(h), key, data) for h, key, data in keyed]  # under the lock: a reshard moves routes
             now = round(time.time(), 3)
             for shard, key, data in routed:
                 offset = len(shard.records)
@@ -204,6 +330,95 @@ class ReplayData:
                 out.append((shard, offset))
             self.records_put += len(routed)
         return out
+
+    # -- resharding (as Kinesis, but at once)
+    def _stream_named(self, name: str) -> _Stream:
+        stream = self.streams.get(name)
+        if stream is None:
+            raise _Fail("ResourceNotFoundException", f"Stream {name} under account 000000000000 not found.")
+        return stream
+
+    def _open_shard(self, stream: _Stream, shard_id: Any) -> _Shard:
+        shard = stream.by_id.get(str(shard_id))
+        if shard is None:
+            raise _Fail("ResourceNotFoundException", f"Shard {shard_id} in stream {stream.spec.name} under account {stream.spec.account} does not exist")
+        if shard.closed:
+            raise _Fail("ResourceInUseException", f"Shard {shard.shard_id} in stream {stream.spec.name} under account {stream.spec.account} "
+                                                   "has already been merged or split, and thus is not eligible for merging or splitting.")
+        return shard
+
+    def _reshard(self, stream: _Stream, parents: List[_Shard], ranges: List[Tuple[int, int]]) -> List[_Shard]:
+        """Under the put lock: close ``parents``, open one child per hash-key range, re-route."""
+        children = []
+        for lo, hi in ranges:
+            index = len(stream.shards) + len(children)
+            children.append(_Shard(f"shardId-{index:012d}", index, (lo, hi), [], [], f"4959{index:012d}",
+                                   parents=tuple(p.shard_id for p in parents)))
+        for child in children:
+            stream.by_id[child.shard_id] = child
+            stream.shards.append(child)
+        for parent in parents:
+            parent.children = children
+            parent.closed = True  # after its last record and its children: readers rely on it
+        open_shards = sorted([s for s in stream.open_shards if s not in parents] + children, key=lambda s: s.hash_range[0])
+        stream.open_shards, stream.starts = open_shards, [s.hash_range[0] for s in open_shards]
+        return children
+
+    def split(self, stream_name: str, shard_id: str, new_starting_hash_key: Optional[int] = None) -> List[str]:
+        """Split an open shard at ``new_starting_hash_key`` (the second child's first key; default the middle of
+        the range); the two children's shard ids."""
+        stream = self._stream_named(stream_name)
+        with self.put_lock:
+            parent = self._open_shard(stream, shard_id)
+            lo, hi = parent.hash_range
+            key = (lo + hi + 1) // 2 if new_starting_hash_key is None else int(new_starting_hash_key)
+            if not lo < key <= hi:
+                raise _Fail("InvalidArgumentException", f"NewStartingHashKey {key} used in SplitShard() on shard {parent.shard_id} in stream "
+                                                        f"{stream.spec.name} under account {stream.spec.account} is not both greater than the "
+                                                        f"shard's StartingHashKey {lo} and at most its EndingHashKey {hi}.")
+            return [c.shard_id for c in self._reshard(stream, [parent], [(lo, key - 1), (key, hi)])]
+
+    def merge(self, stream_name: str, shard_to_merge: str, adjacent_shard_to_merge: str) -> str:
+        """Merge two open, hash-adjacent shards; the child's shard id."""
+        stream = self._stream_named(stream_name)
+        with self.put_lock:
+            a = self._open_shard(stream, shard_to_merge)
+            b = self._open_shard(stream, adjacent_shard_to_merge)
+            if a is b or not (a.hash_range[1] + 1 == b.hash_range[0] or b.hash_range[1] + 1 == a.hash_range[0]):
+                raise _Fail("InvalidArgumentException", f"Shards {a.shard_id} and {b.shard_id} in stream {stream.spec.name} under account "
+                                                        f"{stream.spec.account} are not an adjacent pair of shards eligible for merging")
+            lo, hi = min(a.hash_range[0], b.hash_range[0]), max(a.hash_range[1], b.hash_range[1])
+            return self._reshard(stream, [a, b], [(lo, hi)])[0].shard_id
+
+    # -- consumers
+    def register_consumer(self, stream_name: str, consumer_name: str, activation_seconds: float = 0.0) -> str:
+        """Register a consumer of a stream, ACTIVE ``activation_seconds`` from now (at once by default); its ARN."""
+        stream = self._stream_named(stream_name)
+        if not isinstance(consumer_name, str) or not 1 <= len(consumer_name) <= 128:
+            raise _Fail("ValidationException", "1 validation error detected: Value at 'consumerName' failed to satisfy constraint: "
+                                               "Member must have length between 1 and 128")
+        now = round(time.time(), 3)
+        with self.lock:
+            if any(c.stream_arn == stream.spec.arn and c.name == consumer_name for c in self.consumers.values()):
+                raise _Fail("ResourceInUseException", f"Consumer {consumer_name} under stream {stream.spec.arn} already exists "
+                                                      f"for account {stream.spec.account}.")
+            consumer = _Consumer(consumer_name, f"{stream.spec.arn}/consumer/{consumer_name}:{int(now)}", stream.spec.arn, now,
+                                 now + activation_seconds)
+            self.consumers[consumer.arn] = consumer
+        return consumer.arn
+
+    def consumer_creating(self, consumer_arn: str, seconds: float) -> None:
+        """Make a consumer ``CREATING`` for ``seconds`` from now (then ACTIVE again)."""
+        with self.lock:
+            self.consumers[consumer_arn].active_at = time.time() + seconds
+
+    def deregister_consumer(self, consumer_arn: str) -> None:
+        with self.lock:
+            self.consumers.pop(consumer_arn, None)
+
+    def consumers_of(self, stream: _Stream) -> List[_Consumer]:
+        with self.lock:
+            return sorted((c for c in self.consumers.values() if c.stream_arn == stream.spec.arn), key=lambda c: (c.created, c.name))
 
     def total_records(self, name: Optional[str] = None) -> int:
         return sum(len(s.records) for st in self.stream_list() if name in (None, st.spec.name) for s in st.shards)
@@ -272,6 +487,42 @@ def _put_entry(record: Any, where: str) -> Tuple[str, bytes, Optional[int]]:
     return key, data, hash_value
 
 
+@dataclass
+class _SubscriptionState:
+    """Of one (consumer, shard): is a subscription open, when did the last one open and end (monotonic)."""
+
+    open: bool = False
+    opened_at: float = float("-inf")
+    ended_at: float = float("-inf")
+    generation: int = 0  # of the newest subscription; an older one still sending ends (taken over)
+
+
+class _SubscriptionBody:
+    """The streamed body of one subscription: iterates the event generator; ``close()`` (always called by the
+    server when the response ends, even if it never started) closes the generator and frees the (consumer, shard)."""
+
+    def __init__(self, events: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._events = events
+        self._release: Optional[Callable[[], None]] = release
+
+    def __iter__(self) -> "_SubscriptionBody":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._events)
+
+    def close(self) -> None:
+        release, self._release = self._release, None
+        if release is None:
+            return
+        try:
+            close = getattr(self._events, "close", None)
+            if close is not None:
+                close()
+        finally:
+            release()
+
+
 class ReplayBackend(Backend):
     def __init__(self, data: ReplayData) -> None:
         self.data = data
@@ -279,6 +530,20 @@ class ReplayBackend(Backend):
         self.records_served: Counter = Counter()  # (stream, shard id) -> records sent in GetRecords responses
         # wall-clock time of the first GetRecords since it was last set to None (the benchmark's start-up figure)
         self.first_get_records_at: Optional[float] = None
+        # enhanced fan-out
+        self.subscriptions_started: Counter = Counter()  # (consumer ARN, shard id) -> SubscribeToShard streams started
+        self.subscriptions_refused: Counter = Counter()  # (consumer ARN, shard id) -> ResourceInUseException answers
+        self.subscriptions_taken_over: Counter = Counter()  # (consumer ARN, shard id) -> open subscriptions a newer one ended
+        self.subscription_events: Counter = Counter()  # (consumer ARN, shard id) -> SubscribeToShardEvent events sent
+        self.subscription_records_served: Counter = Counter()  # (stream, shard id) -> records sent in those events
+        self.subscription_faults_injected: Counter = Counter()  # "reset" / "disconnect" / "exception:<type>" -> times
+        self._subscriptions: Dict[Tuple[str, str], _SubscriptionState] = {}
+
+    def open_subscriptions(self, consumer_arn: Optional[str] = None, shard_id: Optional[str] = None) -> int:
+        """Subscriptions whose body is being sent now (of one consumer and/or shard, or all)."""
+        with self._lock:
+            return sum(1 for (arn, sid), state in self._subscriptions.items()
+                       if state.open and consumer_arn in (None, arn) and shard_id in (None, sid))
 
     def respond(self, request: Request, session: Dict[str, Any]) -> Response:
         if "json" not in request.content_type:
@@ -307,11 +572,47 @@ class ReplayBackend(Backend):
         return shard
 
     @staticmethod
-    def _offset_of(shard: _Shard, sequence: Any) -> int:
+    def _offset_of(shard: _Shard, sequence: Any, operation: str) -> int:
+        """The offset of the record with that sequence number; -1 for the shard's starting sequence number."""
         text = str(sequence)
         if len(text) != 56 or not text.isdigit() or not text.startswith(shard.sequence_prefix):
-            raise _Fail("InvalidArgumentException", f"StartingSequenceNumber {text} used in GetShardIterator on shard {shard.shard_id} is invalid.")
-        return int(text[len(shard.sequence_prefix):])
+            raise _Fail("InvalidArgumentException", f"StartingSequenceNumber {text} used in {operation} on shard {shard.shard_id} is invalid.")
+        return int(text[len(shard.sequence_prefix):]) - 1
+
+    def _start_offset(self, shard: _Shard, kind: Any, sequence: Any, timestamp: Any, operation: str) -> int:
+        """The offset a GetShardIterator / SubscribeToShard starting position reads from first."""
+        length = len(shard.records)  # once: the shard may grow meanwhile
+        if kind == "TRIM_HORIZON":
+            return 0
+        if kind == "LATEST":
+            return length
+        if kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            offset = self._offset_of(shard, sequence, operation)
+            if offset >= length:
+                raise _Fail("InvalidArgumentException", f"StartingSequenceNumber {sequence} used in {operation} is beyond the end of shard {shard.shard_id}.")
+            return max(offset, 0) if kind == "AT_SEQUENCE_NUMBER" else offset + 1
+        if kind == "AT_TIMESTAMP":
+            try:
+                moment = float(timestamp or 0)
+            except (TypeError, ValueError):
+                raise _Fail("InvalidArgumentException", f"Timestamp {timestamp!r} used in {operation} is not epoch seconds.") from None
+            return bisect.bisect_left(shard.arrivals, moment, 0, length)
+        raise _Fail("InvalidArgumentException", f"{'ShardIteratorType' if operation == 'GetShardIterator' else 'StartingPosition.Type'} "
+                                                f"{kind!r} is not valid; one of {', '.join(POSITION_TYPES)}.")
+
+    def _consumer(self, params: Dict[str, Any]) -> _Consumer:
+        """By ``ConsumerARN``, or ``StreamARN`` + ``ConsumerName``."""
+        arn = params.get("ConsumerARN")
+        if arn:
+            consumer = self.data.consumers.get(str(arn))
+        else:
+            stream = self._stream({"StreamARN": params.get("StreamARN")})
+            name = params.get("ConsumerName")
+            consumer = next((c for c in self.data.consumers_of(stream) if c.name == name), None)
+        if consumer is None:
+            what = arn or f"{params.get('ConsumerName')} under stream {params.get('StreamARN')}"
+            raise _Fail("ResourceNotFoundException", f"Consumer {what} under account 000000000000 not found.")
+        return consumer
 
     # -- control plane
     def _op_CreateStream(self, params: Dict[str, Any]) -> Response:
@@ -360,8 +661,8 @@ class ReplayBackend(Backend):
                     "StreamCreationTimestamp": stream.spec.created_at,
                     "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
                     "EncryptionType": "NONE",
-                    "OpenShardCount": len(stream.shards),
-                    "ConsumerCount": 0,
+                    "OpenShardCount": len(stream.open_shards),
+                    "ConsumerCount": len(self.data.consumers_of(stream)),
                 }
             }
         )
@@ -400,6 +701,40 @@ class ReplayBackend(Backend):
             body["NextToken"] = _token(stream.spec.name, start + limit)
         return Response.json(body)
 
+    def _op_SplitShard(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream(params)
+        key = params.get("NewStartingHashKey")
+        if not isinstance(key, str) or not key.isdigit() or int(key) > MAX_HASH:
+            raise _Fail("ValidationException", f"1 validation error detected: Value '{key}' at 'newStartingHashKey' failed to satisfy "
+                                               "constraint: Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})")
+        self.data.split(stream.spec.name, params.get("ShardToSplit"), int(key))
+        return Response.raw_json(b"{}")
+
+    def _op_MergeShards(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream(params)
+        self.data.merge(stream.spec.name, params.get("ShardToMerge"), params.get("AdjacentShardToMerge"))
+        return Response.raw_json(b"{}")
+
+    # -- consumers
+    def _op_RegisterStreamConsumer(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream({"StreamARN": params.get("StreamARN")})
+        arn = self.data.register_consumer(stream.spec.name, params.get("ConsumerName"), self.data.consumer_activation_seconds)
+        consumer = self.data.consumers[arn]
+        return Response.json({"Consumer": {"ConsumerName": consumer.name, "ConsumerARN": consumer.arn, "ConsumerStatus": "CREATING",
+                                           "ConsumerCreationTimestamp": consumer.created}})
+
+    def _op_DescribeStreamConsumer(self, params: Dict[str, Any]) -> Response:
+        consumer = self._consumer(params)
+        return Response.json({"ConsumerDescription": {**consumer.summary(), "StreamARN": consumer.stream_arn}})
+
+    def _op_ListStreamConsumers(self, params: Dict[str, Any]) -> Response:
+        stream = self._stream({"StreamARN": params.get("StreamARN")})
+        return Response.json({"Consumers": [c.summary() for c in self.data.consumers_of(stream)]})
+
+    def _op_DeregisterStreamConsumer(self, params: Dict[str, Any]) -> Response:
+        self.data.deregister_consumer(self._consumer(params).arn)
+        return Response.raw_json(b"{}")
+
     # -- data plane: writes
     def _op_PutRecord(self, params: Dict[str, Any]) -> Response:
         stream = self._stream(params)
@@ -422,21 +757,8 @@ class ReplayBackend(Backend):
     def _op_GetShardIterator(self, params: Dict[str, Any]) -> Response:
         stream = self._stream(params)
         shard = self._shard(stream, params.get("ShardId"))
-        kind = params.get("ShardIteratorType")
-        length = len(shard.records)  # once: the shard may grow meanwhile
-        if kind == "TRIM_HORIZON":
-            offset = 0
-        elif kind == "LATEST":
-            offset = length
-        elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
-            offset = self._offset_of(shard, params.get("StartingSequenceNumber"))
-            if offset >= length:
-                raise _Fail("InvalidArgumentException", f"StartingSequenceNumber is beyond the end of shard {shard.shard_id}.")
-            offset += kind == "AFTER_SEQUENCE_NUMBER"
-        elif kind == "AT_TIMESTAMP":
-            offset = bisect.bisect_left(shard.arrivals, float(params.get("Timestamp") or 0), 0, length)
-        else:
-            raise _Fail("InvalidArgumentException", f"ShardIteratorType {kind!r} is not valid.")
+        offset = self._start_offset(shard, params.get("ShardIteratorType"), params.get("StartingSequenceNumber"),
+                                    params.get("Timestamp"), "GetShardIterator")
         return Response.json({"ShardIterator": _token(stream.spec.name, shard.shard_id, offset)})
 
     def _op_GetRecords(self, params: Dict[str, Any]) -> Response:
@@ -449,6 +771,7 @@ class ReplayBackend(Backend):
         stream = self._stream({"StreamName": name})
         shard = self._shard(stream, shard_id)
         offset = int(offset_text)
+        closed = shard.closed  # before the length: a closed shard's length is final
         length = len(shard.records)  # once: records (and their arrivals) below it are complete
         end = min(offset + limit, length)
         if end < offset:  # an iterator past the tip (cannot be made here, but never answer a negative page)
@@ -456,6 +779,14 @@ class ReplayBackend(Backend):
         behind = 0 if end >= length else max(1, int((time.time() - shard.arrivals[end]) * 1000))
         with self._lock:
             self.records_served[(name, shard_id)] += end - offset
+        if closed and end >= length:  # the end of a closed shard: no NextShardIterator, its children instead
+            return Response.raw_json(b"".join((
+                b'{"Records":[',
+                b",".join(shard.records[offset:end]),
+                b'],"MillisBehindLatest":0,"ChildShards":',
+                json.dumps(shard.child_shards(), separators=(",", ":")).encode(),
+                b"}",
+            )))
         body = b"".join(
             (
                 b'{"Records":[',
@@ -469,6 +800,114 @@ class ReplayBackend(Backend):
         )
         return Response.raw_json(body)
 
+    # -- enhanced fan-out
+    def _op_SubscribeToShard(self, params: Dict[str, Any]) -> Response:
+        arn = params.get("ConsumerARN")
+        consumer = self.data.consumers.get(str(arn))
+        if consumer is None:
+            raise _Fail("ResourceNotFoundException", f"Consumer {arn} under account 000000000000 not found.")
+        stream = self._stream({"StreamARN": consumer.stream_arn})
+        shard = self._shard(stream, params.get("ShardId"))
+        key = (consumer.arn, shard.shard_id)
+        if consumer.status() != "ACTIVE":
+            with self._lock:
+                self.subscriptions_refused[key] += 1
+            raise _Fail("ResourceInUseException", f"Consumer {consumer.arn} is not in ACTIVE state.")
+        position = params.get("StartingPosition")
+        if not isinstance(position, dict):
+            raise _Fail("ValidationException", "1 validation error detected: Value at 'startingPosition' failed to satisfy constraint: Member must not be null")
+        offset = self._start_offset(shard, position.get("Type"), position.get("SequenceNumber"), position.get("Timestamp"), "SubscribeToShard")
+        with self._lock:
+            state = self._subscriptions.setdefault(key, _SubscriptionState())
+            now = time.monotonic()
+            cooldown = self.data.resubscribe_cooldown_seconds
+            if now - state.opened_at < cooldown:
+                self.subscriptions_refused[key] += 1
+                raise _Fail("ResourceInUseException", f"Another active subscription exists for this consumer: "
+                                                      f"{stream.spec.account}:{stream.spec.name}:{shard.shard_id}:{consumer.name}")
+            if state.open:
+                self.subscriptions_taken_over[key] += 1
+            state.generation += 1
+            generation = state.generation
+            state.open, state.opened_at = True, now
+            self.subscriptions_started[key] += 1
+            number = self.subscriptions_started[key]
+
+        def release() -> None:
+            with self._lock:
+                if state.generation == generation:
+                    state.open, state.ended_at = False, time.monotonic()
+
+        def current() -> bool:
+            return state.generation == generation
+
+        events = self._subscription_events(consumer, stream, shard, offset, number, current)
+        return Response(200, _SubscriptionBody(events, release),
+                        [("Content-Type", event_stream.CONTENT_TYPE), ("x-amzn-RequestId", str(uuid.uuid4()))])
+
+    def _subscription_events(
+        self, consumer: _Consumer, stream: _Stream, shard: _Shard, offset: int, number: int, current: Callable[[], bool] = lambda: True,
+    ) -> Iterator[bytes]:
+        """The event-stream messages of one subscription (see the module docstring); ``b""`` is an idle tick."""
+        data = self.data
+        key = (consumer.arn, shard.shard_id)
+        started = time.monotonic()
+        last_event: Optional[float] = None
+        sent = 0
+        yield event_stream.event("initial-response", b"{}")
+        while True:
+            faults = data.subscription_faults
+            if faults is not None:
+                fault = faults(number, sent)
+                if fault is not None:
+                    yield from self._subscription_fault(fault)
+                    return
+            now = time.monotonic()
+            if now - started >= data.subscription_seconds or data.consumers.get(consumer.arn) is not consumer or not current():
+                return  # its time is up, its consumer is gone, or a newer subscription took the shard over: it ends cleanly
+            closed = shard.closed  # before the length: a closed shard's length is final
+            length = len(shard.records)
+            if offset < length or closed or last_event is None or now - last_event >= data.heartbeat_seconds:
+                end = min(length, offset + max(1, data.event_max_records))
+                budget, size, stop = data.event_max_bytes, 0, offset
+                while stop < end:
+                    size += len(shard.records[stop]) + 1
+                    if size > budget and stop > offset:
+                        break
+                    stop += 1
+                end = stop
+                finished = closed and end >= length
+                behind = 0 if end >= length else max(1, int((time.time() - shard.arrivals[end]) * 1000))
+                if finished:
+                    tail = b'null,"MillisBehindLatest":0,"ChildShards":' + json.dumps(shard.child_shards(), separators=(",", ":")).encode()
+                else:
+                    continuation = shard.sequence(end - 1) if end > 0 else shard.starting_sequence
+                    tail = b'"%s","MillisBehindLatest":%d' % (continuation.encode(), behind)
+                payload = b'{"Records":[%s],"ContinuationSequenceNumber":%s}' % (b",".join(shard.records[offset:end]), tail)
+                yield event_stream.event("SubscribeToShardEvent", payload)
+                with self._lock:  # counted once written
+                    self.subscription_events[key] += 1
+                    self.subscription_records_served[(stream.spec.name, shard.shard_id)] += end - offset
+                offset, sent, last_event = end, sent + 1, time.monotonic()
+                if finished:
+                    return
+            else:
+                yield b""  # idle: lets the server notice a client gone or a stop
+                time.sleep(data.subscription_poll_seconds)
+
+    def _subscription_fault(self, fault: SubscriptionFault) -> Iterator[bytes]:
+        if fault in ("reset", "disconnect"):
+            with self._lock:
+                self.subscription_faults_injected[str(fault)] += 1
+            raise DropConnection(rst=fault == "reset")
+        if isinstance(fault, tuple) and len(fault) in (2, 3) and fault[0] == "exception":
+            text = fault[2] if len(fault) == 3 else "Internal service failure."
+            with self._lock:
+                self.subscription_faults_injected[f"exception:{fault[1]}"] += 1
+            yield event_stream.exception(str(fault[1]), str(text))
+            return
+        raise ValueError(f"subscription_faults returned {fault!r}; expected None, 'reset', 'disconnect' or ('exception', type[, message])")
+
 
 # ------------------------------------------------------------------------------------------ a separate process
 def _stream_arg(text: str) -> ReplayStream:
@@ -481,15 +920,25 @@ def _stream_arg(text: str) -> ReplayStream:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m integration_tests.replay", description="In-memory Kinesis on 127.0.0.1 until stdin closes.")
     parser.add_argument("--stream", action="append", type=_stream_arg, default=[], help="NAME:SHARDS[:RECORDS_PER_SHARD] (repeatable)")
+    parser.add_argument("--consumer", action="append", default=[], help="STREAM:CONSUMER_NAME, registered ACTIVE (repeatable)")
+    parser.add_argument("--resubscribe-cooldown-seconds", type=float, default=5.0)
+    parser.add_argument("--subscription-seconds", type=float, default=300.0)
     parser.add_argument("--latency-seconds", type=float, default=0.0)
     parser.add_argument("--max-lifetime-seconds", type=float, default=3600.0)
     parser.add_argument("--max-requests", type=int, default=50_000_000)
     args = parser.parse_args(argv)
-    data = ReplayData(args.stream)
+    data = ReplayData(args.stream, resubscribe_cooldown_seconds=args.resubscribe_cooldown_seconds,
+                      subscription_seconds=args.subscription_seconds)
+    consumers = {}
+    for text in args.consumer:
+        stream_name, _, consumer_name = text.partition(":")
+        if not consumer_name:
+            parser.error(f"--consumer expects STREAM:CONSUMER_NAME, got {text!r}")
+        consumers[f"{stream_name}/{consumer_name}"] = data.register_consumer(stream_name, consumer_name)
     server = FaultProxy(ReplayBackend(data), latency_seconds=args.latency_seconds,
                         max_lifetime_seconds=args.max_lifetime_seconds, max_requests=args.max_requests)
     with server:
-        print(json.dumps({"endpoint_url": server.endpoint_url}), flush=True)
+        print(json.dumps({"endpoint_url": server.endpoint_url, "consumers": consumers}), flush=True)
         closed = threading.Event()
         threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
         while not closed.wait(0.5) and server.stop_reason is None:
@@ -499,7 +948,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         assert isinstance(backend, ReplayBackend)
         with backend._lock:
             served = sum(backend.records_served.values())
-    print(json.dumps({"records_put": data.records_put, "records_served": served, "requests": snapshot["requests"],
+            pushed = sum(backend.subscription_records_served.values())
+    print(json.dumps({"records_put": data.records_put, "records_served": served, "subscription_records_served": pushed,
+                      "requests": snapshot["requests"],
                       "stop_reason": snapshot["stop_reason"], "backend_errors": server.backend_errors[:5]}), flush=True)
     return 0
 

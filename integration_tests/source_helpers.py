@@ -72,6 +72,21 @@ def run_read(config: Dict[str, Any], streams: List[str], state: Optional[List[An
     return read(SourceKinesis(), config, builder.build(), state=state)
 
 
+def run_check(config: Dict[str, Any]) -> Tuple[Any, str]:
+    """``check`` as the platform runs it (a config file): its connection status and its log text."""
+    import tempfile
+    from pathlib import Path
+
+    from airbyte_cdk.test.entrypoint_wrapper import _run_command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.json"
+        path.write_text(json.dumps(config))
+        output = _run_command(SourceKinesis(), ["check", "--config", str(path)], expecting_exception=None)
+    (status,) = [m.connectionStatus for m in output.connection_status_messages]
+    return status, "\n".join(m.log.message for m in output.logs)
+
+
 def read_in_process(config: Dict[str, Any], streams: List[str], state: Optional[List[Any]] = None) -> List[Any]:
     """The AirbyteMessages of a read, without the stdout round trip (the CDK's test wrapper parses output with
     orjson, which turns integers beyond 64 bits into floats; the connector's stdout keeps them exact)."""

@@ -28,7 +28,9 @@ ResourceNotFoundException: the consumer is asked for, else the shard is gone).
 **Budgets and stop rules.** GetRecords' calls/s and MB/s budgets do not apply (the consumer's own 2 MB/s per shard is
 pushed by Kinesis); ``max_parallel_shards`` bounds the events handed over at once, not the subscriptions: every shard
 being read keeps its subscription, one HTTP/2 stream of a shared connection. The bounded stop rules are polling's
-(``shard_reader.StopRules``): an empty event at the tip (MillisBehindLatest 0) is "caught up", events holding only
+(``shard_reader.StopRules``), but an event at the tip (MillisBehindLatest 0: "no new records to process at this moment",
+as AWS documents it) is "caught up" with or without records (Kinesis pushes the next event only when records
+arrive, or at its idle interval: waiting for an empty one would add that interval to every bounded sync); events holding only
 records from after the sync started end the shard for this sync, and no progress for a retry budget fails it. At a
 shard's end the final event carries ``ChildShards`` (and no continuation): a ``ShardEnded`` with the children.
 """
@@ -124,13 +126,13 @@ class FanOutReader:
         self.stale_rule = StaleCheckpointRule(stale_policy)
         self.sleep = sleep
         self.clock = clock
-        self.stop_rules = StopRules(sync_started_at, retry_budget_seconds, clock, "SubscribeToShard", "events")
+        self.stop_rules = StopRules(sync_started_at, retry_budget_seconds, clock, "SubscribeToShard", "events", tip_with_records=True)
         self.stats = FanOutStats()
         self.cancelled = False
         self._events: "queue.Queue[Any]" = queue.Queue(maxsize=EVENTS_AHEAD)
         self._closed = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._ended = False  # the thread's last item was taken: every later poll is final
+        self._open: Any = None  # the event stream being read (closed by close() from another thread)
 
     # -- the Reader interface (the pool's threads) ------------------------------------------------------------
     def next_due(self) -> float:
@@ -155,8 +157,16 @@ class FanOutReader:
         return page
 
     def close(self) -> None:
-        """Nothing more is read: the thread ends its subscription at its next event (or its next wait)."""
+        """Nothing more is read: the subscription is ended now (its connection closed, so Kinesis frees the
+        consumer's slot on the shard at once instead of refusing the next sync's subscription until it expires), and
+        the thread, woken by that, exits."""
         self._closed.set()
+        events = self._open
+        if events is not None:
+            try:
+                events.close()
+            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; it ends either way
+                pass
 
     def _page(self, item: Any) -> Page:
         if isinstance(item, _End):
@@ -242,6 +252,10 @@ class FanOutReader:
                     return
                 raise translate(exc, self.action, self.stream, self.shard_id) from None
             self.stats.subscriptions += 1
+            self._open = events
+            if self._closed.is_set():  # closed while subscribing
+                events.close()
+                return
             ended_cleanly = False
             try:
                 for event in events:
@@ -276,11 +290,14 @@ class FanOutReader:
             except MalformedResponse:
                 raise
             except Exception as exc:  # noqa: BLE001 - a dropped connection or an exception event
+                if self._closed.is_set():
+                    return  # close() ended the stream under the reading
                 if not (is_retryable(exc) or error_code(exc) in kinesis_api.SUBSCRIBE_RETRY_CODES):
                     raise translate(exc, self.action, self.stream, self.shard_id) from None
                 self.stats.drops += 1
                 self.stats.retry.retries += 1
             finally:
+                self._open = None
                 events.close()
             if self._closed.is_set():
                 return

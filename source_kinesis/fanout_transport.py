@@ -16,6 +16,7 @@ exception types, so the one retry policy (``throttling.py``) classifies them as 
 """
 from __future__ import annotations
 
+import socket
 import ssl
 import threading
 from typing import Any, Iterator, Optional
@@ -38,24 +39,50 @@ DROPPED_HEADERS = {"content-length", "connection", "transfer-encoding", "expect"
 
 
 class _StreamingBody:
-    """The ``raw`` botocore reads an event stream from (``stream()``, ``close()``): httpx's chunks as they arrive."""
+    """The ``raw`` botocore reads an event stream from (``stream()``, ``close()``): httpx's chunks as they arrive.
+
+    ``close()`` may come from another thread than the one reading (a reader ending its subscription): over HTTP/1.1
+    the connection is one subscription's, so it is shut down, which wakes the blocked read at once and tells the
+    server the subscription ended; over HTTP/2 the connection is shared by every subscription and httpcore cannot
+    reset one stream, so the reading thread is only told to stop, and closes the stream at its next chunk (Kinesis
+    sends an event at least every few seconds, and a new subscription of the same consumer takes the shard over).
+    """
 
     def __init__(self, response: httpx.Response, url: str) -> None:
         self._response = response
         self._url = url
+        self._reader: Optional[int] = None  # the thread iterating stream(), while it does
+        self._abandoned = False
 
     def stream(self, **_: Any) -> Iterator[bytes]:
+        self._reader = threading.get_ident()
         try:
-            yield from self._response.iter_raw()
+            for chunk in self._response.iter_raw():
+                if self._abandoned:
+                    return
+                yield chunk
         except httpx.TimeoutException as exc:
             raise ReadTimeoutError(endpoint_url=self._url, error=exc) from None
         except httpx.HTTPError as exc:
             raise ResponseStreamingError(error=exc) from None
         finally:
+            self._reader = None
             self._response.close()
 
     def close(self) -> None:
-        self._response.close()
+        reader = self._reader
+        if reader is None or reader == threading.get_ident():
+            self._response.close()
+            return
+        self._abandoned = True
+        if self._response.http_version == "HTTP/1.1":
+            network = self._response.extensions.get("network_stream")
+            sock = network.get_extra_info("socket") if network is not None else None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class Http2Sender:

@@ -336,8 +336,14 @@ class StopRules:
     from after the sync started, or no progress for a whole retry budget (records, or a new lowest
     MillisBehindLatest), which fails the shard instead of reading until the sync is killed."""
 
-    def __init__(self, sync_started_at: dt.datetime, retry_budget_seconds: float, clock: Callable[[], float], action: str, unit: str) -> None:
+    def __init__(
+        self, sync_started_at: dt.datetime, retry_budget_seconds: float, clock: Callable[[], float], action: str, unit: str,
+        *, tip_with_records: bool = False,
+    ) -> None:
         self._started_epoch = sync_started_at.timestamp()
+        # "caught up" also on a page *with* records at MillisBehindLatest 0 (fan-out: Kinesis pushes the next event
+        # only when records arrive, so waiting for an empty one at the tip would wait for an idle event)
+        self.tip_with_records = tip_with_records
         self.retry_budget_seconds = retry_budget_seconds
         self.clock = clock
         self.action = action  # "GetRecords" | "SubscribeToShard", named in the error
@@ -347,7 +353,7 @@ class StopRules:
 
     def check(self, records: List[Mapping[str, Any]], behind: Optional[int]) -> Optional[str]:
         """Why the shard stops now (None: it goes on); raises ``MalformedResponse`` once it made no progress."""
-        if not records and behind == 0:
+        if behind == 0 and (not records or self.tip_with_records):
             return "caught up"
         if records and all(epoch_seconds(r["ApproximateArrivalTimestamp"]) >= self._started_epoch for r in records):
             return "reached records that arrived after the sync started"
