@@ -64,8 +64,12 @@ def crash_stream(kinesis_mock) -> TruthStream:
 
 
 class Trial:
-    def __init__(self, mode: str, seed: int, folder: Path, kinesis_mock, truth: TruthStream) -> None:
+    def __init__(self, mode: str, seed: int, folder: Path, kinesis_mock, truth: TruthStream, child_always_reading: bool = True) -> None:
         self.mode, self.seed, self.folder, self.truth = mode, seed, folder, truth
+        # polling reads slowly enough that a killed runner's source process is always still reading; a fan-out read
+        # may have ended (its process gone) while the runner still writes
+        self.child_always_reading = child_always_reading
+        self.children_killed = 0  # kills that found the runner's source process (and checked it died with it)
         self.rng = random.Random(f"{mode}-{seed}")
         folder.mkdir(parents=True, exist_ok=True)
         self.db = str(folder / "collection.duckdb")
@@ -102,7 +106,9 @@ class Trial:
         pumper.start()
         children: List[int] = []  # the runner's source process (source_process.py), taken just before the kill
         killed = self._maybe_kill([proc], proc, reading, kill_after, before_kill=lambda: children.extend(children_of(proc.pid)))
-        if killed:
+        if killed and children:
+            self.children_killed += 1
+        if killed and (children or self.child_always_reading):
             assert children, f"trial {self.mode}-{self.seed}: killed while reading, yet no source process was found"
             deadline = time.monotonic() + 5
             while not all(gone(pid) for pid in children) and time.monotonic() < deadline:
@@ -264,5 +270,70 @@ def test_sigkill_at_random_points_then_resume(mode, crash_stream, kinesis_mock, 
         records_checked=len(trials) * len(crash_stream.events),
         kpl_aggregates_read=len(trials) * crash_stream.aggregates,
         reshards_crossed=len(trials) * crash_stream.reshards,
+        outputs_scanned_for_secrets=len(trials),
+    )
+
+
+class FanOutKinesis:
+    """The replay server as the trials' Kinesis, read with enhanced fan-out (kinesis-mock's SubscribeToShard sends no
+    initial-response and never ends a split parent's subscription, see README): ``client()`` and ``source_config()``
+    as ``KinesisMock`` has them. Each event is held back 40 ms so that kills land mid-sync."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def client(self) -> Any:
+        from integration_tests.test_replay_kinesis import client_for
+
+        return client_for(self.server.endpoint_url)
+
+    def source_config(self, streams: List[str], **overrides: Any) -> Dict[str, Any]:
+        from integration_tests.kinesis_mock import ACCESS_KEY, REGION, SECRET_KEY
+
+        config = {
+            "credentials": {"auth_type": "access_keys", "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY},
+            "region": REGION,
+            "endpoint_url": self.server.endpoint_url,
+            "streams": list(streams),
+            "read_mode": {"mode": "enhanced_fan_out", "consumer_name": "crash-trials"},
+        }
+        config.update(overrides)
+        return config
+
+
+@pytest.fixture(scope="module")
+def fan_out_world():
+    from integration_tests.fault_proxy import FaultProxy
+    from integration_tests.replay import ReplayData
+
+    data = ReplayData([])
+    data.resubscribe_cooldown_seconds = 0.05
+    data.event_max_records = 3
+    data.subscription_faults = lambda n, sent: time.sleep(0.04)  # None: no fault, only a slower stream
+    with FaultProxy.replay(data, max_lifetime_seconds=390, max_requests=1_000_000) as server:
+        endpoint = FanOutKinesis(server)
+        yield endpoint, build_stream(endpoint.client(), "crash-efo")
+
+
+@pytest.mark.parametrize("mode", ["runner", "piped-source"])
+def test_sigkill_with_enhanced_fan_out_at_random_points_then_resume(mode, fan_out_world, tmp_path, reliability):
+    """The same trials and checks, reading with enhanced fan-out (SubscribeToShard) from the replay server."""
+    endpoint, truth = fan_out_world
+    trials = [Trial(mode, seed, tmp_path / f"trial-{seed}", endpoint, truth, child_always_reading=False) for seed in range(TRIALS_PER_MODE)]
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        results = list(pool.map(lambda t: t.execute(), trials))
+    blobs = {json.dumps(r["committed"], sort_keys=True) for r in results}
+    for blob in blobs:
+        assert reads_nothing_new(endpoint, truth, json.loads(blob)) == 0, "a read from the committed state returned records again"
+    assert sum(r["landed"] for r in results) >= TRIALS_PER_MODE // 2, "too few kills landed mid-sync to prove anything"
+    if mode == "runner":
+        assert sum(t.children_killed for t in trials) >= 1, "no kill found the runner's source process still reading"
+    reliability(
+        trials=len(trials),
+        sigkills=sum(r["kills"] for r in results),
+        sigkills_mid_sync=sum(r["landed"] for r in results),
+        records_checked=len(trials) * len(truth.events),
+        kpl_aggregates_read=len(trials) * truth.aggregates,
+        reshards_crossed=len(trials) * truth.reshards,
         outputs_scanned_for_secrets=len(trials),
     )
