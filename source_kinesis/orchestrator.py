@@ -410,7 +410,9 @@ class Orchestrator:
         self.progress.maybe_log()
 
     def _drained_spacing(self) -> float:
-        settled = self.pool is None or not self.pool.in_flight()
+        # Enhanced fan-out has no rounds of calls to wait for (events are pushed whenever records arrive; a poll in
+        # flight is one waiting for the next event): a checkpoint goes out once no event waits to be emitted.
+        settled = self.pool is None or not self.pool.in_flight() or self.config.fan_out is not None
         return FOLLOW_SETTLED_CHECKPOINT_SECONDS if settled else FOLLOW_DRAINED_CHECKPOINT_SECONDS
 
     def _caught_up(self) -> Iterator[AirbyteMessage]:
