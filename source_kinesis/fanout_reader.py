@@ -41,7 +41,7 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, List, Mapping, Optional
 
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
@@ -92,7 +92,6 @@ class FanOutStats(ShardStats):
     subscriptions: int = 0  # SubscribeToShard calls that opened a subscription
     renewals: int = 0  # subscriptions renewed after they ended on their own (5 minutes)
     drops: int = 0  # subscriptions that ended with a connection error or an exception event
-    resubscribe_waits: List[float] = field(default_factory=list)  # not shown; tests read it
 
     def extra(self) -> str:
         return f", {self.subscriptions} subscriptions ({self.renewals} renewed, {self.drops} dropped)"
@@ -170,12 +169,13 @@ class FanOutReader:
 
     def _page(self, item: Any) -> Page:
         if isinstance(item, _End):
-            if item.error is not None:
-                return ReadFailed(self, error=item.error)
-            return ShardGone(self, stale_restart=item.stale_restart)
-        if item is None:  # no event within EVENT_WAIT_SECONDS
-            if not self.follow:
-                self.stop_rules.check([], None)  # raises once nothing came for a whole retry budget
+            if item.gone:
+                return ShardGone(self, stale_restart=item.stale_restart)
+            return ReadFailed(self, error=item.error)
+        if item is None:
+            # No event within EVENT_WAIT_SECONDS. The thread bounds its own silences: subscribing retries within the
+            # retry budget, a silent subscription ends at the read timeout, and subscriptions that keep ending without
+            # an event fail the shard after a retry budget, each with the error that names the cause.
             return Page(self)
         records, behind = item.records, item.behind
         self.stats.millis_behind = behind
@@ -292,6 +292,10 @@ class FanOutReader:
             except Exception as exc:  # noqa: BLE001 - a dropped connection or an exception event
                 if self._closed.is_set():
                     return  # close() ended the stream under the reading
+                if error_code(exc) == "ResourceNotFoundException":  # the shard (or the consumer) went away meanwhile
+                    self._consumer_gone_check()
+                    self._hand_over(_End(gone=True, stale_restart=notice))
+                    return
                 if not (is_retryable(exc) or error_code(exc) in kinesis_api.SUBSCRIBE_RETRY_CODES):
                     raise translate(exc, self.action, self.stream, self.shard_id) from None
                 self.stats.drops += 1
@@ -316,7 +320,6 @@ class FanOutReader:
                 continue
             drops += 1
             wait = random.uniform(0, min(MAX_RESUBSCRIBE_BACKOFF_SECONDS, 0.1 * 2 ** min(drops, 10)))
-            self.stats.resubscribe_waits.append(wait)
             guard = getattr(self.client, "guard", None)
             if guard is not None and self.sleep is time.sleep:
                 guard.sleep(wait, self.action)

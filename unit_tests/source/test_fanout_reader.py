@@ -186,6 +186,12 @@ def test_not_found_is_a_gone_shard_unless_the_consumer_is_gone():
     assert isinstance(got[-1], ReadFailed) and "no longer exists" in got[-1].error.message and ARN in got[-1].error.message
 
 
+def test_not_found_mid_subscription_ends_the_shard_after_the_records_already_handed_over():
+    gone = client_error("ResourceNotFoundException")
+    got = pages(reader(ScriptedClient([_Stream([event([1, 2])], error=gone)])), 10)
+    assert numbers(got) == [1, 2] and isinstance(got[-1], ShardGone)
+
+
 def test_access_denied_names_the_action_and_the_consumer_resource():
     got = pages(reader(ScriptedClient([client_error("AccessDeniedException")])), 1)
     assert isinstance(got[-1], ReadFailed)
