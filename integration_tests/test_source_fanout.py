@@ -283,3 +283,8 @@ def test_subscriptions_go_over_http2_with_tls_and_every_other_call_over_botocore
         subscriptions = server.requests["SubscribeToShard"]
         assert subscriptions >= 3 and front.requests_by_protocol["HTTP/2"] == subscriptions
         assert front.requests_by_protocol["HTTP/1.1"] >= 2  # DescribeStream, ListShards, DescribeStreamConsumer: botocore's
+        # The sync ended its subscriptions (each on its own HTTP/2 connection, shut down): none is left open at Kinesis.
+        deadline = time.monotonic() + 5
+        while server.backend.open_subscriptions() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.backend.open_subscriptions() == 0

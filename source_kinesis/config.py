@@ -225,6 +225,12 @@ class SourceConfig(_Model):
                     f"read_mode.consumer_arn is a consumer of stream '{mode.consumer_stream}', but streams names "
                     f"'{refs[0].name}'; give that stream's consumer, or consumer_name to have one registered"
                 )
+            owner = (mode.consumer_arn or "").split("/consumer/", 1)[0]
+            if refs[0].arn is not None and owner != refs[0].arn:
+                raise ValueError(f"read_mode.consumer_arn belongs to {owner}, not to the configured stream {refs[0].arn}")
+            consumer_region = CONSUMER_ARN_RE.match(mode.consumer_arn or "").group(2)
+            if consumer_region != self.region:
+                raise ValueError(f"read_mode.consumer_arn is in region {consumer_region}, but region is {self.region}")
         return self
 
     @property

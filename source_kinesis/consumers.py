@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Optional
 from source_kinesis.config import EnhancedFanOut
 from source_kinesis.errors import ACCESS_DENIED, config_error, error_code, transient_error, translate
 from source_kinesis.kinesis_api import KinesisStream, describe_consumer, register_consumer, subscribe_to_shard
+from source_kinesis.throttling import CONTROL_PLANE_RETRY_SECONDS
 
 CONSUMER_ACTIVE_WAIT_SECONDS = 120.0
 CONSUMER_POLL_SECONDS = 1.0
@@ -65,11 +66,17 @@ def resolve_consumer(
         name = fan_out.consumer_name or ""
         logger.info(f"Stream '{stream.name}': registering the enhanced fan-out consumer '{name}' (kinesis:RegisterStreamConsumer).")
         try:
-            description = register_consumer(client, stream.arn, name, retry_budget_seconds)
+            description = register_consumer(client, stream.arn, name, min(retry_budget_seconds, CONTROL_PLANE_RETRY_SECONDS))
         except Exception as exc:  # noqa: BLE001
             code = error_code(exc)
             if code == "ResourceInUseException":  # registered meanwhile (another sync): use it
                 description = find_consumer(client, fan_out, stream, retry_budget_seconds)
+            elif code == "LimitExceededException":  # retried as throttling first; what remains is the consumer limit
+                raise config_error(
+                    f"kinesis:RegisterStreamConsumer on stream '{stream.name}' kept failing with LimitExceededException: the "
+                    "stream has its maximum of 20 consumers (or registrations are throttled). Deregister a consumer you no "
+                    "longer use, or give an existing one as read_mode.consumer_arn."
+                ) from None
             elif code in ACCESS_DENIED:
                 raise config_error(
                     f"Access denied: kinesis:RegisterStreamConsumer on stream '{stream.name}', needed to register the enhanced "

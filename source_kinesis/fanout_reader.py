@@ -4,7 +4,9 @@ A ``FanOutReader`` has the interface of ``readers.Reader``: the pool polls it, a
 ``shard_reader``'s page kinds, and it never raises, never logs and never touches the state. Behind it one thread per
 shard (``subscription-<shard>``) holds the shard's subscription: it subscribes, reads the events Kinesis pushes and
 hands each whole event over through a small bounded queue (``EVENTS_AHEAD``: a slow emitter stops the reading, and
-HTTP/2 flow control then holds the server back); a poll takes the next event, waiting up to ``EVENT_WAIT_SECONDS``.
+flow control then holds the server back), waking the pool; a poll takes the next event and never waits (an idle
+reader is polled only at ``IDLE_RECHECK_SECONDS``, for its silence checks, so idle shards never hold the pool's
+workers from busy ones).
 
 **Positions.** The first subscription starts where a polling reader's first iterator would (the orchestrator's
 ``StartPosition``: AT_SEQUENCE_NUMBER of the checkpoint, TRIM_HORIZON, LATEST, AT_TIMESTAMP), so the orchestrator's
@@ -27,7 +29,9 @@ ResourceNotFoundException: the consumer is asked for, else the shard is gone).
 
 **Budgets and stop rules.** GetRecords' calls/s and MB/s budgets do not apply (the consumer's own 2 MB/s per shard is
 pushed by Kinesis); ``max_parallel_shards`` bounds the events handed over at once, not the subscriptions: every shard
-being read keeps its subscription, one HTTP/2 stream of a shared connection. The bounded stop rules are polling's
+being read keeps its subscription (its own connection, see ``fanout_transport.py``). A subscription silent for
+``SILENT_SUBSCRIPTION_SECONDS`` (Kinesis sends empty events while a shard is idle) is ended and renewed; nothing
+heard for the retry budget plus that fails the shard. The bounded stop rules are polling's
 (``shard_reader.StopRules``), but an event at the tip (MillisBehindLatest 0: "no new records to process at this moment",
 as AWS documents it) is "caught up" with or without records (Kinesis pushes the next event only when records
 arrive, or at its idle interval: waiting for an empty one would add that interval to every bounded sync); events holding only
@@ -65,7 +69,11 @@ from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import is_sequence_number
 
 EVENTS_AHEAD = 4  # events read ahead of the emitter per shard (each at most what Kinesis pushes in one event)
-EVENT_WAIT_SECONDS = 0.5  # a poll waits this long for an event before returning an empty page
+IDLE_RECHECK_SECONDS = 1.0  # a reader with nothing to hand over is polled this often (its silence checks), else woken
+# A subscription that has sent nothing (not even an empty event: Kinesis sends them while a shard is idle) for this
+# long is ended and renewed: over HTTP/2 a read timeout is per connection, so a silent stream among live ones never
+# times out by itself.
+SILENT_SUBSCRIPTION_SECONDS = 60.0
 MAX_RESUBSCRIBE_BACKOFF_SECONDS = 5.0
 
 
@@ -132,17 +140,25 @@ class FanOutReader:
         self._closed = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._open: Any = None  # the event stream being read (closed by close() from another thread)
+        self._wake: Callable[[], None] = lambda: None  # the pool's: this reader has an event to hand over
+        self._heard_at = clock()  # the last event handed over or subscription opened (the silence checks)
+        self._aborted_at = float("-inf")  # when a silent subscription was last ended from poll()
 
     # -- the Reader interface (the pool's threads) ------------------------------------------------------------
     def next_due(self) -> float:
-        return 0.0  # events are pushed: a poll waits for the next one (EVENT_WAIT_SECONDS at most)
+        """Due now with an event to hand over; else at the idle re-check (an arriving event wakes it sooner)."""
+        return 0.0 if not self._events.empty() or self._thread is None else self.clock() + IDLE_RECHECK_SECONDS
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
 
     def poll(self) -> Page:
+        """The next event handed over, as a page (never waits: an idle poll returns an empty page)."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._subscribe_loop, name=f"subscription-{self.shard_id}", daemon=True)
             self._thread.start()
         try:
-            item = self._events.get(timeout=EVENT_WAIT_SECONDS)
+            item = self._events.get_nowait()
         except queue.Empty:
             item = None
         try:
@@ -160,12 +176,7 @@ class FanOutReader:
         consumer's slot on the shard at once instead of refusing the next sync's subscription until it expires), and
         the thread, woken by that, exits."""
         self._closed.set()
-        events = self._open
-        if events is not None:
-            try:
-                events.close()
-            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; it ends either way
-                pass
+        self._end_open_stream()
 
     def _page(self, item: Any) -> Page:
         if isinstance(item, _End):
@@ -173,9 +184,7 @@ class FanOutReader:
                 return ShardGone(self, stale_restart=item.stale_restart)
             return ReadFailed(self, error=item.error)
         if item is None:
-            # No event within EVENT_WAIT_SECONDS. The thread bounds its own silences: subscribing retries within the
-            # retry budget, a silent subscription ends at the read timeout, and subscriptions that keep ending without
-            # an event fail the shard after a retry budget, each with the error that names the cause.
+            self._check_silence()
             return Page(self)
         records, behind = item.records, item.behind
         self.stats.millis_behind = behind
@@ -188,15 +197,40 @@ class FanOutReader:
                 return StopRuleMet(self, records, behind, item.stale_restart, reason=reason)
         return Page(self, records, behind, item.stale_restart)
 
+    def _check_silence(self) -> None:
+        """Nothing handed over lately. The thread bounds what it knows (subscribe retries within the retry budget,
+        subscriptions ending without an event for a retry budget); a subscription that simply stays silent is bounded
+        here: ended (and so renewed) after SILENT_SUBSCRIPTION_SECONDS, and the shard fails once nothing was heard for
+        the retry budget plus that."""
+        silent = self.clock() - self._heard_at
+        if silent > self.retry_budget_seconds + SILENT_SUBSCRIPTION_SECONDS:
+            raise transient_error(
+                f"kinesis:SubscribeToShard on stream '{self.stream}', shard {self.shard_id}: nothing arrived for {silent:.0f} s "
+                "(no event, no new subscription). Check the network route to Kinesis, then try again."
+            )
+        if silent > SILENT_SUBSCRIPTION_SECONDS and self.clock() - self._aborted_at > SILENT_SUBSCRIPTION_SECONDS:
+            self._aborted_at = self.clock()
+            self._end_open_stream()
+
+    def _end_open_stream(self) -> None:
+        events = self._open
+        if events is not None:
+            try:
+                events.close()
+            except Exception:  # noqa: BLE001 - closing a stream another thread reads may race; it ends either way
+                pass
+
     # -- the subscription thread --------------------------------------------------------------------------------
     def _hand_over(self, item: Any) -> bool:
-        """Queue ``item`` for the emitter (blocking while the queue is full); False once the reader is closed."""
+        """Queue ``item`` for the emitter (blocking while the queue is full) and wake the pool; False once the
+        reader is closed."""
         while not self._closed.is_set():
             try:
                 self._events.put(item, timeout=0.2)
-                return True
             except queue.Full:
                 continue
+            self._wake()
+            return True
         return False
 
     def _subscribe_loop(self) -> None:
@@ -233,6 +267,11 @@ class FanOutReader:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified here, the rest translated
                 code = error_code(exc)
+                if code == "InvalidArgumentException" and handed_records and position.sequence_number != str(above):
+                    # A renewal refused at a continuation number: renew right after the last record handed over
+                    # instead (a position Kinesis gave us); only a refusal of that one is news about retention.
+                    position = StartPosition("AFTER_SEQUENCE_NUMBER", sequence_number=str(above))
+                    continue
                 if code == "InvalidArgumentException" and position.iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
                     message = (
                         f"Stale checkpoint in stream '{self.stream}', shard {self.shard_id}: sequence number "
@@ -250,8 +289,17 @@ class FanOutReader:
                     self._consumer_gone_check()
                     self._hand_over(_End(gone=True, stale_restart=notice))
                     return
+                if code in kinesis_api.SUBSCRIBE_RETRY_CODES:
+                    raise transient_error(
+                        f"kinesis:SubscribeToShard on stream '{self.stream}', shard {self.shard_id}: another subscription of "
+                        f"consumer {self.consumer_arn} to this shard stayed active for the whole retry budget "
+                        f"({self.retry_budget_seconds:.0f} s). Is another connector or runner reading through the same "
+                        "consumer? Give each reader its own consumer (read_mode.consumer_name), then try again."
+                    ) from None
                 raise translate(exc, self.action, self.stream, self.shard_id) from None
             self.stats.subscriptions += 1
+            self._heard_at = self.clock()
+            events_in_subscription = 0
             self._open = events
             if self._closed.is_set():  # closed while subscribing
                 events.close()
@@ -275,7 +323,8 @@ class FanOutReader:
                         self.stats.empty_calls += 1
                     if not self._hand_over(item):
                         return
-                    last_event_at = self.clock()
+                    last_event_at = self._heard_at = self.clock()
+                    events_in_subscription += 1
                     drops = 0
                     if item.child_shards is not None:
                         return  # the shard's end: nothing more to read
@@ -315,9 +364,10 @@ class FanOutReader:
                     f"or ending without an event for {self.clock() - last_event_at:.0f} s (retry_budget_seconds). Check the "
                     "network route to Kinesis, then try again."
                 )
-            if ended_cleanly:
+            if ended_cleanly and events_in_subscription:
                 self.stats.renewals += 1
                 continue
+            # dropped, or ended at once without an event (a broken endpoint or proxy): renewed after a backoff
             drops += 1
             wait = random.uniform(0, min(MAX_RESUBSCRIBE_BACKOFF_SECONDS, 0.1 * 2 ** min(drops, 10)))
             guard = getattr(self.client, "guard", None)
@@ -343,11 +393,14 @@ class FanOutReader:
         return _Event(records, behind, child_shards=list(children) if ended else None), continuation
 
     def _consumer_gone_check(self) -> None:
-        """ResourceNotFoundException: the shard is gone, unless the consumer itself is (deregistered mid-sync)."""
+        """ResourceNotFoundException: the shard is gone, unless the consumer itself is (deregistered mid-sync). Only
+        a consumer that is there makes it the shard's news: a shard taken for gone is never read again."""
         try:
             description = kinesis_api.describe_consumer(self.client, self.retry_budget_seconds, ConsumerARN=self.consumer_arn)
-        except Exception:  # noqa: BLE001 - cannot tell: treat as the shard's news, as polling does
-            return
+        except AirbyteTracedException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - cannot tell whether the shard is gone: the shard fails, naming why
+            raise translate(exc, "DescribeStreamConsumer", self.stream, self.shard_id) from None
         if description is None:
             raise config_error(
                 f"The enhanced fan-out consumer {self.consumer_arn} of stream '{self.stream}' no longer exists (deregistered "

@@ -9,17 +9,21 @@ Everything else stays botocore's: endpoint resolution, SigV4 signing with refres
 ``initial-response``, the event-stream framing and CRC checks, event parsing with the client's own parsers (so
 records have exactly the shape GetRecords gives them), and error responses turned into ``ClientError``s.
 
-Which protocol: ``https://`` endpoints (AWS) negotiate HTTP/2 by ALPN, every subscription of the process multiplexed
-as a stream of one connection per endpoint; plain ``http://`` endpoints (emulators, the project's test servers) use
-HTTP/1.1, since httpx has no h2c upgrade and emulators speak HTTP/1.1. Transport errors come back as botocore's own
-exception types, so the one retry policy (``throttling.py``) classifies them as it does for every other call.
+Which protocol: ``https://`` endpoints (AWS) negotiate HTTP/2 by ALPN; plain ``http://`` endpoints (emulators, the
+project's test servers) use HTTP/1.1, since httpx has no h2c upgrade and emulators speak HTTP/1.1. **Each subscription
+has its own connection** (its own httpx client; the TLS settings are built once and shared): ending a subscription
+early must end it at Kinesis, and httpcore cannot reset one HTTP/2 stream of a shared connection (closing a response
+sends no RST_STREAM, and the frames Kinesis keeps pushing for it would use up the connection's flow-control window
+and stall every other subscription on it). So ending one shuts its connection down, from any thread: the read in
+progress wakes at once, and Kinesis sees the subscription end. Transport errors come back as botocore's own exception
+types, so the one retry policy (``throttling.py``) classifies them as it does for every other call.
 """
 from __future__ import annotations
 
 import socket
 import ssl
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import botocore.session
 import httpx
@@ -39,26 +43,33 @@ DROPPED_HEADERS = {"content-length", "connection", "transfer-encoding", "expect"
 
 
 class _StreamingBody:
-    """The ``raw`` botocore reads an event stream from (``stream()``, ``close()``): httpx's chunks as they arrive.
+    """The ``raw`` botocore reads an event stream from (``stream()``, ``close()``): httpx's chunks as they arrive,
+    over a connection of its own. ``close()`` may come from any thread (a reader ending its subscription while its
+    thread waits for the next event): it shuts the connection's socket down, which wakes that read and ends the
+    subscription at the server; the response and its client are closed too once no read is in progress."""
 
-    ``close()`` may come from another thread than the one reading (a reader ending its subscription): over HTTP/1.1
-    the connection is one subscription's, so it is shut down, which wakes the blocked read at once and tells the
-    server the subscription ended; over HTTP/2 the connection is shared by every subscription and httpcore cannot
-    reset one stream, so the reading thread is only told to stop, and closes the stream at its next chunk (Kinesis
-    sends an event at least every few seconds, and a new subscription of the same consumer takes the shard over).
-    """
-
-    def __init__(self, response: httpx.Response, url: str) -> None:
+    def __init__(self, response: httpx.Response, client: httpx.Client, url: str) -> None:
         self._response = response
+        self._client = client
         self._url = url
-        self._reader: Optional[int] = None  # the thread iterating stream(), while it does
-        self._abandoned = False
+        self._lock = threading.Lock()
+        self._reading = False
+        self._ended = False
 
     def stream(self, **_: Any) -> Iterator[bytes]:
-        self._reader = threading.get_ident()
+        chunks = self._response.iter_raw()
         try:
-            for chunk in self._response.iter_raw():
-                if self._abandoned:
+            while True:
+                with self._lock:
+                    if self._ended:
+                        return
+                    self._reading = True
+                try:
+                    chunk = next(chunks, None)
+                finally:
+                    with self._lock:
+                        self._reading = False
+                if chunk is None or self._ended:
                     return
                 yield chunk
         except httpx.TimeoutException as exc:
@@ -66,40 +77,35 @@ class _StreamingBody:
         except httpx.HTTPError as exc:
             raise ResponseStreamingError(error=exc) from None
         finally:
-            self._reader = None
-            self._response.close()
+            self.close()
 
     def close(self) -> None:
-        reader = self._reader
-        if reader is None or reader == threading.get_ident():
+        with self._lock:
+            self._ended = True
+            reading = self._reading
+        self._shutdown()
+        if not reading:  # the reading thread closes them when its read returns (stream()'s finally)
             self._response.close()
-            return
-        self._abandoned = True
-        if self._response.http_version == "HTTP/1.1":
-            network = self._response.extensions.get("network_stream")
-            sock = network.get_extra_info("socket") if network is not None else None
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self._client.close()
+
+    def _shutdown(self) -> None:
+        network = self._response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class Http2Sender:
-    """A ``before-send`` handler sending SubscribeToShard through one shared httpx client (thread-safe)."""
+    """A ``before-send`` handler sending each SubscribeToShard on a connection of its own (thread-safe)."""
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, verify: Any = True) -> None:
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=connect_timeout)
-        self._verify = verify
-        self._client: Optional[httpx.Client] = None
+        self._verify = verify  # an SSLContext (built once: loading a CA bundle takes milliseconds) or True
         self._lock = threading.Lock()
         self.protocols: dict = {}  # http_version -> responses (tests and the benchmark read it)
-
-    def _http(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(http2=True, verify=self._verify, timeout=self._timeout)
-            return self._client
 
     def __call__(self, request: Any, **_: Any) -> AWSResponse:
         url = request.url
@@ -111,26 +117,27 @@ class Http2Sender:
         body = request.body
         if hasattr(body, "read"):
             body = body.read()
-        http = self._http()
+        http = httpx.Client(http2=True, verify=self._verify, timeout=self._timeout)
         try:
             response = http.send(http.build_request(request.method, url, headers=headers, content=body or b""), stream=True)
         except httpx.ConnectTimeout as exc:
+            http.close()
             raise ConnectTimeoutError(endpoint_url=url, error=exc) from None
         except httpx.ConnectError as exc:
+            http.close()
             raise EndpointConnectionError(endpoint_url=url, error=exc) from None
         except httpx.TimeoutException as exc:
+            http.close()
             raise ReadTimeoutError(endpoint_url=url, error=exc) from None
         except httpx.HTTPError:
+            http.close()
             raise ConnectionClosedError(endpoint_url=url) from None
         with self._lock:
             self.protocols[response.http_version] = self.protocols.get(response.http_version, 0) + 1
-        return AWSResponse(url, response.status_code, dict(response.headers.items()), _StreamingBody(response, url))
+        return AWSResponse(url, response.status_code, dict(response.headers.items()), _StreamingBody(response, http, url))
 
     def close(self) -> None:
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        """Nothing shared to release (each subscription's connection closes with it)."""
 
 
 def default_verify() -> Any:

@@ -33,6 +33,9 @@ class Reader(Protocol):
     def next_due(self) -> float:
         """When the pool may poll it next (its budget's next call time)."""
 
+    def attach(self, wake: Callable[[], None]) -> None:
+        """The pool's ``wake``: a reader whose data is pushed calls it when data arrives (polling readers ignore it)."""
+
     def poll(self) -> Page:
         """One step of reading; never raises."""
 

@@ -4,7 +4,9 @@ At most ``workers`` GetRecords calls are in flight. Each reader sits in a heap k
 its next call; a worker takes the earliest due reader, polls it once, hands the page to the bounded output queue
 (so a slow consumer slows the readers instead of growing memory) and puts the reader back unless the page was its
 last. A reader is never polled twice at once, so pages of one shard reach the queue in order. Idle workers sleep on
-a condition until the next due time: no busy-waiting. Hand-written because ``concurrent.futures`` has no notion of
+a condition until the next due time: no busy-waiting. A reader whose data is pushed (enhanced fan-out) is due only
+when it has something (or at its idle re-check): it calls the ``wake`` it was attached with when data arrives, which
+makes it due at once (its earlier heap entry goes stale), so an idle shard never holds a worker waiting. Hand-written because ``concurrent.futures`` has no notion of
 "run this task again at time T" and a scheduler library would add a dependency for ~60 lines.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ import itertools
 import queue
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from source_kinesis.readers import Reader
 from source_kinesis.shard_reader import Page
@@ -26,6 +28,9 @@ class ShardPool:
         self.clock = clock
         self._heap: List[Tuple[float, int, Reader]] = []
         self._tie = itertools.count()
+        self._entry: Dict[Reader, int] = {}  # a reader's live heap entry (its tie); other entries of it are stale
+        self._polling: Set[Reader] = set()  # readers being polled now
+        self._woken: Set[Reader] = set()  # woken while being polled: due at once when put back
         self._cond = threading.Condition()
         self._stopping = False
         self._busy = 0
@@ -34,9 +39,23 @@ class ShardPool:
             thread.start()
 
     def submit(self, reader: Reader) -> None:
+        reader.attach(lambda: self.wake(reader))
         with self._cond:
-            heapq.heappush(self._heap, (reader.next_due(), next(self._tie), reader))
-            self._cond.notify()
+            self._push(reader, reader.next_due())
+
+    def wake(self, reader: Reader) -> None:
+        """``reader`` has something to hand over: poll it as soon as a worker is free."""
+        with self._cond:
+            if reader in self._polling:
+                self._woken.add(reader)
+            elif reader in self._entry:
+                self._push(reader, 0.0)
+
+    def _push(self, reader: Reader, due: float) -> None:
+        tie = next(self._tie)
+        self._entry[reader] = tie
+        heapq.heappush(self._heap, (due, tie, reader))
+        self._cond.notify()
 
     def stop(self) -> None:
         """Ask workers to finish their current poll and exit. Pages already queued stay in the queue."""
@@ -63,13 +82,17 @@ class ShardPool:
                 if self._stopping:
                     return None
                 if self._heap:
-                    due, _, reader = self._heap[0]
-                    if reader.cancelled:
+                    due, tie, reader = self._heap[0]
+                    if self._entry.get(reader) != tie or reader.cancelled:  # stale (woken since), or cancelled
                         heapq.heappop(self._heap)
+                        if self._entry.get(reader) == tie:
+                            del self._entry[reader]
                         continue
                     wait = due - self.clock()
                     if wait <= 0:
                         heapq.heappop(self._heap)
+                        del self._entry[reader]
+                        self._polling.add(reader)
                         self._busy += 1
                         return reader
                     self._cond.wait(wait)
@@ -94,11 +117,14 @@ class ShardPool:
                             # emitted, so no checkpoint covers them and the next sync reads them again).
                             page = None
                             break
-                if page is not None and not page.final and not reader.cancelled:
-                    with self._cond:
-                        heapq.heappush(self._heap, (reader.next_due(), next(self._tie), reader))
-                        self._cond.notify()
+                with self._cond:
+                    self._polling.discard(reader)
+                    woken = reader in self._woken
+                    self._woken.discard(reader)
+                    if page is not None and not page.final and not reader.cancelled:
+                        self._push(reader, 0.0 if woken else reader.next_due())
             finally:
                 with self._cond:
+                    self._polling.discard(reader)
                     self._busy -= 1
                     self._cond.notify_all()

@@ -170,6 +170,9 @@ class ShardReader:
     def close(self) -> None:
         """Nothing to release: an iterator needs no closing."""
 
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Polled on its budget's schedule: nothing wakes it."""
+
     # -- iterators --------------------------------------------------------------------------------------------
     def _get_iterator(self, position: StartPosition) -> str:
         self._action = "GetShardIterator"

@@ -271,3 +271,36 @@ def test_configs_saved_before_the_start_position_choice_pass_the_spec_check_and_
     assert parse_config(migrate_config(old)).start_position == parse_config(old).start_position == legacy["start_position"]
     statuses = run_cli(SourceKinesis(), "check", old).connection_status_messages
     assert [s.connectionStatus.status.value for s in statuses] == ["SUCCEEDED"], statuses
+
+
+def test_enhanced_fan_out_choice_and_its_rules():
+    from source_kinesis.config import parse_config as parse
+
+    base = {"credentials": {"auth_type": "default_chain"}, "region": "us-east-1", "streams": ["orders"]}
+    arn = "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/airbyte:1764547200"
+    assert parse(base).fan_out is None  # configs without read_mode keep polling
+    assert parse(dict(base, read_mode={"mode": "enhanced_fan_out", "consumer_name": "airbyte"})).fan_out.consumer_name == "airbyte"
+    assert parse(dict(base, read_mode={"mode": "enhanced_fan_out", "consumer_arn": arn})).fan_out.consumer_arn == arn
+    by_arn = dict(base, streams=["arn:aws:kinesis:us-east-1:123456789012:stream/orders"])
+    assert parse(dict(by_arn, read_mode={"mode": "enhanced_fan_out", "consumer_arn": arn})).fan_out is not None
+    refused = {
+        "exactly one of consumer_name": {"mode": "enhanced_fan_out"},
+        "exactly one of consumer_name ": {"mode": "enhanced_fan_out", "consumer_name": "a", "consumer_arn": arn},
+        "is not a Kinesis stream consumer ARN": {"mode": "enhanced_fan_out", "consumer_arn": "arn:aws:kinesis:us-east-1:1:stream/x"},
+        "is not a valid consumer name": {"mode": "enhanced_fan_out", "consumer_name": "bad name"},
+    }
+    for expected, mode in refused.items():
+        with pytest.raises(AirbyteTracedException) as info:
+            parse(dict(base, read_mode=mode))
+        assert expected.strip() in info.value.message and info.value.failure_type.value == "config_error"
+    cases = [
+        (dict(base, streams=["orders", "sales"]), "exactly that one stream"),
+        (dict(base, streams=["ord*"]), "exactly that one stream"),
+        (dict(base, streams=["sales"]), "a consumer of stream 'orders'"),
+        (dict(base, streams=["arn:aws:kinesis:us-east-1:999999999999:stream/orders"]), "not to the configured stream"),
+        (dict(base, region="us-west-2"), "in region us-east-1"),
+    ]
+    for config, expected in cases:
+        with pytest.raises(AirbyteTracedException) as info:
+            parse(dict(config, read_mode={"mode": "enhanced_fan_out", "consumer_arn": arn}))
+        assert expected in info.value.message, info.value.message

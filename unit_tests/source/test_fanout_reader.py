@@ -5,6 +5,7 @@ replay server's subscriptions, faults) is integration_tests/test_source_fanout.p
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -87,17 +88,22 @@ def reader(client: ScriptedClient, start: StartPosition = StartPosition("TRIM_HO
     )
 
 
-def pages(r: FanOutReader, until: int, limit: int = 60) -> List[Page]:
-    """Poll until ``until`` records arrived or a final page (bounded)."""
+def pages(r: FanOutReader, until: int, seconds: float = 5.0) -> List[Page]:
+    """Poll (as the pool would, a poll never waits) until ``until`` records arrived or a final page, for at most
+    ``seconds``."""
     out: List[Page] = []
     got = 0
-    for _ in range(limit):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         page = r.poll()
-        out.append(page)
+        if page.records or page.final or page.stale_restart:
+            out.append(page)
         got += len(page.records)
         if page.final or got >= until:
             break
-    return out
+        if not page.records:
+            time.sleep(0.005)
+    return out or [Page(r)]
 
 
 def numbers(ps: List[Page]) -> List[int]:
@@ -224,3 +230,114 @@ def test_close_ends_the_subscription_thread(mode):
     r.close()
     r._thread.join(timeout=5)  # noqa: SLF001 - the test owns the reader
     assert not r._thread.is_alive()  # noqa: SLF001
+
+
+# -- regressions found by review ---------------------------------------------------------------------------------
+def test_a_consumer_check_that_fails_after_not_found_fails_the_shard_instead_of_calling_it_gone():
+    class Denied(ScriptedClient):
+        def describe_stream_consumer(self, **kwargs: Any) -> Dict[str, Any]:
+            raise client_error("AccessDeniedException")
+
+    got = pages(reader(Denied([client_error("ResourceNotFoundException")])), 1)
+    assert isinstance(got[-1], ReadFailed) and "kinesis:DescribeStreamConsumer" in got[-1].error.message
+
+
+def test_a_silent_subscription_is_ended_and_the_shard_fails_once_nothing_was_heard_for_the_bound(monkeypatch):
+    monkeypatch.setattr("source_kinesis.fanout_reader.SILENT_SUBSCRIPTION_SECONDS", 0.2)
+    release = threading.Event()
+
+    class Silent(_Stream):
+        def __iter__(self):
+            release.wait(30)  # a subscription that neither sends nor fails (until closed)
+            raise ResponseStreamingError(error="closed")
+            yield  # pragma: no cover
+
+        def close(self) -> None:
+            release.set()
+
+    client = ScriptedClient([Silent([]) for _ in range(50)])
+    r = reader(client, follow=False, budget=0.3)
+    deadline, page = time.monotonic() + 10, Page(r)
+    while time.monotonic() < deadline and not page.final:
+        page = r.poll()
+        time.sleep(0.02)
+    assert isinstance(page, ReadFailed) and "nothing arrived" in page.error.message or "kept dropping" in page.error.message
+    assert len(client.calls) >= 2  # the silent subscription was ended and renewed before the shard failed
+
+
+def test_subscriptions_that_end_at_once_without_an_event_are_renewed_after_a_backoff():
+    class Instant(ScriptedClient):
+        def subscribe_to_shard(self, **kwargs: Any) -> Dict[str, Any]:
+            self.calls.append(kwargs["StartingPosition"])
+            return {"EventStream": _Stream([])}
+
+    client = Instant([])
+    r = FanOutReader(client, "orders", ARN, "shardId-000000000000", StartPosition("TRIM_HORIZON"), retry_budget_seconds=30,
+                     follow=True, sync_started_at=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc), stale_policy="restart")
+    r.poll()
+    time.sleep(1.0)
+    r.close()
+    assert len(client.calls) < 40, f"{len(client.calls)} subscriptions in 1 s: no backoff between empty renewals"
+
+
+def test_idle_fan_out_shards_do_not_hold_the_pools_workers_from_a_busy_one():
+    import queue as queue_module
+
+    from source_kinesis.shard_pool import ShardPool
+
+    busy = reader(ScriptedClient([_Stream([event([n]) for n in range(1, 200)])]))
+    idle = [reader(ScriptedClient([])) for _ in range(8)]
+    out: "queue_module.Queue[Page]" = queue_module.Queue(maxsize=64)
+    pool = ShardPool(2, out)
+    for r in [busy] + idle:
+        pool.submit(r)
+    got, deadline = 0, time.monotonic() + 10
+    while got < 199 and time.monotonic() < deadline:
+        try:
+            page = out.get(timeout=0.1)
+        except queue_module.Empty:
+            continue
+        if page.reader is busy:
+            got += len(page.records)
+    pool.stop()
+    for r in [busy] + idle:
+        r.close()
+    assert got == 199
+
+
+def test_resource_in_use_for_the_whole_budget_is_a_transient_error_naming_the_consumer():
+    got = pages(reader(ScriptedClient([client_error("ResourceInUseException")] * 100_000), budget=0.3), 1)
+    error = got[-1].error
+    assert isinstance(got[-1], ReadFailed) and error.failure_type.value == "transient_error"
+    assert ARN in error.message and "own consumer" in error.message
+
+
+def test_a_renewal_refused_at_a_continuation_number_renews_after_the_last_record_instead_of_restarting():
+    client = ScriptedClient([_Stream([event([1, 2], continuation=9)], error=ResponseStreamingError(error="reset")),
+                             client_error("InvalidArgumentException"), _Stream([event([3])])])
+    r = reader(client)
+    got = pages(r, 3)
+    assert numbers(got) == [1, 2, 3] and not any(p.stale_restart for p in got)
+    assert client.calls[1] == {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": seq(9)}
+    assert client.calls[2] == {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": seq(2)}
+    r.close()
+
+
+def test_registering_past_the_consumer_limit_is_a_config_error_naming_the_limit():
+    import logging
+
+    from source_kinesis.config import EnhancedFanOut
+    from source_kinesis.consumers import resolve_consumer
+    from source_kinesis.kinesis_api import KinesisStream
+
+    class Full:
+        def describe_stream_consumer(self, **kwargs: Any) -> Dict[str, Any]:
+            raise client_error("ResourceNotFoundException")
+
+        def register_stream_consumer(self, **kwargs: Any) -> Dict[str, Any]:
+            raise client_error("LimitExceededException")
+
+    stream = KinesisStream("orders", "arn:aws:kinesis:us-east-1:123456789012:stream/orders", "x", "ACTIVE", "NONE", {"StreamName": "orders"})
+    with pytest.raises(Exception) as info:
+        resolve_consumer(Full(), EnhancedFanOut(mode="enhanced_fan_out", consumer_name="c"), stream, logging.getLogger("t"), retry_budget_seconds=0.3)
+    assert info.value.failure_type.value == "config_error" and "20 consumers" in info.value.message
