@@ -79,7 +79,8 @@ record sent, or of the position before the next record>", "MillisBehindLatest": 
 once (even empty), then one as soon as records are there (the shard is polled every
 ``data.subscription_poll_seconds``, 0.02), at most ``data.event_max_records`` (10,000) records and about
 ``data.event_max_bytes`` (2 MiB, at least one record) per event, and an empty one every ``data.heartbeat_seconds``
-(5) while idle. The body ends cleanly after ``data.subscription_seconds`` (300, as Kinesis), or at a closed shard's
+(5) while idle. The body ends cleanly after ``data.subscription_seconds`` (300, as Kinesis) or, a test knob, after
+``data.subscription_max_events`` events (None), or at a closed shard's
 end after a last event (which may still carry the shard's last records) with ``"ContinuationSequenceNumber": null``,
 ``"MillisBehindLatest": 0`` and ``"ChildShards": [...]``. Within one
 subscription records come in shard order, never repeated or skipped. ``data.subscription_faults``, a callable
@@ -279,6 +280,9 @@ class ReplayData:
         self.records_put = 0
         self.consumer_activation_seconds = consumer_activation_seconds
         self.resubscribe_cooldown_seconds = resubscribe_cooldown_seconds
+        # a test knob: a subscription ends cleanly after this many SubscribeToShard events (None: only by time), so a
+        # test renews subscriptions deterministically instead of racing subscription_seconds
+        self.subscription_max_events: Optional[int] = None
         self.subscription_seconds = subscription_seconds
         self.heartbeat_seconds = heartbeat_seconds
         self.event_max_records = event_max_records
@@ -889,8 +893,8 @@ class ReplayBackend(Backend):
                     self.subscription_events[key] += 1
                     self.subscription_records_served[(stream.spec.name, shard.shard_id)] += end - offset
                 offset, sent, last_event = end, sent + 1, time.monotonic()
-                if finished:
-                    return
+                if finished or (data.subscription_max_events is not None and sent >= data.subscription_max_events):
+                    return  # the shard's end, or (a test knob) the subscription's last event: the body ends cleanly
             else:
                 yield b""  # idle: lets the server notice a client gone or a stop
                 time.sleep(data.subscription_poll_seconds)
