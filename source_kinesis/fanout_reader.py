@@ -64,6 +64,7 @@ from source_kinesis.shard_reader import (
     StopRuleMet,
     StopRules,
     checked_records,
+    stale_position,
 )
 from source_kinesis.stale_checkpoints import StaleCheckpointRule
 from source_kinesis.state import is_sequence_number
@@ -247,7 +248,7 @@ class FanOutReader:
         position = self.start
         first_position = self.start
         latest_at: Optional[dt.datetime] = None
-        above: Optional[int] = _bound_of(position)
+        above: Optional[int] = position.bound()
         handed_records = False
         notice: Optional[str] = None  # a stale-checkpoint restart, carried by the next event handed over
         drops = 0
@@ -273,14 +274,10 @@ class FanOutReader:
                     position = StartPosition("AFTER_SEQUENCE_NUMBER", sequence_number=str(above))
                     continue
                 if code == "InvalidArgumentException" and position.iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
-                    message = (
-                        f"Stale checkpoint in stream '{self.stream}', shard {self.shard_id}: sequence number "
-                        f"{position.sequence_number} is no longer retained"
-                    )
+                    message, continuing = stale_position(self.stream, self.shard_id, position.sequence_number)
                     refusal = self.stale_rule.refusal(message)
                     if refusal is not None:
                         raise refusal from None
-                    continuing = f"restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost."
                     notice = self.stale_rule.warning(message, continuing)
                     position = first_position = StartPosition("TRIM_HORIZON")
                     above, handed_records = None, False
@@ -407,11 +404,3 @@ class FanOutReader:
                 "during the sync). Register it again (or give read_mode.consumer_name to have the sync register one), then sync again."
             )
 
-
-def _bound_of(position: StartPosition) -> Optional[int]:
-    """Every record read from ``position`` has a sequence number above this (None: any)."""
-    if position.iterator_type == "AT_SEQUENCE_NUMBER":
-        return int(position.sequence_number or 0) - 1
-    if position.iterator_type == "AFTER_SEQUENCE_NUMBER":
-        return int(position.sequence_number or 0)
-    return None

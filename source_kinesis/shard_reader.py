@@ -54,6 +54,22 @@ class StartPosition:
             return f"{self.iterator_type} {self.timestamp.isoformat()}"
         return self.iterator_type
 
+    def bound(self) -> Optional[int]:
+        """Every record read from here has a sequence number above this (None: any)."""
+        if self.iterator_type == "AT_SEQUENCE_NUMBER":
+            return int(self.sequence_number or 0) - 1
+        if self.iterator_type == "AFTER_SEQUENCE_NUMBER":
+            return int(self.sequence_number or 0)
+        return None
+
+
+def stale_position(stream: str, shard_id: str, sequence_number: Optional[str]) -> "tuple[str, str]":
+    """The stale-checkpoint rule's words for a position Kinesis no longer retains: (what happened, what a restart at
+    TRIM_HORIZON means), the same for both ways of reading."""
+    message = f"Stale checkpoint in stream '{stream}', shard {shard_id}: sequence number {sequence_number} is no longer retained"
+    continuing = f"restarted at TRIM_HORIZON: records after {sequence_number} up to the trim horizon were lost."
+    return message, continuing
+
 
 @dataclass
 class ShardStats:
@@ -180,12 +196,7 @@ class ShardReader:
             self.client, self.stream_ref, self.shard_id, position.iterator_type,
             sequence_number=position.sequence_number, timestamp=position.timestamp, **self._retry,
         )
-        if position.iterator_type == "AT_SEQUENCE_NUMBER":
-            self._above = int(position.sequence_number) - 1
-        elif position.iterator_type == "AFTER_SEQUENCE_NUMBER":
-            self._above = int(position.sequence_number)
-        else:
-            self._above = None
+        self._above = position.bound()
         return iterator
 
     def _acquire(self) -> Optional[Page]:
@@ -209,16 +220,12 @@ class ShardReader:
             code = error_code(exc)
             if position.iterator_type in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER") and code == "InvalidArgumentException":
                 # The checkpoint's sequence number is no longer in the shard (trimmed by retention).
-                message = (
-                    f"Stale checkpoint in stream '{self.stream}', shard {self.shard_id}: sequence number "
-                    f"{position.sequence_number} is no longer retained"
-                )
+                message, continuing = stale_position(self.stream, self.shard_id, position.sequence_number)
                 refusal = self.stale_rule.refusal(message)
                 if refusal is not None:
                     return ReadFailed(self, error=refusal)
                 self._iterator = self._get_iterator(StartPosition("TRIM_HORIZON"))
                 self._last_fetched = None
-                continuing = f"restarted at TRIM_HORIZON: records after {position.sequence_number} up to the trim horizon were lost."
                 return Page(self, stale_restart=self.stale_rule.warning(message, continuing))
             if code == "ResourceNotFoundException":
                 return ShardGone(self)
